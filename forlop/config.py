@@ -1,0 +1,196 @@
+"""Settings from environment variables, checked at start.
+
+Every setting has a sane default for the embedded run; a bad value fails at start
+with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "forlop"
+
+
+@dataclass(frozen=True)
+class Topics:
+    dips: str = "ehr.dips.pathway-events"
+    esp: str = "ehr.esp.hendelser"
+    events: str = "pathway.events"  # canonical events, ingest -> pathway and messaging
+    status_changed: str = "pathway.status-changed"
+    alerts: str = "pathway.alerts"
+    dead_letter: str = "forlop.dead-letter"
+    outbound: str = "messages.outbound"
+    apprec: str = "messages.apprec"
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "embedded"  # "embedded" (developer default) or "production"
+    database_url: str = ""
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    consumer_group: str = "forlop"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 6
+    max_poll_interval_ms: int = 300_000
+    clock: datetime | None = None  # frozen "now" for tests and replays
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    jwt_issuer: str = "http://localhost/forlop-dev"
+    jwt_audience: str = "forlop"
+    jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
+    jwt_jwks_file: str | None = None  # or a local JWKS file
+    xsd_dir: str | None = None  # official e-message schemas (not shipped with forlop)
+    data_dir: Path = field(default_factory=default_data_dir)
+    log_level: str = "INFO"
+    log_format: str = "json"
+    due_soon_days: int | None = None  # overrides the rule set's "due soon" horizon
+    transport: str = "kafka"  # messaging transport: kafka | directory | http
+    transport_dir: str | None = None
+    transport_url: str | None = None
+    apprec_timeout_s: int = 3600
+    max_send_attempts: int = 5
+    address_registry_file: str | None = None
+    address_registry_url: str | None = None
+    scan_interval_s: float = 60.0
+
+    @property
+    def production(self) -> bool:
+        return self.mode == "production"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check all settings; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("FORLOP_DATA_DIR") or default_data_dir())
+    mode = _choice(env, "FORLOP_MODE", "embedded", ("embedded", "production"))
+
+    database_url = env.get("FORLOP_DATABASE_URL") or f"sqlite:///{data_dir / 'forlop.db'}"
+    try:
+        url = make_url(database_url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError with a generic text
+        raise ConfigError(f"FORLOP_DATABASE_URL is not a database URL: {exc}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"FORLOP_DATABASE_URL uses {url.get_backend_name()!r}; supported: sqlite, postgresql"
+        )
+
+    bootstrap = env.get("FORLOP_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"FORLOP_KAFKA_BOOTSTRAP={bootstrap!r}: expected host:port[,host:port]")
+
+    clock_raw = env.get("FORLOP_CLOCK")
+    clock = None
+    if clock_raw:
+        try:
+            clock = datetime.fromisoformat(clock_raw)
+        except ValueError:
+            raise ConfigError(f"FORLOP_CLOCK={clock_raw!r} is not an ISO 8601 date-time") from None
+        if clock.tzinfo is None:
+            raise ConfigError(f"FORLOP_CLOCK={clock_raw!r} needs a UTC offset, e.g. +01:00")
+
+    topic_defaults = Topics()
+    topics = Topics(
+        **{
+            name: env.get(f"FORLOP_TOPIC_{name.upper()}") or getattr(topic_defaults, name)
+            for name in topic_defaults.__dataclass_fields__
+        }
+    )
+
+    protocol = _choice(
+        env, "FORLOP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    )
+    sasl_mechanism = env.get("FORLOP_KAFKA_SASL_MECHANISM") or None
+    if protocol.startswith("SASL") and sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(
+            "FORLOP_KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 "
+            f"when FORLOP_KAFKA_SECURITY_PROTOCOL={protocol}"
+        )
+
+    xsd_dir = env.get("FORLOP_XSD_DIR") or None
+    if xsd_dir and not Path(xsd_dir).is_dir():
+        raise ConfigError(f"FORLOP_XSD_DIR={xsd_dir!r} is not a directory")
+    if mode == "production" and not xsd_dir:
+        raise ConfigError(
+            "FORLOP_XSD_DIR is required in production mode: outgoing e-messages must be validated "
+            "against the official schemas, which forlop does not ship"
+        )
+
+    due_soon = env.get("FORLOP_DUE_SOON_DAYS")
+    transport = _choice(env, "FORLOP_TRANSPORT", "kafka", ("kafka", "directory", "http"))
+    if transport == "http" and not env.get("FORLOP_TRANSPORT_URL"):
+        raise ConfigError("FORLOP_TRANSPORT_URL is required when FORLOP_TRANSPORT=http")
+
+    return Settings(
+        mode=mode,
+        database_url=database_url,
+        kafka_bootstrap=bootstrap,
+        kafka_security_protocol=protocol,
+        kafka_sasl_mechanism=sasl_mechanism,
+        kafka_sasl_username=env.get("FORLOP_KAFKA_SASL_USERNAME") or None,
+        kafka_sasl_password=env.get("FORLOP_KAFKA_SASL_PASSWORD") or None,
+        kafka_ssl_cafile=env.get("FORLOP_KAFKA_SSL_CAFILE") or None,
+        consumer_group=env.get("FORLOP_CONSUMER_GROUP") or "forlop",
+        topics=topics,
+        partitions=_int(env, "FORLOP_TOPIC_PARTITIONS", 6, minimum=1),
+        max_poll_interval_ms=_int(env, "FORLOP_MAX_POLL_INTERVAL_MS", 300_000, minimum=1000),
+        clock=clock,
+        http_host=env.get("FORLOP_HTTP_HOST") or "0.0.0.0",
+        http_port=_int(env, "FORLOP_HTTP_PORT", 8080, minimum=0),
+        jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
+        jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
+        jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,
+        jwt_jwks_file=env.get("FORLOP_JWT_JWKS_FILE") or None,
+        xsd_dir=xsd_dir,
+        data_dir=data_dir,
+        log_level=_choice(env, "FORLOP_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_format=_choice(env, "FORLOP_LOG_FORMAT", "json", ("json", "text")),
+        due_soon_days=_int(env, "FORLOP_DUE_SOON_DAYS", 0) if due_soon else None,
+        transport=transport,
+        transport_dir=env.get("FORLOP_TRANSPORT_DIR") or None,
+        transport_url=env.get("FORLOP_TRANSPORT_URL") or None,
+        apprec_timeout_s=_int(env, "FORLOP_APPREC_TIMEOUT_S", 3600, minimum=1),
+        max_send_attempts=_int(env, "FORLOP_MAX_SEND_ATTEMPTS", 5, minimum=1),
+        address_registry_file=env.get("FORLOP_ADDRESS_REGISTRY_FILE") or None,
+        address_registry_url=env.get("FORLOP_ADDRESS_REGISTRY_URL") or None,
+        scan_interval_s=float(_int(env, "FORLOP_SCAN_INTERVAL_S", 60, minimum=1)),
+    )

@@ -1,0 +1,156 @@
+"""The canonical pathway event: the one language every service speaks after ingest.
+
+Both vendor formats (DIPS-like documents, eSP-like flat records) normalise into
+`PathwayEvent`. The same clinical fact from either vendor becomes the same event,
+apart from the identifiers that say where it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class EventKind(StrEnum):
+    PATHWAY_CODE = "pathway-code"  # a national pathway code was registered (forløpskode)
+    REGISTRATION_WITHDRAWN = "registration-withdrawn"  # feilregistrering: as if it never happened
+    APPOINTMENT_CHANGED = "appointment-changed"  # missed or moved appointment (time)
+    ADMISSION_STARTED = "admission-started"  # innleggelse
+    DISCHARGE_READY = "discharge-ready"  # utskrivningsklar
+    DISCHARGED = "discharged"  # utskrevet
+    CONSENT_CHANGED = "consent-changed"  # samtykke til å involvere kommunen
+
+
+class Setting(StrEnum):
+    OUTPATIENT = "outpatient"  # poliklinikk
+    INPATIENT = "inpatient"  # døgnenhet
+
+
+class AppointmentChange(StrEnum):
+    NO_SHOW = "no-show"  # ikke møtt: patient-caused
+    CANCELLED_BY_PATIENT = "cancelled-by-patient"  # patient-caused
+    CANCELLED_BY_HOSPITAL = "cancelled-by-hospital"  # service-caused
+
+
+class Source(StrEnum):
+    DIPS = "dips"
+    ESP = "esp"
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    national_id: str  # fødselsnummer or D-nummer
+    municipality: str  # kommunenummer of residence
+    receives_municipal_services: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """The treating unit (behandlingsenhet), addressed by its HER-id."""
+
+    her_id: str
+    name: str
+    setting: Setting
+    org_number: str | None = None  # the health trust's organisation number, when the vendor sends it
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProfessional:
+    hpr: str | None = None
+    her_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appointment:
+    id: str
+    original_time: datetime
+    change: AppointmentChange
+    new_time: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathwayEvent:
+    """One registration in a pathway's history, vendor-neutral."""
+
+    event_id: str  # "<source>:<vendor event id>": the idempotency key
+    source: Source
+    kind: EventKind
+    occurred_at: datetime  # when it happened clinically (hendelsestidspunkt), timezone-aware
+    occurred_on: date  # the local (Europe/Oslo) date of the event, as registered
+    recorded_at: datetime  # when it was keyed into the EHR
+    pathway_id: str  # the source system's id of the pathway, stable for its life
+    pathway_type: str  # national pathway code, kodeverk 9321: D11, D12, D01, ...
+    patient: Patient
+    unit: Unit
+    source_system: str | None = None
+    gp: HealthProfessional | None = None  # fastlege
+    referrer: HealthProfessional | None = None  # henviser, when not the GP
+    registration_id: str | None = None  # the vendor's id of the registration (document / registrering)
+    code: str | None = None  # national event code, e.g. D11CU
+    first_attendance_deadline: date | None = None  # frist for start helsehjelp, on the start code
+    treatment_plan_changed: bool | None = None  # evaluations: larger change to the treatment plan
+    author_hpr: str | None = None
+    recorded_by: str | None = None  # "clinician" or "office" when known
+    withdraws: str | None = None  # registration_id this withdrawal cancels
+    reason: str | None = None  # free text reason (withdrawal)
+    appointment: Appointment | None = None
+    stay_id: str | None = None  # the inpatient stay (opphold) an admission event belongs to
+    consent_municipality: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def pathway_key(self) -> str:
+        """Globally unique pathway key: the source plus the source system's pathway id."""
+        return pathway_key(self.source, self.pathway_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PathwayEvent:
+        d = dict(data)
+        d["source"] = Source(d["source"])
+        d["kind"] = EventKind(d["kind"])
+        d["occurred_at"] = datetime.fromisoformat(d["occurred_at"])
+        d["occurred_on"] = date.fromisoformat(d["occurred_on"])
+        d["recorded_at"] = datetime.fromisoformat(d["recorded_at"])
+        p = d["patient"]
+        d["patient"] = Patient(**p)
+        u = dict(d["unit"])
+        u["setting"] = Setting(u["setting"])
+        d["unit"] = Unit(**u)
+        for k in ("gp", "referrer"):
+            if d.get(k) is not None:
+                d[k] = HealthProfessional(**d[k])
+        if d.get("first_attendance_deadline"):
+            d["first_attendance_deadline"] = date.fromisoformat(d["first_attendance_deadline"])
+        if d.get("appointment"):
+            a = dict(d["appointment"])
+            a["original_time"] = datetime.fromisoformat(a["original_time"])
+            a["new_time"] = datetime.fromisoformat(a["new_time"]) if a.get("new_time") else None
+            a["change"] = AppointmentChange(a["change"])
+            d["appointment"] = Appointment(**a)
+        d.setdefault("extra", {})
+        return cls(**d)
+
+    def with_(self, **changes: Any) -> PathwayEvent:
+        return replace(self, **changes)
+
+
+def pathway_key(source: str, pathway_id: str) -> str:
+    return f"{source}:{pathway_id}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
