@@ -1,0 +1,250 @@
+"""`forlop`: the command line. Each command is a few lines that call into the services."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from forlop.config import ConfigError, Settings, load_settings
+from forlop.logging import configure_logging
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings()
+
+
+def _runtime(settings: Settings, *, migrate: bool = True):  # noqa: ANN202 - lazy import keeps `--help` fast
+    from forlop.runtime import Runtime
+
+    rt = Runtime.from_settings(settings)
+    if migrate:
+        rt.store.migrate()
+    return rt
+
+
+def _as_of(value: str | None, settings: Settings):  # noqa: ANN202
+    from forlop.clock import FixedClock, parse_time
+
+    if value:
+        return FixedClock(parse_time(value))
+    return FixedClock(settings.clock) if settings.clock else None
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.embedded import run_embedded
+
+    return run_embedded(settings, pathways=args.pathways, seed=args.seed, keep_running=args.keep_running,
+                        port=args.port)
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.clock import parse_time
+    from forlop.synthetic import iter_generate, write_ndjson
+
+    as_of = parse_time(args.as_of) if args.as_of else settings.clock
+    events = iter_generate(args.vendor, args.pathways, args.seed, as_of=as_of)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fp:
+            write_ndjson(events, fp)
+    else:
+        write_ndjson(events, sys.stdout)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.serve import serve_forever
+
+    serve_forever(_runtime(settings, migrate=False), args.service)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.storage import Store
+
+    applied = Store(settings.database_url).migrate()
+    print(f"schema migrations applied: {applied or 'none (up to date)'}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.replay import replay_file
+
+    rt = _runtime(settings)
+    clock = _as_of(args.as_of, settings)
+    if clock:
+        rt.clock = clock
+    counts = replay_file(rt, args.source, Path(args.file), batch_size=args.batch_size,
+                         progress=None if args.quiet else sys.stderr)
+    print(counts.line())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.export import export_bundle
+
+    rt = _runtime(settings)
+    clock = _as_of(args.as_of, settings) or rt.clock
+    as_of = clock()
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fp:
+            n = export_bundle(rt, as_of, fp)
+        print(f"{n} resources written to {args.out}", file=sys.stderr)
+    else:
+        export_bundle(rt, as_of, sys.stdout)
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from services.ingest.dead_letters import list_dead_letters, replay_dead_letter
+
+    rt = _runtime(settings)
+    if args.dlq_command == "list":
+        with rt.store.read() as conn:
+            rows = list_dead_letters(conn, None if args.all else "open")
+        for row in rows:
+            if args.json:
+                print(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()
+                                  if k != "raw"} | {"raw": row["raw"]}, ensure_ascii=False))
+            else:
+                rules = ", ".join(f"{r['field']}: {r['rule']}" for r in row["reasons"])
+                print(f"{row['id']:>6}  {row['status']:<9} {row['source']:<5} {row['origin']:<40} {rules}")
+        if not args.json:
+            print(f"{len(rows)} dead letter(s)", file=sys.stderr)
+        return 0
+    ids: list[int]
+    if args.all:
+        with rt.store.read() as conn:
+            ids = [row["id"] for row in list_dead_letters(conn, "open", limit=1_000_000)]
+    elif args.id is not None:
+        ids = [args.id]
+    else:
+        print("forlop dlq replay: give an ID or --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for dl_id in ids:
+        try:
+            with rt.store.transaction() as conn:
+                outcome = replay_dead_letter(conn, dl_id, rt.clock(), settings.topics)
+        except KeyError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        failed += outcome.status == "still-rejected"
+        detail = "; ".join(f"{r['field']}: {r['message']}" for r in outcome.reasons)
+        print(f"{dl_id}: {outcome.status}" + (f" ({detail})" if detail else ""))
+    rt.drain_outbox(rt.topic_handlers(["pathway", "messaging"])) if args.process else None
+    return 1 if failed else 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.auth import ALL_SCOPES, mint_dev_token
+
+    if settings.production:
+        print("forlop token mints development tokens only; production tokens come from the identity provider",
+              file=sys.stderr)
+        return 2
+    scopes = args.scope or list(ALL_SCOPES)
+    print(mint_dev_token(settings, scopes, ttl_s=args.ttl))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from forlop.timeline import print_timeline
+
+    rt = _runtime(settings)
+    clock = _as_of(args.as_of, settings) or rt.clock
+    return print_timeline(rt, args.pathway, clock(), sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forlop", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run everything embedded: bundled broker, SQLite, all services, a synthetic day")
+    run.add_argument("--pathways", type=int, default=24, help="pathways per vendor (default 24)")
+    run.add_argument("--seed", type=int, default=2026)
+    run.add_argument("--port", type=int, default=None, help="API port (default FORLOP_HTTP_PORT or a free one)")
+    run.add_argument("--keep-running", action="store_true", help="keep the services and API up until Ctrl-C")
+    run.set_defaults(func=cmd_run)
+
+    gen = sub.add_parser("generate", help="write synthetic vendor events (NDJSON)")
+    gen.add_argument("--vendor", choices=("dips", "esp"), required=True)
+    gen.add_argument("--pathways", type=int, default=10)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--as-of", help="no event after this time (default: now)")
+    gen.add_argument("--out", help="file to write (default stdout)")
+    gen.set_defaults(func=cmd_generate)
+
+    serve = sub.add_parser("serve", help="run one service (for Kubernetes)")
+    serve.add_argument("service", choices=("ingest", "pathway", "messaging", "api"))
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply database schema migrations")
+    mig.set_defaults(func=cmd_migrate)
+
+    rep = sub.add_parser("replay", help="feed an NDJSON file of vendor events through all services, no broker")
+    rep.add_argument("--source", choices=("dips", "esp"), required=True)
+    rep.add_argument("file")
+    rep.add_argument("--as-of", help="derive status as of this time (ISO 8601)")
+    rep.add_argument("--batch-size", type=int, default=1000)
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(func=cmd_replay)
+
+    exp = sub.add_parser("export", help="export data")
+    exp_sub = exp.add_subparsers(dest="what", required=True)
+    fhir = exp_sub.add_parser("fhir", help="a FHIR Bundle (collection) of every resource")
+    fhir.add_argument("--as-of", help="derive status at this time (default: now)")
+    fhir.add_argument("--out", help="file to write (default stdout)")
+    fhir.set_defaults(func=cmd_export)
+
+    dlq = sub.add_parser("dlq", help="inspect and replay rejected records")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dl_list = dlq_sub.add_parser("list")
+    dl_list.add_argument("--json", action="store_true")
+    dl_list.add_argument("--all", action="store_true", help="also replayed ones")
+    dl_list.set_defaults(func=cmd_dlq)
+    dl_rep = dlq_sub.add_parser("replay")
+    dl_rep.add_argument("id", nargs="?", type=int)
+    dl_rep.add_argument("--all", action="store_true")
+    dl_rep.add_argument("--no-process", dest="process", action="store_false",
+                        help="only re-ingest; leave the canonical events for the running services")
+    dl_rep.set_defaults(func=cmd_dlq)
+
+    tok = sub.add_parser("token", help="mint a development bearer token (embedded mode)")
+    tok.add_argument("--scope", action="append", help="scope to grant (repeatable; default all)")
+    tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    tok.set_defaults(func=cmd_token)
+
+    st = sub.add_parser("status", help="one pathway's timeline")
+    st.add_argument("pathway", help="the source system's pathway id (or source:id)")
+    st.add_argument("--as-of")
+    st.set_defaults(func=cmd_status)
+
+    for optional in ("services.messaging.cli", "services.pathway.cli", "forlop.bench"):
+        try:
+            module = __import__(optional, fromlist=["add_commands"])
+        except ImportError:
+            continue
+        module.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"forlop: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.func(args, settings) or 0)
+    except ConfigError as exc:
+        print(f"forlop: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

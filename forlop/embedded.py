@@ -1,0 +1,226 @@
+"""`forlop run`: the whole thing on one machine, for a first look.
+
+Starts the bundled Kafka broker and all services (ingest, pathway, messaging, API)
+on a fresh SQLite database, feeds a synthetic day of events from both vendors
+(DIPS through Kafka, eSP through the HTTP API), waits until everything is
+processed and prints what came out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from kafka import KafkaAdminClient
+from sqlalchemy import func, select
+
+from forlop.auth import ALL_SCOPES, mint_dev_token
+from forlop.broker import EmbeddedBroker, free_port
+from forlop.config import Settings
+from forlop.kafka import client_options, group_id, make_producer
+from forlop.runtime import Runtime
+from forlop.storage import schema
+
+log = logging.getLogger(__name__)
+
+
+def consumer_lag(settings: Settings, services: tuple[str, ...]) -> int:
+    """Records produced but not yet committed by the services' consumer groups."""
+    admin = KafkaAdminClient(**client_options(settings))
+    try:
+        from kafka import KafkaConsumer
+
+        probe = KafkaConsumer(**client_options(settings))
+        try:
+            lag = 0
+            for service in services:
+                offsets = admin.list_consumer_group_offsets(group_id(settings, service))
+                topics = {
+                    "ingest": [settings.topics.dips, settings.topics.esp],
+                    "pathway": [settings.topics.events],
+                    "messaging": [settings.topics.status_changed],
+                }[service]
+                from kafka.structs import TopicPartition
+
+                parts = [
+                    TopicPartition(t, p) for t in topics for p in (probe.partitions_for_topic(t) or [])
+                ]
+                ends = probe.end_offsets(parts)
+                for tp, end in ends.items():
+                    committed = offsets.get(tp)
+                    lag += end - (committed.offset if committed and committed.offset >= 0 else 0)
+            return lag
+        finally:
+            probe.close()
+    finally:
+        admin.close()
+
+
+def wait_until_idle(rt: Runtime, timeout: float = 120.0) -> bool:
+    """Idle = outbox published and every consumer group at the end of its topics, twice in a row."""
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while time.monotonic() < deadline:
+        with rt.store.read() as conn:
+            pending = conn.execute(
+                select(func.count()).select_from(schema.outbox).where(schema.outbox.c.published_at.is_(None))
+            ).scalar_one()
+        lag = consumer_lag(rt.settings, ("ingest", "pathway", "messaging"))
+        calm = calm + 1 if pending == 0 and lag == 0 else 0
+        if calm >= 3:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def run_embedded(
+    settings: Settings, *, pathways: int = 24, seed: int = 2026, keep_running: bool = False,
+    port: int | None = None, out: TextIO = sys.stdout,
+) -> int:
+    from forlop.serve import ServiceProcess
+    from forlop.synthetic import generate
+
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    import os
+
+    explicit_db = bool(os.environ.get("FORLOP_DATABASE_URL"))
+    if not explicit_db:
+        db = data_dir / "embedded-run.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        settings = replace(settings, database_url=f"sqlite:///{db}")
+    api_port = port or (settings.http_port if os.environ.get("FORLOP_HTTP_PORT") else free_port())
+    if settings.transport == "kafka" and not settings.transport_dir:
+        pass
+    out.write(f"forlop: starting the bundled Kafka broker (Tansu) ...\n")
+    broker = EmbeddedBroker(log_dir=data_dir / "logs").start()
+    settings = replace(settings, kafka_bootstrap=broker.bootstrap, max_poll_interval_ms=3000, http_port=api_port,
+                       http_host="127.0.0.1")
+    rt = Runtime.from_settings(settings)
+    rt.store.migrate()
+    rt.ensure_topics()
+    procs: list[ServiceProcess] = []
+    receiver = None
+    try:
+        for service in ("ingest", "pathway", "messaging", "api"):
+            svc_settings = settings if service == "api" else replace(settings, http_port=0)
+            proc_rt = rt if service == "api" else Runtime(svc_settings, rt.store, rt.clock)
+            procs.append(ServiceProcess(proc_rt, service).build().start())
+        receiver = _start_receiver(settings)
+        out.write(f"forlop: services up (API http://127.0.0.1:{api_port}); waiting for consumer groups ...\n")
+        _wait_joined(procs)
+
+        now = rt.clock()
+        dips = generate("dips", pathways, seed, as_of=now)
+        esp = generate("esp", pathways, seed + 1, as_of=now)
+        producer = make_producer(settings)
+        for ev in dips:
+            producer.send(settings.topics.dips, key=ev["patient"]["nationalId"].encode(),
+                          value=json.dumps(ev, ensure_ascii=False).encode())
+        producer.flush()
+        producer.close()
+        token = mint_dev_token(settings, list(ALL_SCOPES))
+        body = "\n".join(json.dumps(ev, ensure_ascii=False) for ev in esp).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/ingest/esp", data=body, method="POST",
+            headers={"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            posted = json.loads(resp.read())
+        out.write(
+            f"forlop: fed {len(dips)} DIPS events through Kafka and {len(esp)} eSP events through "
+            f"POST /ingest/esp ({posted['accepted']} accepted, {posted['duplicates']} duplicates)\n"
+        )
+        idle = wait_until_idle(rt)
+        # Let the message relay and the simulated receiver's receipts settle once more.
+        time.sleep(1.5)
+        wait_until_idle(rt, timeout=30)
+        print_summary(rt, out, api_port, settings, idle, now)
+        if keep_running:
+            out.write("forlop: running; Ctrl-C to stop\n")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return 0 if idle else 1
+    finally:
+        for proc in procs:
+            proc.stop()
+        if receiver is not None:
+            receiver.stop()
+        broker.stop()
+
+
+def _wait_joined(procs: list, timeout: float = 60.0) -> None:
+    from forlop.kafka import ConsumerLoop
+
+    loops = [w for p in procs for w in p.workers if isinstance(w, ConsumerLoop)]
+    deadline = time.monotonic() + timeout
+    for loop in loops:
+        loop.joined.wait(max(0.1, deadline - time.monotonic()))
+
+
+def _start_receiver(settings: Settings):  # noqa: ANN202 - the simulated receiver lives in tools/
+    try:
+        from tools.simulated_receiver import start_for_embedded
+    except ImportError:
+        return None
+    return start_for_embedded(settings)
+
+
+def print_summary(rt: Runtime, out: TextIO, port: int, settings: Settings, idle: bool, now: datetime) -> None:
+    p, m, d = schema.pathways, schema.messages, schema.dead_letters
+    with rt.store.read() as conn:
+        rows = conn.execute(select(p.c.pathway_key, p.c.pathway_id, p.c.pathway_type, p.c.episode_status, p.c.status)
+                            .order_by(p.c.source, p.c.pathway_id)).all()
+        messages = conn.execute(select(m.c.role, m.c.trigger, m.c.status)).all()
+        dead = conn.execute(select(func.count()).select_from(d)).scalar_one()
+        resources = conn.execute(
+            select(schema.fhir_resources.c.resource_type, func.count()).group_by(schema.fhir_resources.c.resource_type)
+        ).all()
+        alerts = conn.execute(select(func.count()).select_from(schema.alerts)).scalar_one()
+    out.write("\n" + ("all events processed" if idle else "WARNING: not everything was processed in time") + "\n\n")
+    out.write(f"{'pathway':<16} {'type':<4} {'episode':<17} {'next milestone':<18} {'deadline':<11} status\n")
+    for row in rows:
+        status = row.status if isinstance(row.status, dict) else json.loads(row.status)
+        nxt = _next_open(status)
+        out.write(
+            f"{row.pathway_id:<16} {row.pathway_type:<4} {row.episode_status:<17} "
+            f"{(nxt or {}).get('key', '-'):<18} {(nxt or {}).get('adjusted_deadline') or '-':<11} "
+            f"{(nxt or {}).get('deadline_status') or ''}\n"
+        )
+    episodes = Counter(r.episode_status for r in rows)
+    out.write(f"\n{len(rows)} pathways: " + ", ".join(f"{v} {k}" for k, v in sorted(episodes.items())) + "\n")
+    out.write("FHIR resources: " + ", ".join(f"{n} {t}" for t, n in sorted(resources)) + "\n")
+    out.write(f"deadline alerts emitted: {alerts}; dead letters: {dead}\n")
+    by_status = Counter(r.status for r in messages)
+    by_kind = Counter(f"{r.role}:{r.trigger}" for r in messages)
+    out.write(f"messages: {len(messages)} (" + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())) + ")\n")
+    out.write("  by recipient and trigger: " + ", ".join(f"{k}={v}" for k, v in sorted(by_kind.items())) + "\n")
+    db = settings.database_url
+    out.write(
+        "\nwhere to look next:\n"
+        f"  database: {db}\n"
+        f"  export FORLOP_DATABASE_URL={db}\n"
+        "  forlop status <pathway id>            one pathway's timeline\n"
+        "  forlop messages list                  the e-messages and their receipts\n"
+        "  forlop export fhir --out bundle.json  every FHIR resource\n"
+        "  forlop run --keep-running             keep the API up, then:\n"
+        f"    TOKEN=$(forlop token); curl -H \"Authorization: Bearer $TOKEN\" "
+        f"http://127.0.0.1:{port}/fhir/EpisodeOfCare?status=active\n"
+    )
+
+
+def _next_open(status: dict) -> dict | None:
+    open_ones = [m for m in status.get("milestones", []) if m.get("state") == "requested" and m.get("deadline")]
+    return min(open_ones, key=lambda m: m.get("adjusted_deadline") or m["deadline"], default=None)

@@ -1,0 +1,231 @@
+"""Kafka wiring: producers, consumers that commit after the transaction, topics, the outbox relay.
+
+At-least-once on the wire, exactly-once in effect: a consumer hands a batch to a
+handler that stores the effect (and its outbox records) in one database
+transaction, and only then commits the offsets. A crash before the commit means
+the batch is delivered again and the idempotent handler changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from sqlalchemy import select, update
+
+from forlop import metrics
+from forlop.config import Settings
+from forlop.logging import correlation_id
+from forlop.storage import Store, schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record, detached from kafka-python's types."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def origin(self) -> str:
+        return f"kafka:{self.topic}/{self.partition}@{self.offset}"
+
+
+BatchHandler = Callable[[Sequence[Record]], None]
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+        opts["sasl_plain_password"] = settings.kafka_sasl_password
+    if settings.kafka_ssl_cafile:
+        opts["ssl_cafile"] = settings.kafka_ssl_cafile
+    return opts
+
+
+def ensure_topics(settings: Settings, names: Sequence[str]) -> None:
+    admin = KafkaAdminClient(**client_options(settings), client_id="forlop-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(n, settings.partitions, 1) for n in names if n not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(
+        **client_options(settings),
+        acks="all",
+        linger_ms=5,
+        retries=5,
+        max_in_flight_requests_per_connection=1,  # keeps per-key order across retries
+    )
+
+
+def group_id(settings: Settings, service: str) -> str:
+    """One consumer group per service, shared by all its replicas (never per pod)."""
+    return f"{settings.consumer_group}.{service}"
+
+
+class ConsumerLoop:
+    """Poll -> handle the batch in one transaction -> commit offsets. Stops on `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        topics: Sequence[str],
+        handler: BatchHandler,
+        *,
+        max_records: int = 500,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.topics = list(topics)
+        self.handler = handler
+        self.max_records = max_records
+        self._stop = threading.Event()
+        self.joined = threading.Event()
+        self.consumer: KafkaConsumer | None = None
+        self.last_error: str | None = None
+
+    def _make_consumer(self) -> KafkaConsumer:
+        interval = self.settings.max_poll_interval_ms
+        return KafkaConsumer(
+            *self.topics,
+            **client_options(self.settings),
+            group_id=group_id(self.settings, self.service),
+            client_id=f"forlop-{self.service}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            max_poll_interval_ms=interval,
+            session_timeout_ms=max(6000, min(45000, interval * 3)),
+            heartbeat_interval_ms=max(500, min(3000, interval // 4)),
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        self.consumer = consumer = self._make_consumer()
+        try:
+            while not self._stop.is_set():
+                polled = consumer.poll(timeout_ms=200)
+                if consumer.assignment():
+                    self.joined.set()
+                    self._report_lag(consumer)
+                if not polled:
+                    continue
+                for tp, raw_records in polled.items():
+                    batch = [
+                        Record(
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])},
+                        )
+                        for r in raw_records
+                    ]
+                    started = time.perf_counter()
+                    try:
+                        self.handler(batch)
+                    except Exception as exc:  # the batch is not committed: it comes back
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        log.exception("batch failed; seeking back to retry", extra={"ctx_topic": tp.topic})
+                        consumer.seek(tp, batch[0].offset)
+                        self._stop.wait(1.0)
+                        break
+                    metrics.processing_seconds.labels(self.service).observe(time.perf_counter() - started)
+                    consumer.commit({tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1)})
+        finally:
+            consumer.close(autocommit=False)
+
+    def _report_lag(self, consumer: KafkaConsumer) -> None:
+        try:
+            for tp in consumer.assignment():
+                end = consumer.highwater(tp)
+                if end is None:
+                    continue
+                position = consumer.position(tp, timeout_ms=100) if hasattr(consumer, "position") else None
+                if position is not None:
+                    metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        except Exception:  # lag is advisory; never let it stop consumption
+            pass
+
+
+class OutboxRelay:
+    """Publishes outbox rows written in the services' transactions, then marks them published.
+
+    A crash between send and mark publishes a row twice: the consumers are idempotent.
+    """
+
+    def __init__(self, store: Store, producer: KafkaProducer, *, topics: Sequence[str] | None = None) -> None:
+        self.store = store
+        self.producer = producer
+        self.topics = list(topics) if topics else None
+
+    def run_once(self, limit: int = 1000) -> int:
+        o = schema.outbox
+        query = select(o).where(o.c.published_at.is_(None)).order_by(o.c.id).limit(limit)
+        if self.topics:
+            query = query.where(o.c.topic.in_(self.topics))
+        if self.store.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)  # several replicas share the work
+        with self.store.transaction() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return 0
+            futures = [
+                self.producer.send(
+                    row.topic,
+                    key=row.record_key.encode() if row.record_key else None,
+                    value=row.value.encode(),
+                    headers=[(k, str(v).encode()) for k, v in (row.headers or {}).items()],
+                )
+                for row in rows
+            ]
+            self.producer.flush()
+            for f in futures:
+                f.get(timeout=30)
+            from forlop.clock import system_clock
+
+            conn.execute(
+                update(o).where(o.c.id.in_([r.id for r in rows])).values(published_at=system_clock())
+            )
+        return len(rows)
+
+
+def decode_json(record: Record) -> Any:
+    return json.loads(record.value)
+
+
+def with_correlation(record: Record) -> None:
+    correlation_id.set(record.headers.get("correlation-id"))

@@ -1,0 +1,195 @@
+"""Bootstrap: wires settings, store, clock, Kafka and the service handlers into runnable workers.
+
+The same handlers serve the Kafka consumers, the HTTP intake and `forlop replay`
+(which drains the outbox in-process instead of through a broker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from forlop.clock import Clock, FixedClock, system_clock
+from forlop.config import Settings
+from forlop.events import PathwayEvent
+from forlop.kafka import ConsumerLoop, OutboxRelay, Record, ensure_topics, make_producer
+from forlop.logging import correlation_id
+from forlop.storage import Store, schema
+
+log = logging.getLogger(__name__)
+
+# (conn, records) -> None: a service's handler for one batch, inside the caller's transaction.
+TxHandler = Callable[[Connection, Sequence[Record]], None]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    clock: Clock = field(default=system_clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        clock: Clock = FixedClock(settings.clock) if settings.clock else system_clock
+        return cls(settings, Store(settings.database_url), clock)
+
+    # --- the services' handlers -------------------------------------------------------------
+    @cached_property
+    def pathway_deps(self) -> Any:
+        from services.pathway.domain.rules import RuleBook
+        from services.pathway.service import PathwayDeps
+
+        return PathwayDeps(RuleBook.load(), self.settings.topics, self.settings.due_soon_days)
+
+    def ingest_handler(self, source: str) -> TxHandler:
+        from services.ingest.service import InboundRecord, ingest
+
+        def handle(conn: Connection, records: Sequence[Record]) -> None:
+            inbound = [
+                InboundRecord(r.value, r.origin, r.key.decode("utf-8", "replace") if r.key else None) for r in records
+            ]
+            ingest(conn, source, inbound, self.clock(), self.settings.topics)
+
+        return handle
+
+    def pathway_handler(self) -> TxHandler:
+        from services.pathway.service import handle_events
+
+        def handle(conn: Connection, records: Sequence[Record]) -> None:
+            events = [PathwayEvent.from_dict(json.loads(r.value)) for r in records]
+            handle_events(conn, events, self.clock(), self.pathway_deps)
+
+        return handle
+
+    @cached_property
+    def messaging(self) -> Any:
+        from services.messaging.service import build_messaging
+
+        return build_messaging(self.settings, self.store, self.clock)
+
+    def messaging_handler(self) -> TxHandler:
+        from services.messaging.handler import handle_apprec, handle_status_changed
+
+        topics = self.settings.topics
+
+        def handle(conn: Connection, records: Sequence[Record]) -> None:
+            for r in records:
+                correlation_id.set(r.headers.get("correlation-id"))
+                if r.topic == topics.apprec:
+                    handle_apprec(conn, r.value, self.clock(), self.messaging.deps)
+                else:
+                    handle_status_changed(conn, json.loads(r.value), self.clock(), self.messaging.deps)
+
+        return handle
+
+    def topic_handlers(self, services: Sequence[str]) -> dict[str, TxHandler]:
+        """Which topic feeds which handler, for the given services."""
+        t = self.settings.topics
+        handlers: dict[str, TxHandler] = {}
+        if "ingest" in services:
+            handlers[t.dips] = self.ingest_handler("dips")
+            handlers[t.esp] = self.ingest_handler("esp")
+        if "pathway" in services:
+            handlers[t.events] = self.pathway_handler()
+        if "messaging" in services:
+            handlers[t.status_changed] = self.messaging_handler()
+            handlers[t.apprec] = handlers[t.status_changed]
+        return handlers
+
+    # --- Kafka workers ------------------------------------------------------------------------
+    def ensure_topics(self) -> None:
+        t = self.settings.topics
+        ensure_topics(self.settings, [getattr(t, name) for name in t.__dataclass_fields__])
+
+    def consumer(self, service: str) -> ConsumerLoop:
+        handlers = self.topic_handlers([service])
+
+        def on_batch(batch: Sequence[Record]) -> None:
+            handler = handlers[batch[0].topic]
+            correlation_id.set(batch[0].headers.get("correlation-id"))
+            with self.store.transaction() as conn:
+                handler(conn, batch)
+
+        return ConsumerLoop(self.settings, service, list(handlers), on_batch)
+
+    def outbox_relay(self) -> OutboxRelay:
+        return OutboxRelay(self.store, make_producer(self.settings))
+
+    # --- in-process delivery (replay) -----------------------------------------------------------
+    def drain_outbox(self, handlers: dict[str, TxHandler], batch_size: int = 2000) -> int:
+        """Deliver unpublished outbox rows of the handled topics in-process, in order, until none are left.
+
+        Each batch is handled and marked published in one transaction: the same
+        exactly-once-in-effect contract as a Kafka consumer committing after its transaction.
+        """
+        o = schema.outbox
+        delivered = 0
+        while True:
+            with self.store.transaction() as conn:
+                rows = conn.execute(
+                    select(o)
+                    .where(o.c.published_at.is_(None), o.c.topic.in_(list(handlers)))
+                    .order_by(o.c.id)
+                    .limit(batch_size)
+                ).all()
+                if not rows:
+                    return delivered
+                by_topic: dict[str, list[Record]] = {}
+                for row in rows:
+                    by_topic.setdefault(row.topic, []).append(
+                        Record(
+                            row.topic,
+                            0,
+                            row.id,
+                            row.record_key.encode() if row.record_key else None,
+                            row.value.encode(),
+                            dict(row.headers or {}),
+                        )
+                    )
+                for topic, records in by_topic.items():
+                    handlers[topic](conn, records)
+                conn.execute(
+                    update(o).where(o.c.id.in_([r.id for r in rows])).values(published_at=self.clock())
+                )
+                delivered += len(rows)
+
+
+class PeriodicWorker:
+    """Runs `step()` every `interval` seconds on a thread until stopped; errors are logged, not fatal."""
+
+    def __init__(self, name: str, step: Callable[[], Any], interval: float) -> None:
+        self.name = name
+        self.step = step
+        self.interval = interval
+        self._stop = threading.Event()
+        self.last_error: str | None = None
+        self.last_run: datetime | None = None
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.step()
+                self.last_error = None
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s failed", self.name)
+                busy = 0
+            if not busy:
+                self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,95 @@
+"""The data layer: one engine, explicit transactions, the same code on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from forlop.storage import migrations, schema
+
+__all__ = ["Store", "schema"]
+
+
+class SchemaNotReady(RuntimeError):
+    pass
+
+
+class Store:
+    """Owns the engine. `transaction()` is the unit of work: one commit or nothing."""
+
+    def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
+        url = make_url(database_url)
+        self.url = url
+        self.dialect = url.get_backend_name()
+        if self.dialect == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=pool_size
+            )
+            _sqlite_immediate_transactions(self.engine)
+        else:
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg")
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def migrate(self) -> list[int]:
+        with self.transaction() as conn:
+            return migrations.migrate(conn)
+
+    def check_schema(self) -> None:
+        """Refuse to run against a database whose schema is behind this code."""
+        with self.read() as conn:
+            done = migrations.applied_versions(conn)
+        if migrations.latest_version() not in done:
+            raise SchemaNotReady(
+                f"database schema is at {max(done, default=0)}, this forlop needs "
+                f"{migrations.latest_version()}: run 'forlop migrate'"
+            )
+
+    def ping(self) -> bool:
+        try:
+            with self.read() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_immediate_transactions(engine: Engine) -> None:
+    """WAL and BEGIN IMMEDIATE: several service threads write to one SQLite file.
+
+    pysqlite's own transaction handling defers BEGIN, which turns concurrent writers
+    into lock-upgrade deadlocks; taking the write lock at BEGIN makes them queue instead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

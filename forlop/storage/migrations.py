@@ -1,0 +1,52 @@
+"""Schema migrations: an ordered list, each applied once and recorded in schema_migrations.
+
+A new version appends a step; steps never change once released. Works the same on
+SQLite and PostgreSQL because each step is expressed with SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, insert, inspect, select
+
+from forlop.storage import schema
+
+Step = Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    tables = [t for t in schema.metadata.sorted_tables if t.name != "schema_migrations"]
+    schema.metadata.create_all(conn, tables=tables)
+
+
+MIGRATIONS: list[tuple[int, str, Step]] = [
+    (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
+]
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    if not inspect(conn).has_table("schema_migrations"):
+        return set()
+    return set(conn.execute(select(schema.schema_migrations.c.version)).scalars())
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply pending migrations in order; return the versions applied now."""
+    schema.schema_migrations.create(conn, checkfirst=True)
+    done = applied_versions(conn)
+    applied = []
+    for version, name, step in MIGRATIONS:
+        if version in done:
+            continue
+        step(conn)
+        conn.execute(
+            insert(schema.schema_migrations).values(version=version, name=name, applied_at=datetime.now(UTC))
+        )
+        applied.append(version)
+    return applied
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1][0]

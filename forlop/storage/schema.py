@@ -1,0 +1,188 @@
+"""Tables of the one data layer, shared by the services (SQLAlchemy Core, SQLite and PostgreSQL).
+
+Each service owns its tables: ingest the inbound log and dead letters, pathway the
+history, statuses, FHIR resources and alerts, messaging the messages and receipts.
+The outbox belongs to whoever writes it, in the same transaction as the state change.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived logs.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _ts(name: str, **kw) -> Column:
+    return Column(name, DateTime(timezone=True), **kw)
+
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    _ts("applied_at", nullable=False),
+)
+
+# --- ingest -----------------------------------------------------------------------------
+inbound_events = Table(
+    "inbound_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),  # "<source>:<vendor event id>"
+    Column("source", String(20), nullable=False),
+    Column("pathway_key", String(200), nullable=False, index=True),
+    _ts("received_at", nullable=False),
+    Column("raw", Text, nullable=False),  # the vendor record exactly as received
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("source", String(20), nullable=False),
+    Column("origin", String(200), nullable=False),  # "kafka:<topic>/<partition>@<offset>" or "http" or "replay:<file>"
+    Column("record_key", Text),
+    Column("raw", Text, nullable=False),
+    Column("reasons", JSON, nullable=False),  # [{"field","rule","message"}]
+    Column("status", String(20), nullable=False, default="open"),  # open | replayed | still-rejected
+    _ts("received_at", nullable=False),
+    _ts("replayed_at"),
+    Index("ix_dead_letters_status", "status"),
+)
+
+# --- outbox (every service) ---------------------------------------------------------------
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("topic", String(200), nullable=False),
+    Column("record_key", Text),
+    Column("value", Text, nullable=False),
+    Column("headers", JSON, nullable=False, default=dict),
+    _ts("created_at", nullable=False),
+    _ts("published_at"),
+    Index("ix_outbox_unpublished", "published_at", "id"),
+)
+
+# --- pathway --------------------------------------------------------------------------------
+pathway_events = Table(
+    "pathway_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("pathway_key", String(200), nullable=False, index=True),
+    Column("kind", String(40), nullable=False),
+    Column("occurred_on", Date, nullable=False),
+    _ts("recorded_at", nullable=False),
+    _ts("stored_at", nullable=False),
+    Column("event", JSON, nullable=False),  # PathwayEvent.to_dict()
+)
+
+pathways = Table(
+    "pathways",
+    metadata,
+    Column("pathway_key", String(200), primary_key=True),
+    Column("source", String(20), nullable=False),
+    Column("pathway_id", String(200), nullable=False),
+    Column("pathway_type", String(20), nullable=False),
+    Column("national_id", String(11), nullable=False, index=True),
+    Column("municipality", String(4), nullable=False, index=True),
+    Column("unit_her_id", String(40), nullable=False, index=True),
+    Column("consent_municipality", Boolean, nullable=False, default=False),
+    Column("episode_status", String(30), nullable=False, index=True),
+    Column("start_date", Date),
+    Column("next_check_on", Date, index=True),  # when the scanner must look again (None: never)
+    Column("status", JSON, nullable=False),  # PathwayStatus.to_dict()
+    Column("patient", JSON, nullable=False),  # latest patient/unit/gp facts for the worklist
+    Column("history_hash", String(64), nullable=False),  # what the status was derived from
+    _ts("derived_at", nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+fhir_resources = Table(
+    "fhir_resources",
+    metadata,
+    Column("resource_type", String(40), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("pathway_key", String(200), index=True),
+    Column("version_id", Integer, nullable=False, default=1),
+    _ts("last_updated", nullable=False),
+    Column("resource", JSON, nullable=False),
+)
+
+# One row per search parameter value: FHIR search becomes an indexed intersection.
+fhir_search_index = Table(
+    "fhir_search_index",
+    metadata,
+    Column("resource_type", String(40), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("param", String(40), nullable=False),
+    Column("value", String(300), nullable=False),
+    Index("ix_fhir_search", "resource_type", "param", "value"),
+    Index("ix_fhir_search_resource", "resource_type", "id"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_key", String(400), primary_key=True),  # pathway|milestone|deadline|to-status: one per transition
+    Column("pathway_key", String(200), nullable=False, index=True),
+    Column("milestone_key", String(60), nullable=False),
+    Column("to_status", String(20), nullable=False),
+    _ts("emitted_at", nullable=False),
+)
+
+# --- messaging ------------------------------------------------------------------------------
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),  # MsgId (UUID), kept on resend
+    Column("dedupe_key", String(400), nullable=False, unique=True),  # registration|trigger|role|recipient
+    Column("pathway_key", String(200), nullable=False, index=True),
+    Column("pathway_id", String(200), nullable=False),
+    Column("registration_id", String(200)),
+    Column("trigger", String(30), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("recipient_her_id", String(40)),
+    Column("message_type", String(60), nullable=False),
+    Column("status", String(20), nullable=False, index=True),
+    Column("status_reason", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("conversation_ref", String(36)),
+    Column("corrects", String(36)),  # MsgId of the message a correction refers to
+    Column("xml", Text),
+    Column("details", JSON, nullable=False, default=dict),
+    _ts("created_at", nullable=False),
+    _ts("sent_at"),
+    _ts("next_attempt_at"),
+    _ts("settled_at"),
+    Index("ix_messages_due", "status", "next_attempt_at"),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), index=True),  # the MsgId the AppRec answers (may be unknown)
+    Column("apprec_msg_id", String(100)),
+    Column("status", String(20), nullable=False),  # ok | ok-with-errors | rejected | unparseable
+    Column("errors", JSON, nullable=False, default=list),
+    Column("outcome", String(30), nullable=False),  # applied | unknown-message | already-settled | invalid
+    Column("raw", Text, nullable=False),
+    _ts("received_at", nullable=False),
+)

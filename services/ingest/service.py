@@ -1,0 +1,156 @@
+"""Ingest flow: vendor record -> validate -> normalise -> (inbound log + outbox) in one transaction.
+
+Accepted events go to the topic of canonical events, keyed by patient so each
+patient's events stay ordered. Rejected records go to the dead-letter table and
+topic with every reason, to be inspected and replayed (`forlop dlq`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select
+
+from forlop import metrics
+from forlop.config import Topics
+from forlop.events import PathwayEvent
+from forlop.logging import ctx
+from forlop.storage import schema
+from services.ingest.normalise import RejectedEvent, parse_vendor_event
+from services.ingest.validation import Problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """A vendor record as it arrived, with where it came from."""
+
+    raw: bytes | str | dict
+    origin: str  # "kafka:<topic>/<p>@<offset>", "http", "replay:<file>:<line>"
+    key: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.raw, bytes):
+            return self.raw.decode("utf-8", "replace")
+        if isinstance(self.raw, str):
+            return self.raw
+        return json.dumps(self.raw, ensure_ascii=False)
+
+
+@dataclass
+class IngestResult:
+    accepted: list[PathwayEvent] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[tuple[InboundRecord, list[Problem]]] = field(default_factory=list)
+    dead_letter_ids: list[int] = field(default_factory=list)
+
+
+def check_record(source: str, record: InboundRecord) -> PathwayEvent:
+    """Parse, validate and normalise one record; raise RejectedEvent with every problem."""
+    raw = record.raw
+    if not isinstance(raw, dict):
+        try:
+            raw = json.loads(record.text())
+        except json.JSONDecodeError as exc:
+            raise RejectedEvent([Problem("$", "json", f"not valid JSON: {exc.msg} at position {exc.pos}")]) from None
+    return parse_vendor_event(source, raw)
+
+
+def canonical_event_record(event: PathwayEvent, topics: Topics) -> dict:
+    """The outbox row that carries a canonical event to the pathway and messaging services."""
+    return {
+        "topic": topics.events,
+        "record_key": event.patient.national_id,  # partition by patient: per-patient order
+        "value": json.dumps(event.to_dict(), ensure_ascii=False),
+        "headers": {"correlation-id": event.event_id, "source": event.source.value},
+    }
+
+
+def ingest(
+    conn: Connection,
+    source: str,
+    records: Sequence[InboundRecord],
+    now: datetime,
+    topics: Topics,
+    *,
+    dead_letter: bool = True,
+) -> IngestResult:
+    """Store the effect of a batch of vendor records in the caller's transaction."""
+    result = IngestResult()
+    checked: list[tuple[InboundRecord, PathwayEvent]] = []
+    for record in records:
+        metrics.events_consumed.labels(source).inc()
+        try:
+            checked.append((record, check_record(source, record)))
+        except RejectedEvent as rejected:
+            result.rejected.append((record, rejected.problems))
+            metrics.events_rejected.labels(source, rejected.problems[0].rule).inc()
+            if dead_letter:
+                result.dead_letter_ids.append(_dead_letter(conn, source, record, rejected.problems, now, topics))
+
+    ids = [event.event_id for _, event in checked]
+    seen = set(
+        conn.execute(select(schema.inbound_events.c.event_id).where(schema.inbound_events.c.event_id.in_(ids)))
+        .scalars()
+        .all()
+    ) if ids else set()
+    inbound_rows, outbox_rows = [], []
+    for record, event in checked:
+        if event.event_id in seen:
+            result.duplicates += 1
+            metrics.events_duplicate.labels(source).inc()
+            continue
+        seen.add(event.event_id)
+        inbound_rows.append(
+            {
+                "event_id": event.event_id,
+                "source": source,
+                "pathway_key": event.pathway_key,
+                "received_at": now,
+                "raw": record.text(),
+            }
+        )
+        outbox_rows.append({**canonical_event_record(event, topics), "created_at": now})
+        result.accepted.append(event)
+        metrics.events_accepted.labels(source).inc()
+    if inbound_rows:
+        conn.execute(insert(schema.inbound_events), inbound_rows)
+        conn.execute(insert(schema.outbox), outbox_rows)
+    return result
+
+
+def _dead_letter(
+    conn: Connection, source: str, record: InboundRecord, problems: list[Problem], now: datetime, topics: Topics
+) -> int:
+    reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in problems]
+    dl_id = conn.execute(
+        insert(schema.dead_letters).values(
+            source=source,
+            origin=record.origin,
+            record_key=record.key,
+            raw=record.text(),
+            reasons=reasons,
+            status="open",
+            received_at=now,
+        )
+    ).inserted_primary_key[0]
+    conn.execute(
+        insert(schema.outbox).values(
+            topic=topics.dead_letter,
+            record_key=record.key,
+            value=json.dumps(
+                {"id": dl_id, "source": source, "origin": record.origin, "reasons": reasons, "raw": record.text()},
+                ensure_ascii=False,
+            ),
+            headers={"source": source, "dead-letter-id": str(dl_id)},
+            created_at=now,
+        )
+    )
+    metrics.dead_letter.labels(source).inc()
+    log.warning("record dead-lettered", extra=ctx(source=source, origin=record.origin, rules=[p.rule for p in problems]))
+    return int(dl_id)
