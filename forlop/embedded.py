@@ -101,7 +101,7 @@ def run_embedded(
     api_port = port or (settings.http_port if os.environ.get("FORLOP_HTTP_PORT") else free_port())
     if settings.transport == "kafka" and not settings.transport_dir:
         pass
-    out.write(f"forlop: starting the bundled Kafka broker (Tansu) ...\n")
+    out.write("forlop: starting the bundled Kafka broker (Tansu) ...\n")
     broker = EmbeddedBroker(log_dir=data_dir / "logs").start()
     settings = replace(settings, kafka_bootstrap=broker.bootstrap, max_poll_interval_ms=3000, http_port=api_port,
                        http_host="127.0.0.1")
@@ -114,7 +114,7 @@ def run_embedded(
         for service in ("ingest", "pathway", "messaging", "api"):
             svc_settings = settings if service == "api" else replace(settings, http_port=0)
             proc_rt = rt if service == "api" else Runtime(svc_settings, rt.store, rt.clock)
-            procs.append(ServiceProcess(proc_rt, service).build().start())
+            procs.append(ServiceProcess(proc_rt, service, relay_outbox=service == "api").build().start())
         receiver = _start_receiver(settings)
         out.write(f"forlop: services up (API http://127.0.0.1:{api_port}); waiting for consumer groups ...\n")
         _wait_joined(procs)

@@ -8,6 +8,7 @@ the batch is delivered again and the idempotent handler changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from sqlalchemy import select, update
 
 from forlop import metrics
@@ -69,10 +70,8 @@ def ensure_topics(settings: Settings, names: Sequence[str]) -> None:
         existing = set(admin.list_topics())
         missing = [NewTopic(n, settings.partitions, 1) for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica won the race
                 admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

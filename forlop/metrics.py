@@ -23,3 +23,28 @@ messages = Gauge("forlop_messages", "E-messages by status", ["status"])
 messages_unacknowledged_oldest_age = Gauge(
     "forlop_messages_unacknowledged_oldest_age_seconds", "Age of the oldest sent message without a receipt"
 )
+
+
+def refresh_gauges(store, now) -> int:  # noqa: ANN001 - Store and datetime; imported lazily to keep this module light
+    """Set the state gauges from the database (pathways, overdue milestones, messages)."""
+    from sqlalchemy import func, select
+
+    from forlop.storage import schema
+
+    p, m = schema.pathways, schema.messages
+    with store.read() as conn:
+        for status, n in conn.execute(select(p.c.episode_status, func.count()).group_by(p.c.episode_status)):
+            pathways.labels(status).set(n)
+        milestones_overdue.set(conn.execute(select(func.coalesce(func.sum(p.c.overdue_milestones), 0))).scalar_one())
+        for status, n in conn.execute(select(m.c.status, func.count()).group_by(m.c.status)):
+            messages.labels(status).set(n)
+        oldest = conn.execute(select(func.min(m.c.sent_at)).where(m.c.status == "sent")).scalar()
+        if oldest is not None:
+            if oldest.tzinfo is None:
+                from datetime import UTC
+
+                oldest = oldest.replace(tzinfo=UTC)
+            messages_unacknowledged_oldest_age.set(max(0.0, (now - oldest).total_seconds()))
+        else:
+            messages_unacknowledged_oldest_age.set(0)
+    return 0

@@ -19,6 +19,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from forlop.auth import SCOPE_READ, TokenVerifier
 from forlop.kafka import ConsumerLoop, client_options
+from forlop.metrics import refresh_gauges
 from forlop.runtime import PeriodicWorker, Runtime, start_thread
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ServiceProcess:
     workers: list[ConsumerLoop | PeriodicWorker] = field(default_factory=list)
     server: BaseWSGIServer | None = None
     threads: list[threading.Thread] = field(default_factory=list)
+    relay_outbox: bool = True  # one relay per process is enough; the embedded run shares one
 
     def readiness(self) -> list[Callable[[], str | None]]:
         checks: list[Callable[[], str | None]] = []
@@ -76,8 +78,9 @@ class ServiceProcess:
             self.workers.append(PeriodicWorker("message-relay", relay.run_once, 1.0))
             if hasattr(rt.messaging, "poll_receipts"):
                 self.workers.append(PeriodicWorker("apprec-inbox", rt.messaging.poll_receipts, 1.0))
-        outbox = rt.outbox_relay()
-        self.workers.append(PeriodicWorker("outbox-relay", outbox.run_once, 0.2))
+        if self.relay_outbox:
+            self.workers.append(PeriodicWorker("outbox-relay", rt.outbox_relay().run_once, 0.2))
+        self.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(rt.store, rt.clock()), 15.0))
         app = self.api_app() if self.service == "api" else self.probe_app()
         self.server = make_server(rt.settings.http_host, rt.settings.http_port, app, threaded=True)
         return self

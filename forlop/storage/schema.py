@@ -106,7 +106,8 @@ pathways = Table(
     Column("consent_municipality", Boolean, nullable=False, default=False),
     Column("episode_status", String(30), nullable=False, index=True),
     Column("start_date", Date),
-    Column("next_check_on", Date, index=True),  # when the scanner must look again (None: never)
+    Column("next_check_on", Date, index=True),
+    Column("overdue_milestones", Integer, nullable=False, default=0),  # when the scanner must look again (None: never)
     Column("status", JSON, nullable=False),  # PathwayStatus.to_dict()
     Column("patient", JSON, nullable=False),  # latest patient/unit/gp facts for the worklist
     Column("history_hash", String(64), nullable=False),  # what the status was derived from

@@ -159,6 +159,7 @@ def _save(
         "episode_status": status.episode_status.value,
         "start_date": status.start_date,
         "next_check_on": next_check_on(status, deps),
+        "overdue_milestones": sum(1 for m in status.milestones if m.deadline_status is DeadlineStatus.OVERDUE),
         "status": status.to_dict(),
         "patient": facts,
         "history_hash": _history_hash(history),

@@ -1,0 +1,95 @@
+"""The data layer behaves the same on SQLite and PostgreSQL: migrations, transactions, FHIR search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from forlop.storage import SchemaNotReady, Store, migrations, schema
+from services.pathway import fhir_store
+
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def test_migrations_are_recorded_and_idempotent(store: Store):
+    assert store.migrate() == []  # the fixture applied them already
+    with store.read() as conn:
+        assert migrations.applied_versions(conn) == {v for v, _, _ in migrations.MIGRATIONS}
+    store.check_schema()
+
+
+def test_check_schema_refuses_an_empty_database(tmp_path):
+    empty = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(SchemaNotReady, match="forlop migrate"):
+        empty.check_schema()
+
+
+def test_transaction_rolls_back_state_and_outbox_together(store: Store):
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        conn.execute(
+            insert(schema.inbound_events).values(
+                event_id="dips:1", source="dips", pathway_key="dips:P1", received_at=NOW, raw="{}"
+            )
+        )
+        conn.execute(insert(schema.outbox).values(topic="t", record_key="k", value="v", headers={}, created_at=NOW))
+        raise RuntimeError("crash before commit")
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.inbound_events)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(schema.outbox)).scalar_one() == 0
+
+
+def _episode(eid: str, status: str, org: str, patient: str = "p1") -> dict:
+    return {
+        "resourceType": "EpisodeOfCare",
+        "id": eid,
+        "identifier": [{"system": "https://forlop.no/fhir/NamingSystem/dips-pathway-id", "value": f"PPR-{eid}"}],
+        "status": status,
+        "type": [{"coding": [{"system": "urn:oid:2.16.578.1.12.4.1.1.9321", "code": "D11"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "managingOrganization": {"reference": f"Organization/{org}"},
+    }
+
+
+PATIENT = {
+    "resourceType": "Patient",
+    "id": "p1",
+    "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": "13837033319"}],
+}
+
+
+def test_fhir_upsert_versions_only_on_change_and_search(store: Store):
+    with store.transaction() as conn:
+        assert fhir_store.upsert_resources(conn, [PATIENT, _episode("e1", "waitlist", "o1")], "dips:P1", NOW) == 2
+        fhir_store.upsert_resources(conn, [PATIENT, _episode("e2", "active", "o2")], "dips:P2", NOW)
+    with store.transaction() as conn:  # same content: no new version
+        assert fhir_store.upsert_resources(conn, [PATIENT, _episode("e1", "waitlist", "o1")], "dips:P1", NOW) == 0
+    with store.transaction() as conn:
+        assert fhir_store.upsert_resources(conn, [PATIENT, _episode("e1", "active", "o1")], "dips:P1", NOW) == 1
+    with store.read() as conn:
+        e1 = fhir_store.read_resource(conn, "EpisodeOfCare", "e1")
+        assert e1 is not None and e1.version_id == 2 and e1.with_meta()["meta"]["versionId"] == "2"
+        total, found = fhir_store.search(conn, "EpisodeOfCare", [("status", ["active"])], 10, 0)
+        assert total == 2 and [r.resource["id"] for r in found] == ["e1", "e2"]
+        total, _ = fhir_store.search(conn, "EpisodeOfCare", [("status", ["active"]), ("organization", ["o2"])], 10, 0)
+        assert total == 1
+        total, _ = fhir_store.search(
+            conn, "EpisodeOfCare", [("patient.identifier", ["urn:oid:2.16.578.1.12.4.1.4.1|13837033319"])], 10, 0
+        )
+        assert total == 2
+        total, page = fhir_store.search(conn, "EpisodeOfCare", [], 1, 1)
+        assert total == 2 and [r.resource["id"] for r in page] == ["e2"]
+        total, _ = fhir_store.search(conn, "EpisodeOfCare", [("identifier", ["PPR-e1"])], 10, 0)
+        assert total == 1
+
+
+def test_resources_no_longer_produced_for_a_pathway_are_removed(store: Store):
+    task = {"resourceType": "Task", "id": "t1", "status": "requested", "focus": {"reference": "EpisodeOfCare/e1"}}
+    with store.transaction() as conn:
+        fhir_store.upsert_resources(conn, [_episode("e1", "active", "o1"), task], "dips:P1", NOW)
+    with store.transaction() as conn:
+        fhir_store.upsert_resources(conn, [_episode("e1", "active", "o1")], "dips:P1", NOW)
+    with store.read() as conn:
+        assert fhir_store.read_resource(conn, "Task", "t1") is None
+        assert fhir_store.search(conn, "Task", [("focus", ["EpisodeOfCare/e1"])], 10, 0)[0] == 0
