@@ -1,0 +1,75 @@
+"""A pathway's current history: what the EHR says happened, independent of arrival order.
+
+Duplicates collapse on the event id. A registration may be approved more than once
+(a correction) and withdrawn (feilregistrering); for each registration the version
+recorded last wins, and a withdrawal recorded last makes it as if it never happened,
+even when the withdrawal arrived before what it withdraws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from forlop.events import EventKind, PathwayEvent
+
+# Same-day registrations happen in pathway order: start before first attendance before decision ...
+_LETTER_ORDER = {"A": 0, "F": 1, "V": 2, "C": 3, "B": 4, "E": 5, "X": 9}
+
+
+@dataclass(frozen=True)
+class CurrentHistory:
+    events: tuple[PathwayEvent, ...]  # in force, in the order they happened
+    withdrawn: tuple[PathwayEvent, ...]  # registrations withdrawn (the cancelled versions)
+    withdrawals: tuple[PathwayEvent, ...]  # the withdrawal events themselves
+    unmatched_withdrawals: tuple[PathwayEvent, ...]  # withdrawals whose target is not (yet) known
+
+
+def happened_order(ev: PathwayEvent) -> tuple:
+    letter = _letter(ev)
+    return (ev.occurred_at, _LETTER_ORDER.get(letter, 6), ev.recorded_at, ev.event_id)
+
+
+def current_history(events: Iterable[PathwayEvent]) -> CurrentHistory:
+    unique = {ev.event_id: ev for ev in events}
+    by_registration: dict[str, list[PathwayEvent]] = {}
+    free: list[PathwayEvent] = []
+    withdrawals: list[PathwayEvent] = []
+    for ev in unique.values():
+        if ev.kind is EventKind.REGISTRATION_WITHDRAWN:
+            withdrawals.append(ev)
+            if ev.withdraws:
+                by_registration.setdefault(ev.withdraws, []).append(ev)
+        elif ev.registration_id:
+            by_registration.setdefault(ev.registration_id, []).append(ev)
+        else:
+            free.append(ev)
+
+    in_force: list[PathwayEvent] = list(free)
+    withdrawn: list[PathwayEvent] = []
+    unmatched: list[PathwayEvent] = []
+    for versions in by_registration.values():
+        versions.sort(key=lambda ev: (ev.recorded_at, ev.event_id))
+        last = versions[-1]
+        approvals = [ev for ev in versions if ev.kind is not EventKind.REGISTRATION_WITHDRAWN]
+        if last.kind is EventKind.REGISTRATION_WITHDRAWN:
+            if approvals:
+                withdrawn.append(approvals[-1])
+            else:
+                unmatched.append(last)
+        else:
+            in_force.append(last)
+    in_force.sort(key=happened_order)
+    return CurrentHistory(
+        tuple(in_force),
+        tuple(sorted(withdrawn, key=happened_order)),
+        tuple(sorted(withdrawals, key=happened_order)),
+        tuple(sorted(unmatched, key=happened_order)),
+    )
+
+
+def _letter(ev: PathwayEvent) -> str:
+    if ev.kind is EventKind.PATHWAY_CODE and ev.code and ev.code.startswith(ev.pathway_type):
+        rest = ev.code[len(ev.pathway_type):]
+        return rest[:1]
+    return ""
