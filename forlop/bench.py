@@ -293,7 +293,7 @@ def bench_api(url: str, workdir: Path, clients: int, per_client: int) -> dict[st
         "import sys; from forlop.config import load_settings; from forlop.runtime import Runtime; "
         "from forlop.serve import ServiceProcess; import threading; "
         "rt = Runtime.from_settings(load_settings()); "
-        "p = ServiceProcess(rt, 'api', relay_outbox=False); p.api_app_only = True; "
+        "p = ServiceProcess(rt, 'api', relay_outbox=False); "
         "app = p.api_app(); from werkzeug.serving import run_simple; "
         "run_simple('127.0.0.1', rt.settings.http_port, app, threaded=True)"
     )

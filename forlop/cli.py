@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         with open(args.out, "w", encoding="utf-8") as fp:
             write_ndjson(events, fp)
     else:
-        write_ndjson(events, sys.stdout)
+        try:
+            write_ndjson(events, sys.stdout)
+        except BrokenPipeError:  # `forlop generate ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

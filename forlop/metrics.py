@@ -20,6 +20,7 @@ pathways = Gauge("forlop_pathways", "Pathways by EpisodeOfCare status", ["status
 milestones_overdue = Gauge("forlop_milestones_overdue", "Open milestones past their adjusted deadline")
 alerts_emitted = Counter("forlop_alerts_emitted", "Deadline alerts emitted", ["to_status"])
 messages = Gauge("forlop_messages", "E-messages by status", ["status"])
+dead_letters_open = Gauge("forlop_dead_letters_open", "Dead-letter records not yet replayed", ["source"])
 messages_unacknowledged_oldest_age = Gauge(
     "forlop_messages_unacknowledged_oldest_age_seconds", "Age of the oldest sent message without a receipt"
 )
@@ -31,8 +32,12 @@ def refresh_gauges(store, now) -> int:  # noqa: ANN001 - Store and datetime; imp
 
     from forlop.storage import schema
 
-    p, m = schema.pathways, schema.messages
+    p, m, d = schema.pathways, schema.messages, schema.dead_letters
     with store.read() as conn:
+        for source, n in conn.execute(
+            select(d.c.source, func.count()).where(d.c.status != "replayed").group_by(d.c.source)
+        ):
+            dead_letters_open.labels(source).set(n)
         for status, n in conn.execute(select(p.c.episode_status, func.count()).group_by(p.c.episode_status)):
             pathways.labels(status).set(n)
         milestones_overdue.set(conn.execute(select(func.coalesce(func.sum(p.c.overdue_milestones), 0))).scalar_one())

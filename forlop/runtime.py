@@ -48,7 +48,7 @@ class Runtime:
 
         from services.pathway.service import PathwayDeps
 
-        return PathwayDeps(RuleBook.load(), self.settings.topics, self.settings.due_soon_days)
+        return PathwayDeps(RuleBook.load(self.settings.due_soon_days), self.settings.topics, self.settings.due_soon_days)
 
     def ingest_handler(self, source: str) -> TxHandler:
         from services.ingest.service import InboundRecord, ingest

@@ -108,12 +108,10 @@ def refresh(
 ) -> None:
     histories = load_history(conn, pathway_keys)
     p = schema.pathways
-    previous_rows = {
-        row.pathway_key: row
-        for row in conn.execute(
-            select(p.c.pathway_key, p.c.status, p.c.history_hash).where(p.c.pathway_key.in_(list(pathway_keys)))
-        )
-    }
+    current = select(p.c.pathway_key, p.c.status, p.c.history_hash).where(p.c.pathway_key.in_(list(pathway_keys)))
+    if conn.dialect.name == "postgresql":
+        current = current.with_for_update()  # serialise with the scanner and other replicas per pathway
+    previous_rows = {row.pathway_key: row for row in conn.execute(current)}
     for key in pathway_keys:
         history = histories.get(key) or []
         if not history:
@@ -216,14 +214,16 @@ def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) 
     """One deadline-scanner pass: re-derive the pathways whose next threshold has come."""
     p = schema.pathways
     today = local_date(now)
-    keys = list(
-        conn.execute(
-            select(p.c.pathway_key)
-            .where(and_(p.c.next_check_on.is_not(None), p.c.next_check_on <= today))
-            .order_by(p.c.next_check_on)
-            .limit(limit)
-        ).scalars()
+    due = (
+        select(p.c.pathway_key)
+        .where(and_(p.c.next_check_on.is_not(None), p.c.next_check_on <= today))
+        .order_by(p.c.next_check_on)
+        .limit(limit)
     )
+    if conn.dialect.name == "postgresql":
+        # Several scanner replicas share the work: each claims rows the others have not locked.
+        due = due.with_for_update(skip_locked=True)
+    keys = list(conn.execute(due).scalars())
     result = PathwayResult()
     if keys:
         refresh(conn, keys, now, deps, result)
