@@ -1,0 +1,1 @@
+"""Ports and adapters of messaging: XML, schemas, address registers, transports, AppRec."""

@@ -1,0 +1,168 @@
+"""MsgHead 1.2 envelopes with a Dialogmelding (1.0 / 1.1) Notat or a PLO 1.6 Pasientlogistikk body. lxml only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lxml import etree
+
+from forlop.clock import OSLO
+from services.messaging.domain.model import Recipient, Role, Trigger
+
+MH = "http://www.kith.no/xmlstds/msghead/2006-05-24"
+DIALOG = {"1.0": "http://www.kith.no/xmlstds/dialog/2006-10-11", "1.1": "http://www.kith.no/xmlstds/dialog/2013-01-23"}
+PLO = "http://www.kith.no/xmlstds/po/Pasientlogistikk/2012-04-01"
+PO = "http://www.kith.no/xmlstds/po/poKomponent/2012-04-01"
+FK1 = "http://www.kith.no/xmlstds/felleskomponent1"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+OID_HER = "2.16.578.1.12.4.1.1.9051"  # identifier types for organisations (HER, ENH)
+OID_PERSON_ID = "2.16.578.1.12.4.1.1.8116"  # FNR, DNR, HPR
+OID_DIALOG_THEME = "2.16.578.1.12.4.1.1.7322"  # Tema for helsefaglig dialog
+OID_ROLE = "2.16.578.1.12.4.1.1.9034"  # rolle i forhold til pasient
+OID_STAY_EVENT = "2.16.578.1.12.4.1.1.9121"  # hendelse i pasientlogistikk
+
+MESSAGE_TYPES = {
+    "DIALOG_HELSEFAGLIG": "Helsefaglig dialog",
+    "LOG_INNLAGT": "Melding om innlagt pasient",
+    "LOG_UTSKRIVNINGSKLAR": "Melding om utskrivningsklar pasient",
+    "LOG_UTSKREVET": "Melding om utskrevet pasient",
+}
+PLO_TYPES = {
+    Trigger.ADMISSION: ("LOG_INNLAGT", "MeldingInnlagtPasient", "1", "Pasient innlagt"),
+    Trigger.DISCHARGE_READY: ("LOG_UTSKRIVNINGSKLAR", "MeldingUtskrivningsklarPasient", "3", "Pasient utskrivningsklar"),
+    Trigger.DISCHARGED: ("LOG_UTSKREVET", "MeldingOmUtskrevetPasient", "2", "Pasient utskrevet"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """The sending organisation (helseforetak) and, below it, the treating unit."""
+
+    org_name: str
+    org_her_id: str
+    org_number: str | None
+    unit_name: str
+    unit_her_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    msg_id: str
+    message_type: str
+    gen_date: datetime
+    sender: Sender
+    recipient: Recipient
+    role: Role
+    national_id: str
+    conversation_ref: str | None = None  # RefToParent/RefToConversation: the message this one follows up
+
+
+def _sub(parent: etree._Element, ns: str, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, f"{{{ns}}}{tag}", {k: v for k, v in attrs.items() if v is not None})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _ts(at: datetime) -> str:
+    return at.astimezone(OSLO).replace(microsecond=0, tzinfo=None).isoformat()
+
+
+def _ident(
+    parent: etree._Element, ns: str, value: str, type_v: str, type_dn: str, oid: str, inner: str | None = None
+) -> None:
+    """Ident/Id/TypeId; `inner` is the namespace of Id and TypeId when it differs (fk1:Ident type)."""
+    ident = _sub(parent, ns, "Ident")
+    _sub(ident, inner or ns, "Id", value)
+    _sub(ident, inner or ns, "TypeId", V=type_v, DN=type_dn, S=oid)
+
+
+def _organisation(parent: etree._Element, name: str, her_id: str, org_number: str | None = None) -> etree._Element:
+    org = _sub(parent, MH, "Organisation")
+    _sub(org, MH, "OrganisationName", name)
+    _ident(org, MH, her_id, "HER", "HER-id", OID_HER)
+    if org_number:
+        _ident(org, MH, org_number, "ENH", "Organisasjonsnummeret i Enhetsregisteret", OID_HER)
+    return org
+
+
+def envelope(env: Envelope, content: etree._Element) -> etree._Element:
+    root = etree.Element(f"{{{MH}}}MsgHead", nsmap={None: MH, "xsi": XSI})
+    info = _sub(root, MH, "MsgInfo")
+    _sub(info, MH, "Type", V=env.message_type, DN=MESSAGE_TYPES.get(env.message_type, env.message_type))
+    _sub(info, MH, "MIGversion", "v1.2 2006-05-24")
+    _sub(info, MH, "GenDate", _ts(env.gen_date))
+    _sub(info, MH, "MsgId", env.msg_id)
+    if env.conversation_ref:
+        conv = _sub(info, MH, "ConversationRef")
+        _sub(conv, MH, "RefToParent", env.conversation_ref)
+        _sub(conv, MH, "RefToConversation", env.conversation_ref)
+    s = env.sender
+    sender = _organisation(_sub(info, MH, "Sender"), s.org_name, s.org_her_id, s.org_number)
+    _organisation(sender, s.unit_name, s.unit_her_id)
+    _receiver(_sub(info, MH, "Receiver"), env.recipient, env.role)
+    patient = _sub(info, MH, "Patient")
+    kind, label = ("DNR", "D-nummer") if env.national_id[:1] in "4567" else ("FNR", "Fødselsnummer")
+    _ident(patient, MH, env.national_id, kind, label, OID_PERSON_ID)
+    ref = _sub(_sub(root, MH, "Document"), MH, "RefDoc")
+    _sub(ref, MH, "IssueDate", V=_ts(env.gen_date))
+    _sub(ref, MH, "MsgType", V="XML", DN="XML-instans")
+    _sub(ref, MH, "Content").append(content)
+    return root
+
+
+def _receiver(parent: etree._Element, r: Recipient, role: Role) -> None:
+    """Two levels when the register knows the organisation above the party; else the party alone."""
+    if r.org_her_id:
+        org = _organisation(parent, r.org_name or r.name, r.org_her_id, r.org_number)
+        if role is Role.MUNICIPALITY:
+            _organisation(org, r.name, r.her_id)
+            return
+        hcp = _sub(org, MH, "HealthcareProfessional")
+        if role is Role.GP:
+            _sub(hcp, MH, "RoleToPatient", V="6", DN="Fastlege", S=OID_ROLE)
+        _ident(hcp, MH, r.her_id, "HER", "HER-id", OID_HER)
+        return
+    _organisation(parent, r.name, r.her_id)
+
+
+def dialog_notat(version: str, tema: str, text: str, author_hpr: str | None) -> etree._Element:
+    ns = DIALOG[version]
+    root = etree.Element(f"{{{ns}}}Dialogmelding", nsmap={None: ns, "fk1": FK1})
+    notat = _sub(root, ns, "Notat")
+    _sub(notat, ns, "TemaKodet", V="6", DN="Henvendelse om pasient", S=OID_DIALOG_THEME)
+    _sub(notat, ns, "Tema", tema)
+    _sub(notat, ns, "TekstNotatInnhold", text)
+    if author_hpr:
+        roles = _sub(notat, ns, "RollerRelatertNotat")
+        _sub(roles, ns, "RoleToPatient", V="21", DN="Helsefaglig kontakt", S=OID_ROLE)
+        _ident(_sub(roles, ns, "HealthcareProfessional"), ns, author_hpr, "HPR", "HPR-nummer", OID_PERSON_ID, FK1)
+    return root
+
+
+def plo_logistics(trigger: Trigger, unit_name: str, unit_her_id: str, at: datetime, description: str) -> etree._Element:
+    _type, element, code, code_dn = PLO_TYPES[trigger]
+    root = etree.Element(f"{{{PLO}}}Pasientlogistikk", nsmap={"p1": PLO, None: PO, "fk1": FK1})
+    info = _sub(root, PO, "InformasjonOmForsendelsen")
+    _sub(info, PO, "Forsendelsesstatus", V="N", DN="Ny")
+    contact = _sub(_sub(root, PO, "TilknyttetEnhet"), PO, "Kontaktenhet")
+    _sub(contact, FK1, "OrganisationName", unit_name)
+    _ident(contact, FK1, unit_her_id, "HER", "HER-id", OID_HER)
+    body = _sub(root, PLO, element)
+    if trigger is Trigger.DISCHARGED:
+        # Required by the schema; the events do not say where the patient went, home is the common case.
+        out = _sub(body, PO, "UtskrevetTil")
+        _sub(out, PO, "Uttilstand", V="1", DN="Som levende", S="2.16.578.1.12.4.1.1.8431")
+        _sub(out, PO, "UtTil", V="1", DN="Bosted/arbeidssted", S="2.16.578.1.12.4.1.1.8408")
+    event = _sub(body, PO, "TidsfestetHendelse")
+    _sub(event, PO, "Hendelsekode", V=code, DN=code_dn, S=OID_STAY_EVENT)
+    _sub(event, PO, "BeskrivelseAvHendelse", description)
+    _sub(event, PO, "TidspunktForHendelse", V=_ts(at))
+    _sub(event, PO, "Anslag", "false")
+    return root
+
+
+def serialise(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -1,0 +1,54 @@
+"""GET /messages and GET /messages/<id>. The app applies auth (blueprint guard) before these run."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from forlop.storage import Store
+from services.messaging import repository
+from services.messaging.views import message_view
+
+messages_bp = Blueprint("messages", __name__)
+
+
+@lru_cache(maxsize=4)
+def _store_for(url: str) -> Store:
+    return Store(url)
+
+
+def _store() -> Store:
+    """The app's store when it publishes one (FORLOP_STORE); else one from the settings (same database)."""
+    store = current_app.config.get("FORLOP_STORE")
+    if store is None:
+        from forlop.config import load_settings
+
+        store = _store_for(load_settings().database_url)
+    return store
+
+
+@messages_bp.get("/messages")
+def list_messages() -> Response:
+    try:
+        limit = max(1, min(1000, int(request.args.get("_count", 500))))
+    except ValueError:
+        return Response('{"error": "_count must be a whole number"}', 400, mimetype="application/json")
+    with _store().read() as conn:
+        rows = repository.list_messages(conn, request.args.get("status"), request.args.get("pathway"), limit)
+    return jsonify([message_view(r) for r in rows])
+
+
+@messages_bp.get("/messages/<msg_id>")
+def get_message(msg_id: str) -> Response:
+    with _store().read() as conn:
+        row = repository.get(conn, msg_id)
+        receipts = repository.receipts_for(conn, msg_id) if row else []
+    if row is None:
+        return Response('{"error": "no such message"}', 404, mimetype="application/json")
+    view = message_view(row, with_xml=True)
+    view["receipts"] = [
+        {"status": r["status"], "outcome": r["outcome"], "errors": r["errors"], "receivedAt": r["received_at"].isoformat()}
+        for r in receipts
+    ]
+    return jsonify(view)

@@ -1,0 +1,107 @@
+"""`forlop messages list|show|retry`: each a few lines into the repository or the relay."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from forlop.config import Settings
+from services.messaging import repository
+from services.messaging.views import message_view
+
+
+def _runtime(settings: Settings) -> Any:
+    from forlop.runtime import Runtime
+
+    rt = Runtime.from_settings(settings)
+    rt.store.migrate()
+    return rt
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    rt = _runtime(settings)
+    with rt.store.read() as conn:
+        rows = repository.list_messages(conn, args.status, args.pathway, limit=100_000)
+    keys = ("id", "pathway", "recipientHerId", "role", "trigger", "messageType", "status", "attempts")
+    try:
+        _print_rows(rows, keys, args.json)
+    except BrokenPipeError:  # `forlop messages list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], keys: tuple[str, ...], as_json: bool) -> None:
+    for row in rows:
+        view = message_view(row)
+        if as_json:
+            print(json.dumps({k: view[k] for k in keys}, ensure_ascii=False))
+        else:
+            reason = f"  ({view['statusReason']})" if view["statusReason"] else ""
+            print(f"{view['id']}  {view['pathway']:<16} {view['role']:<12} {view['trigger']:<15} "
+                  f"{view['status']:<12} {view['attempts']}{reason}")
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    rt = _runtime(settings)
+    with rt.store.read() as conn:
+        row = repository.get(conn, args.id)
+        receipts = repository.receipts_for(conn, args.id) if row else []
+    if row is None:
+        print(f"forlop: no message {args.id}")
+        return 1
+    view = message_view(row)
+    for k, v in view.items():
+        print(f"{k}: {v}")
+    for r in receipts:
+        print(f"receipt: {r['status']} ({r['outcome']}) {r['received_at'].isoformat()} {r['errors'] or ''}")
+    if row.get("xml"):
+        print(row["xml"])
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """Held: resolve the recipient again and release. Failed/rejected: queue again with the same MsgId."""
+    from services.messaging.apply import release_held
+
+    rt = _runtime(settings)
+    deps = rt.messaging.deps
+    now = rt.clock()
+    with rt.store.transaction() as conn:
+        row = repository.get(conn, args.id, lock=True)
+        if row is None:
+            print(f"forlop: no message {args.id}")
+            return 1
+        if row["status"] == "held":
+            released = release_held(conn, now, deps, [args.id])
+            if not released:
+                print(f"forlop: {args.id} is still held: {repository.get(conn, args.id)['status_reason']}")
+                return 1
+        elif row["status"] in ("failed", "rejected") and row.get("xml"):
+            repository.update_message(conn, args.id, status="queued", status_reason="retry requested", attempts=0,
+                                      next_attempt_at=None, settled_at=None)
+        else:
+            print(f"forlop: {args.id} is {row['status']}; only held, failed or rejected messages can be retried")
+            return 1
+    sent = rt.messaging.relay.run_once()
+    with rt.store.read() as conn:
+        print(f"{args.id}: {repository.get(conn, args.id)['status']} (relay pass handled {sent})")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("messages", help="the e-messages to GPs, referrers and municipalities")
+    sub = p.add_subparsers(dest="messages_command", required=True)
+    ls = sub.add_parser("list", help="list messages")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.add_argument("--status", choices=("queued", "sent", "acknowledged", "rejected", "failed", "held", "suppressed"))
+    ls.add_argument("--pathway", help="the source system's pathway id")
+    ls.set_defaults(func=cmd_list)
+    show = sub.add_parser("show", help="one message with its receipts and XML")
+    show.add_argument("id")
+    show.set_defaults(func=cmd_show)
+    retry = sub.add_parser("retry", help="release a held message or resend a failed one")
+    retry.add_argument("id")
+    retry.set_defaults(func=cmd_retry)

@@ -1,0 +1,1 @@
+"""Which e-messages a pathway's history owes, to whom: plain values and pure functions, no I/O."""

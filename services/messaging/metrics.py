@@ -1,0 +1,10 @@
+"""Messaging counters. forlop.metrics already has the `forlop_messages{status}` gauge (rows by status);
+these count transitions, sends and receipts, so their names must not collide with it."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+transitions = Counter("forlop_message_transitions", "E-message status changes", ["status"])
+sends = Counter("forlop_message_sends", "E-message hand-overs to the transport", ["transport", "outcome"])
+apprecs = Counter("forlop_apprecs", "AppRecs received", ["status", "outcome"])

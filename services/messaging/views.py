@@ -1,0 +1,32 @@
+"""The public shape of a message row (API and `forlop messages list --json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def message_view(row: dict[str, Any], *, with_xml: bool = False) -> dict[str, Any]:
+    view = {
+        "id": row["id"],
+        "pathway": row["pathway_id"],
+        "pathwayKey": row["pathway_key"],
+        "recipientHerId": row.get("recipient_her_id"),
+        "role": row["role"],
+        "trigger": row["trigger"],
+        "messageType": row["message_type"],
+        "status": row["status"],
+        "statusReason": row.get("status_reason"),
+        "attempts": row.get("attempts") or 0,
+        "corrects": row.get("corrects"),
+        "createdAt": _iso(row.get("created_at")),
+        "sentAt": _iso(row.get("sent_at")),
+        "nextAttemptAt": _iso(row.get("next_attempt_at")),
+        "settledAt": _iso(row.get("settled_at")),
+    }
+    if with_xml:
+        view["xml"] = row.get("xml")
+    return view

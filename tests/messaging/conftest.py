@@ -1,0 +1,49 @@
+"""Messaging fixtures: deps with a fixed clock and predictable MsgIds, example streams."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from forlop.clock import FixedClock
+from forlop.config import Topics
+from forlop.events import PathwayEvent
+from services.messaging.adapters.directory import FileDirectory
+from services.messaging.adapters.schemas import schema_set
+from services.messaging.deps import MessagingDeps
+from services.messaging.service import sender_from
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # tools/ (the simulated receiver) is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from msgkit import NOW, id_factory, load_examples  # noqa: E402
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+def directory_file(tmp_path: Path) -> Path:
+    src = Path(__file__).resolve().parents[2] / "profiles" / "messaging" / "municipal-directory.yaml"
+    dst = tmp_path / "directory.yaml"
+    dst.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture
+def deps(shared_dir: Path, clock: FixedClock, directory_file: Path) -> MessagingDeps:
+    d = FileDirectory(directory_file)
+    return MessagingDeps(
+        topics=Topics(), schemas=schema_set(shared_dir / "xsd"), municipal=d, gps=d,
+        sender=sender_from(object()), id_factory=id_factory(), clock=clock, apprec_timeout_s=3600, max_attempts=3,
+    )
+
+
+@pytest.fixture
+def examples(shared_dir: Path) -> dict[str, dict[str, list[PathwayEvent]]]:
+    return {s: load_examples(shared_dir, s) for s in ("dips", "esp")}

@@ -1,0 +1,72 @@
+"""Crash between send and record: the relay dies, restarts, resends with the same MsgId; exactly once in effect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from msgkit import NOW, payload
+
+from forlop.storage import Store
+from services.messaging import repository
+from services.messaging.handler import handle_status_changed
+from tools.simulated_receiver import SimulatedReceiver
+
+RELAY = r"""
+import sys
+from pathlib import Path
+from forlop.clock import FixedClock
+from forlop.config import Topics
+from datetime import datetime
+from forlop.storage import Store
+from services.messaging.adapters.directory import FileDirectory
+from services.messaging.adapters.schemas import schema_set
+from services.messaging.adapters.transport import DirectoryTransport
+from services.messaging.deps import MessagingDeps
+from services.messaging.relay import Relay
+from services.messaging.service import sender_from
+db, xsd, out, inbox, now = sys.argv[1:6]
+d = FileDirectory(Path(out).parent / "directory.yaml")
+deps = MessagingDeps(topics=Topics(), schemas=schema_set(xsd), municipal=d, gps=d, sender=sender_from(object()),
+                     clock=FixedClock(datetime.fromisoformat(now)))
+Relay(Store(db), DirectoryTransport(Path(out), Path(inbox)), deps).run_once()
+"""
+
+
+def _relay(tmp_path: Path, db: str, xsd: Path, fault: str | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "FORLOP_FAULT"}
+    if fault:
+        env["FORLOP_FAULT"] = fault
+    proc = subprocess.run(
+        [sys.executable, "-c", RELAY, db, str(xsd), str(tmp_path / "out"), str(tmp_path / "in"), NOW.isoformat()],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    return proc.returncode
+
+
+def test_crash_after_send_is_exactly_once_in_effect(tmp_path, deps, examples, shared_dir, directory_file) -> None:
+    db = f"sqlite:///{tmp_path / 'crash.db'}"
+    store = Store(db)
+    store.migrate()
+    (tmp_path / "directory.yaml").write_text(directory_file.read_text())
+    with store.transaction() as conn:
+        for events in examples["dips"].values():
+            handle_status_changed(conn, payload(events), NOW, deps)
+        queued = [r for r in repository.list_messages(conn) if r["status"] == "queued"]
+    assert len(queued) >= 6
+    receiver = SimulatedReceiver("ok")
+
+    assert _relay(tmp_path, db, shared_dir / "xsd", "after-send:3") == 17  # died after the 3rd hand-over
+    receiver.poll_directory(tmp_path / "out", tmp_path / "in")
+    assert len(receiver.deliveries) == 3
+    with store.read() as conn:
+        assert sum(r["status"] == "sent" for r in repository.list_messages(conn)) == 2  # 3rd never recorded
+
+    assert _relay(tmp_path, db, shared_dir / "xsd", None) == 0  # restart: the rest, and the 3rd again
+    receiver.poll_directory(tmp_path / "out", tmp_path / "in")
+    assert len(receiver.effects) == len(queued) == len(receiver.deliveries)
+    assert receiver.duplicates == 1
+    assert set(receiver.deliveries) == {r["id"] for r in queued}
+    store.dispose()

@@ -1,0 +1,1 @@
+"""Developer tools that are not part of the product: the simulated message gateway."""
