@@ -67,13 +67,23 @@ class Settings:
     transport_url: str | None = None
     apprec_timeout_s: int = 3600
     max_send_attempts: int = 5
-    address_registry_file: str | None = None
-    address_registry_url: str | None = None
+    municipal_directory: str | None = None  # file or http(s) URL: kommunenummer -> receiving HER-id
+    gp_directory: str | None = None  # file or http(s) URL: patient -> GP (fastlege) when events lack it
+    sender_org_number: str = "983974899"  # synthetic health trust until configured
+    sender_her_id: str = "9970001"
+    sender_org_name: str = "Helseforetak (syntetisk)"
     scan_interval_s: float = 60.0
 
     @property
     def production(self) -> bool:
         return self.mode == "production"
+
+
+def _digits(env: Mapping[str, str], name: str, default: str, length: int | None) -> str:
+    value = env.get(name) or default
+    if not value.isdigit() or (length is not None and len(value) != length):
+        raise ConfigError(f"{name}={value!r} must be {length or 'only'} digits")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -190,7 +200,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transport_url=env.get("FORLOP_TRANSPORT_URL") or None,
         apprec_timeout_s=_int(env, "FORLOP_APPREC_TIMEOUT_S", 3600, minimum=1),
         max_send_attempts=_int(env, "FORLOP_MAX_SEND_ATTEMPTS", 5, minimum=1),
-        address_registry_file=env.get("FORLOP_ADDRESS_REGISTRY_FILE") or None,
-        address_registry_url=env.get("FORLOP_ADDRESS_REGISTRY_URL") or None,
+        municipal_directory=env.get("FORLOP_MUNICIPAL_DIRECTORY") or None,
+        gp_directory=env.get("FORLOP_GP_DIRECTORY") or None,
+        sender_org_number=_digits(env, "FORLOP_SENDER_ORG_NUMBER", "983974899", 9),
+        sender_her_id=_digits(env, "FORLOP_SENDER_HER_ID", "9970001", None),
+        sender_org_name=env.get("FORLOP_SENDER_ORG_NAME") or "Helseforetak (syntetisk)",
         scan_interval_s=float(_int(env, "FORLOP_SCAN_INTERVAL_S", 60, minimum=1)),
     )

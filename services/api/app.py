@@ -46,6 +46,7 @@ class ApiDeps:
 def create_app(deps: ApiDeps) -> Flask:
     app = Flask("forlop")
     app.config["MAX_CONTENT_LENGTH"] = 32 * 1024 * 1024
+    app.config["FORLOP_STORE"] = deps.store  # blueprints read the same store
 
     def require(scope: str) -> Response | None:
         try:

@@ -113,8 +113,6 @@ def directories_from(settings: Any) -> tuple[FileDirectory | HttpDirectory, File
     municipal = (
         getattr(settings, "municipal_directory", None)
         or os.environ.get("FORLOP_MUNICIPAL_DIRECTORY")
-        or getattr(settings, "address_registry_url", None)
-        or getattr(settings, "address_registry_file", None)
     )
     gp = getattr(settings, "gp_directory", None) or os.environ.get("FORLOP_GP_DIRECTORY") or municipal
     return open_directory(municipal), open_directory(gp)

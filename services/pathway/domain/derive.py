@@ -82,7 +82,8 @@ def derive(events: Iterable[PathwayEvent], rules: RuleBook, now: datetime) -> Pa
     findings: list[QualityFinding] = []
     history = [ev for ev in current.events if ev.occurred_on <= today]
     for ev in current.events:
-        if ev.occurred_on > today and ev.recorded_at <= now:
+        # a registration dated in the future; a cancelled or moved appointment later than today is normal
+        if ev.kind is EventKind.PATHWAY_CODE and ev.occurred_on > today and ev.recorded_at <= now:
             findings.append(QualityFinding("future-dated", "registered with a date in the future", ev.event_id,
                                            ev.occurred_on))
     registrations: list[Registration] = []
@@ -102,7 +103,10 @@ def derive(events: Iterable[PathwayEvent], rules: RuleBook, now: datetime) -> Pa
         rule_set = _no_rules(ptype)
         findings.append(QualityFinding("unknown-pathway-type", f"no rule set for pathway type {ptype}"))
 
-    ctx = _Context(rule_set, today, history or [identity], _clock_changes(history), findings)
+    # An appointment moved ahead of time (the patient called to move it) moves the clock as soon as it is
+    # registered, not only when the original appointment time has passed.
+    known_changes = [ev for ev in current.events if ev.occurred_on <= today or ev.recorded_at <= now]
+    ctx = _Context(rule_set, today, history or [identity], _clock_changes(known_changes), findings)
     start_withdrawn = start is None and any(_is_start(ev, ptype) for ev in current.withdrawn)
     status = _derive_milestones(ctx, registrations, start, start_withdrawn)
     _registration_quality(ctx, registrations, current.withdrawn, current.unmatched_withdrawals, status[0])
@@ -310,9 +314,10 @@ def _timed(
     if anchor is None or days is None:
         return Milestone(key, code, state, anchor, completed_on=completed_on, outcome=outcome, event_ids=event_ids)
     deadline = anchor + timedelta(days=days)
-    window_end = completed_on or ctx.today
-    in_window = [c for c in ctx.changes if anchor <= c.original and (c.original < window_end if done else
-                                                                      c.original <= window_end)]
+    # the missed or moved appointments of this milestone: from its anchor until it was done (or so far)
+    in_window = [
+        c for c in ctx.changes if anchor <= c.original and (completed_on is None or c.original < completed_on)
+    ]
     shift = sum(
         max((c.new - c.original).days, 0)
         for c in in_window
@@ -369,11 +374,15 @@ def _registration_quality(ctx: _Context, regs, withdrawn, unmatched, episode: Ep
     for ev in unmatched:
         ctx.find("withdrawal-without-target", "a withdrawal whose registration is not known (yet)", ev)
     if episode in (EpisodeStatus.WAITLIST, EpisodeStatus.ACTIVE):
-        last = ctx.history[-1].occurred_on
-        idle = (ctx.today - last).days
+        # a missed, cancelled or moved appointment or a consent change is no contact with the patient
+        contacts = [ev for ev in ctx.history if ev.kind not in _NO_CONTACT] or ctx.history
+        idle = (ctx.today - contacts[-1].occurred_on).days
         if idle > ctx.rules.passive_after_days:
             ctx.findings.append(QualityFinding("passive-pathway", f"no registered contact for {idle} days",
-                                               ctx.history[-1].event_id, ctx.today))
+                                               contacts[-1].event_id, ctx.today))
+
+
+_NO_CONTACT = frozenset({EventKind.APPOINTMENT_CHANGED, EventKind.CONSENT_CHANGED})
 
 
 def _is_start(ev: PathwayEvent, ptype: str) -> bool:

@@ -49,7 +49,9 @@ def current_history(events: Iterable[PathwayEvent]) -> CurrentHistory:
     withdrawn: list[PathwayEvent] = []
     unmatched: list[PathwayEvent] = []
     for versions in by_registration.values():
-        versions.sort(key=lambda ev: (ev.recorded_at, ev.event_id))
+        # a withdrawal recorded in the same instant as its target comes after it (eSP keeps minutes only)
+        versions.sort(key=lambda ev: (ev.recorded_at, ev.kind is EventKind.REGISTRATION_WITHDRAWN,
+                                      ev.event_id))
         last = versions[-1]
         approvals = [ev for ev in versions if ev.kind is not EventKind.REGISTRATION_WITHDRAWN]
         if last.kind is EventKind.REGISTRATION_WITHDRAWN:

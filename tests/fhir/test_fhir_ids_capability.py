@@ -1,0 +1,126 @@
+"""Deterministic ids and the CapabilityStatement the API serves."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+from forlop.fhir import ids
+from forlop.fhir.capability import capability_statement
+from profiles.fhir import load_conformance
+from services.api.app import CHAINED
+from services.pathway.fhir_store import SEARCH_PARAMS
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def test_ids_are_legal_deterministic_and_distinct() -> None:
+    made = [
+        ids.episode_id("dips:P-1"),
+        ids.task_id("dips:P-1", "evaluation-2"),
+        ids.patient_id("17859007759"),
+        ids.organization_id("8100001"),
+        ids.practitioner_id("9144889"),
+        ids.resource_id("Task", "dips:P-1|evaluation-2"),
+        ids.resource_id("Task", "dips:P-1", "evaluation-2", "x" * 500),
+    ]
+    assert all(FHIR_ID.fullmatch(i) for i in made)
+    assert len(set(made)) == len(made)
+    assert ids.episode_id("dips:P-1") == made[0]
+    assert ids.episode_id("esp:P-1") != made[0]
+    assert ids.resource_id("Patient", "8100001") != ids.organization_id("8100001")
+
+
+def test_identifier_systems() -> None:
+    assert ids.FHIR_BASE == "https://forlop.no/fhir"
+    assert ids.national_id_system("17859007759") == ids.SID_FNR
+    assert ids.national_id_system("42830870266") == ids.SID_DNR
+    assert ids.pathway_id_system("esp") == "https://forlop.no/fhir/sid/pathway/esp"
+
+
+def test_capability_statement_validates() -> None:
+    cs = capability_statement("https://api.example.no/fhir", "1.2.3")
+    CapabilityStatement.model_validate(cs)
+    assert cs["fhirVersion"] == "4.0.1" and cs["format"] == ["json"] and cs["kind"] == "instance"
+    assert cs["implementation"]["url"] == "https://api.example.no/fhir"
+    assert cs["software"]["version"] == "1.2.3"
+    assert cs == capability_statement("https://api.example.no/fhir", "1.2.3")
+
+
+def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
+    rest = capability_statement("http://x/fhir", "0")["rest"][0]
+    declared = {r["type"]: {p["name"] for p in r["searchParam"]} for r in rest["resource"]}
+    # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
+    chained = set(CHAINED.values())
+    supported = {
+        rtype: (set(params) - chained) | {"_count", "_offset"} for rtype, params in SEARCH_PARAMS.items()
+    }
+    assert declared == supported
+    episode = next(r for r in rest["resource"] if r["type"] == "EpisodeOfCare")
+    patient_doc = next(p["documentation"] for p in episode["searchParam"] if p["name"] == "patient")
+    assert all(name in patient_doc for name in CHAINED)
+    for r in rest["resource"]:
+        assert [i["code"] for i in r["interaction"]] == ["read", "search-type"]
+
+
+def test_capability_statement_profiles_exist() -> None:
+    rest = capability_statement("http://x/fhir", "0")["rest"][0]
+    profiles = {r["type"]: r.get("supportedProfile", []) for r in rest["resource"]}
+    assert profiles["EpisodeOfCare"] == [ids.PROFILE_EPISODE_OF_CARE]
+    assert profiles["Task"] == [ids.PROFILE_TASK]
+    conformance = load_conformance()
+    for url in [u for urls in profiles.values() for u in urls]:
+        assert conformance[url]["type"] in profiles
+
+
+@pytest.fixture
+def client(tmp_path: Path, build: dict[str, Any]) -> Iterator[Any]:
+    """The API app on SQLite holding one mapped pathway, with a read token."""
+    from datetime import UTC, datetime
+
+    from forlop.auth import SCOPE_READ, TokenVerifier, mint_dev_token
+    from forlop.clock import FixedClock
+    from forlop.config import load_settings
+    from forlop.storage import Store
+    from services.api.app import ApiDeps, create_app
+    from services.pathway.fhir_mapping import map_pathway
+    from services.pathway.fhir_store import upsert_resources
+
+    settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path), "FORLOP_DATABASE_URL": "sqlite://"})
+    store = Store(f"sqlite:///{tmp_path / 'forlop.db'}")
+    store.migrate()
+    status, events = build["adjusted-deadline-delay-cause"]()
+    now = datetime(2026, 4, 1, tzinfo=UTC)
+    with store.transaction() as conn:
+        upsert_resources(conn, map_pathway(status, events), status.pathway_key, now)
+    app = create_app(ApiDeps(settings, store, FixedClock(now), TokenVerifier(settings)))
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {mint_dev_token(settings, [SCOPE_READ])}"
+    yield test_client
+    store.dispose()
+
+
+def test_served_metadata_is_valid_and_every_declared_parameter_is_accepted(client: Any) -> None:
+    response = client.get("/fhir/metadata", environ_base={"HTTP_AUTHORIZATION": ""})
+    assert response.status_code == 200
+    cs = response.get_json()
+    CapabilityStatement.model_validate(cs)
+    probe = {"_count": "5", "_offset": "0"}
+    for resource in cs["rest"][0]["resource"]:
+        for param in resource["searchParam"]:
+            value = probe.get(param["name"], "x")
+            found = client.get(f"/fhir/{resource['type']}", query_string={param["name"]: value})
+            assert found.status_code == 200, (resource["type"], param["name"], found.get_json())
+        unknown = client.get(f"/fhir/{resource['type']}", query_string={"not-a-param": "x"})
+        assert unknown.status_code == 400
+    chained = client.get(
+        "/fhir/EpisodeOfCare", query_string={"patient:identifier": f"{ids.SID_FNR}|17859007759"}
+    )
+    assert chained.get_json()["total"] == 1
+    overdue = client.get("/fhir/Task", query_string={"business-status": "overdue"}).get_json()
+    assert overdue["total"] == 1
