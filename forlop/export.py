@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
-from services.pathway.domain.derive import derive
-from services.pathway.fhir_mapping import map_pathway
 from sqlalchemy import select
 
 from forlop.runtime import Runtime
 from forlop.storage import schema
+from services.pathway.domain.derive import derive
+from services.pathway.fhir_mapping import map_pathway
 from services.pathway.service import load_history
 
 

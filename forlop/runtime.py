@@ -45,7 +45,6 @@ class Runtime:
     @cached_property
     def pathway_deps(self) -> Any:
         from services.pathway.domain.rules import RuleBook
-
         from services.pathway.service import PathwayDeps
 
         return PathwayDeps(RuleBook.load(self.settings.due_soon_days), self.settings.topics, self.settings.due_soon_days)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TextIO
 
-from services.pathway.domain.derive import derive
 from sqlalchemy import or_, select
 
 from forlop.runtime import Runtime
 from forlop.storage import schema
+from services.pathway.domain.derive import derive
 from services.pathway.service import load_history
 
 

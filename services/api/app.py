@@ -200,12 +200,15 @@ def create_app(deps: ApiDeps) -> Flask:
         }
         return fhir_response(bundle)
 
-    for blueprint, scope in deps.blueprints:
-        def guard(scope: str = scope) -> Response | None:
-            return require(scope)
-
-        blueprint.before_request(guard)
+    # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
+    scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
+    for blueprint, _scope in deps.blueprints:
         app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _blueprint_scope() -> Response | None:
+        scope = scopes.get(request.blueprint or "")
+        return require(scope) if scope else None
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> Response:

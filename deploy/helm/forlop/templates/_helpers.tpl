@@ -1,0 +1,290 @@
+{{/* Names ---------------------------------------------------------------------------------- */}}
+{{- define "forlop.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "forlop.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "forlop.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "forlop.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "forlop.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The four services, in a fixed order; `forlop serve <name>` runs each. */}}
+{{- define "forlop.serviceNames" -}}
+ingest pathway messaging api
+{{- end -}}
+
+{{/* Labels ---------------------------------------------------------------------------------
+     Call with (dict "root" $ "component" "ingest"). */}}
+{{- define "forlop.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "forlop.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{- define "forlop.labels" -}}
+helm.sh/chart: {{ include "forlop.chart" .root }}
+{{ include "forlop.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: forlop
+{{- end -}}
+
+{{/* Image ----------------------------------------------------------------------------------- */}}
+{{- define "forlop.image" -}}
+{{- $img := .Values.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "forlop.imagePullPolicy" -}}
+{{- if .Values.image.pullPolicy -}}
+{{- .Values.image.pullPolicy -}}
+{{- else if .Values.image.digest -}}
+IfNotPresent
+{{- else -}}
+Always
+{{- end -}}
+{{- end -}}
+
+{{/* Topics: what each service's code consumes and produces (forlop/runtime.py, services/*).
+     Keys are those of .Values.topics. Not configurable: they follow the code. */}}
+{{- define "forlop.serviceTopics" -}}
+ingest:
+  consumes: [dips, esp]
+  produces: [events, deadLetter]
+pathway:
+  consumes: [events]
+  produces: [statusChanged, alerts]
+messaging:
+  consumes: [statusChanged, apprec]
+  produces: [outbound]
+api:
+  consumes: []
+  produces: [events, deadLetter]
+{{- end -}}
+
+{{- define "forlop.topicKeys" -}}
+dips esp events statusChanged alerts deadLetter outbound apprec
+{{- end -}}
+
+{{/* The settings of the ConfigMap, as a YAML map of FORLOP_* -> string. */}}
+{{- define "forlop.configData" -}}
+{{- $c := .Values.config -}}
+FORLOP_MODE: {{ $c.mode | quote }}
+FORLOP_LOG_LEVEL: {{ $c.logLevel | quote }}
+FORLOP_LOG_FORMAT: {{ $c.logFormat | quote }}
+FORLOP_HTTP_HOST: "0.0.0.0"
+FORLOP_HTTP_PORT: {{ $c.httpPort | toString | quote }}
+FORLOP_DATA_DIR: "/tmp/forlop"
+FORLOP_CONSUMER_GROUP: {{ $c.consumerGroup | quote }}
+FORLOP_MAX_POLL_INTERVAL_MS: {{ $c.maxPollIntervalMs | int64 | toString | quote }}
+FORLOP_SCAN_INTERVAL_S: {{ $c.scanIntervalSeconds | int64 | toString | quote }}
+FORLOP_TRANSPORT: {{ $c.transport | quote }}
+FORLOP_APPREC_TIMEOUT_S: {{ $c.apprecTimeoutSeconds | int64 | toString | quote }}
+FORLOP_MAX_SEND_ATTEMPTS: {{ $c.maxSendAttempts | int64 | toString | quote }}
+{{- if $c.transportUrl }}
+FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
+{{- end }}
+{{- if $c.transportDir }}
+FORLOP_TRANSPORT_DIR: {{ $c.transportDir | quote }}
+{{- end }}
+{{- if $c.addressRegistryUrl }}
+FORLOP_ADDRESS_REGISTRY_URL: {{ $c.addressRegistryUrl | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $c.dueSoonDays) }}
+FORLOP_DUE_SOON_DAYS: {{ $c.dueSoonDays | int64 | toString | quote }}
+{{- end }}
+{{- if $c.clock }}
+FORLOP_CLOCK: {{ $c.clock | quote }}
+{{- end }}
+{{- if .Values.xsd.enabled }}
+FORLOP_XSD_DIR: "/etc/forlop/xsd"
+{{- end }}
+FORLOP_KAFKA_BOOTSTRAP: {{ .Values.kafka.bootstrap | quote }}
+FORLOP_KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.securityProtocol | quote }}
+{{- if .Values.kafka.sasl.mechanism }}
+FORLOP_KAFKA_SASL_MECHANISM: {{ .Values.kafka.sasl.mechanism | quote }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+FORLOP_KAFKA_SSL_CAFILE: "/etc/forlop/kafka-ca/{{ .Values.kafka.tls.caKey }}"
+{{- end }}
+FORLOP_TOPIC_PARTITIONS: {{ .Values.topics.defaultPartitions | int64 | toString | quote }}
+{{- range $key := splitList " " (include "forlop.topicKeys" .) }}
+FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Checks that a schema cannot express; they fail rendering with a message. */}}
+{{- define "forlop.validate" -}}
+{{- $v := .Values -}}
+{{- if and (eq $v.config.mode "production") (not $v.xsd.enabled) -}}
+{{- fail "config.mode=production needs the official e-message XSDs: set xsd.enabled=true and xsd.volume (FORLOP_XSD_DIR is required in production mode)" -}}
+{{- end -}}
+{{- if and (eq $v.config.mode "production") (not $v.jwt.existingSecret) (not $v.jwt.jwksUrl) -}}
+{{- fail "config.mode=production needs real JWT settings: set jwt.existingSecret or jwt.jwksUrl (otherwise the API would trust a development key)" -}}
+{{- end -}}
+{{- if and (hasPrefix "SASL" $v.kafka.securityProtocol) (not $v.kafka.sasl.mechanism) -}}
+{{- fail (printf "kafka.securityProtocol=%s needs kafka.sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)" $v.kafka.securityProtocol) -}}
+{{- end -}}
+{{- if and (hasPrefix "SASL" $v.kafka.securityProtocol) (not $v.kafka.sasl.existingSecret) (not $v.kafka.sasl.strimziUserSecrets) -}}
+{{- fail (printf "kafka.securityProtocol=%s needs the password from a Secret: set kafka.sasl.existingSecret or kafka.sasl.strimziUserSecrets=true" $v.kafka.securityProtocol) -}}
+{{- end -}}
+{{- if and (eq $v.config.transport "http") (not $v.config.transportUrl) -}}
+{{- fail "config.transport=http needs config.transportUrl (the message gateway)" -}}
+{{- end -}}
+{{- if not $v.database.existingSecret -}}
+{{- fail "database.existingSecret is required: the name of an existing Secret holding the PostgreSQL URL" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret-backed environment of a service container. Call with (dict "root" $ "component" "api"). */}}
+{{- define "forlop.secretEnv" -}}
+{{- $v := .root.Values -}}
+- name: FORLOP_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.database.existingSecret | quote }}
+      key: {{ $v.database.urlKey | quote }}
+{{- if and .component (hasPrefix "SASL" $v.kafka.securityProtocol) }}
+{{- if $v.kafka.sasl.strimziUserSecrets }}
+{{- $user := printf "%s-%s" (include "forlop.fullname" .root) .component }}
+- name: FORLOP_KAFKA_SASL_USERNAME
+  value: {{ $user | quote }}
+- name: FORLOP_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $user | quote }}
+      key: password
+{{- else }}
+{{- if $v.kafka.sasl.usernameKey }}
+- name: FORLOP_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.kafka.sasl.existingSecret | quote }}
+      key: {{ $v.kafka.sasl.usernameKey | quote }}
+{{- else }}
+- name: FORLOP_KAFKA_SASL_USERNAME
+  value: {{ default (printf "%s-%s" (include "forlop.fullname" .root) .component) $v.kafka.sasl.username | quote }}
+{{- end }}
+- name: FORLOP_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.kafka.sasl.existingSecret | quote }}
+      key: {{ $v.kafka.sasl.passwordKey | quote }}
+{{- end }}
+{{- end }}
+{{- if eq .component "api" }}
+{{- if $v.jwt.existingSecret }}
+- name: FORLOP_JWT_ISSUER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.jwt.existingSecret | quote }}
+      key: {{ $v.jwt.issuerKey | quote }}
+- name: FORLOP_JWT_AUDIENCE
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.jwt.existingSecret | quote }}
+      key: {{ $v.jwt.audienceKey | quote }}
+- name: FORLOP_JWT_JWKS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.jwt.existingSecret | quote }}
+      key: {{ $v.jwt.jwksUrlKey | quote }}
+{{- else }}
+{{- with $v.jwt.issuer }}
+- name: FORLOP_JWT_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.jwt.audience }}
+- name: FORLOP_JWT_AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.jwt.jwksUrl }}
+- name: FORLOP_JWT_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Security contexts, the same for every pod and container of the chart. */}}
+{{- define "forlop.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsGroup }}
+fsGroup: {{ .Values.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "forlop.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsGroup }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Volumes shared by the forlop containers: a writable /tmp, the XSDs, the Kafka CA. */}}
+{{- define "forlop.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .root.Values.tmpSizeLimit }}
+{{- if .root.Values.xsd.enabled }}
+- name: xsd
+  {{- toYaml .root.Values.xsd.volume | nindent 2 }}
+{{- end }}
+{{- if and .kafka .root.Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .root.Values.kafka.tls.caSecret | quote }}
+    items:
+      - key: {{ .root.Values.kafka.tls.caKey | quote }}
+        path: {{ .root.Values.kafka.tls.caKey | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "forlop.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .root.Values.xsd.enabled }}
+- name: xsd
+  mountPath: /etc/forlop/xsd
+  readOnly: true
+{{- end }}
+{{- if and .kafka .root.Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/forlop/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
