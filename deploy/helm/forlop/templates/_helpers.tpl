@@ -113,9 +113,15 @@ FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
 {{- if $c.transportDir }}
 FORLOP_TRANSPORT_DIR: {{ $c.transportDir | quote }}
 {{- end }}
-{{- if $c.addressRegistryUrl }}
-FORLOP_ADDRESS_REGISTRY_URL: {{ $c.addressRegistryUrl | quote }}
+{{- if $c.municipalDirectory }}
+FORLOP_MUNICIPAL_DIRECTORY: {{ $c.municipalDirectory | quote }}
 {{- end }}
+{{- if $c.gpDirectory }}
+FORLOP_GP_DIRECTORY: {{ $c.gpDirectory | quote }}
+{{- end }}
+FORLOP_SENDER_ORG_NUMBER: {{ $c.senderOrgNumber | quote }}
+FORLOP_SENDER_HER_ID: {{ $c.senderHerId | quote }}
+FORLOP_SENDER_ORG_NAME: {{ $c.senderOrgName | quote }}
 {{- if not (kindIs "invalid" $c.dueSoonDays) }}
 FORLOP_DUE_SOON_DAYS: {{ $c.dueSoonDays | int64 | toString | quote }}
 {{- end }}
