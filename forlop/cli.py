@@ -36,6 +36,10 @@ def _as_of(value: str | None, settings: Settings):  # noqa: ANN202
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from forlop.embedded import run_embedded
 
+    # The console shows the run's story; the services' JSON logs go to a file the summary points at.
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(settings.log_level, "json", stream=open(log_dir / "forlop.log", "a", encoding="utf-8"))  # noqa: SIM115
     return run_embedded(settings, pathways=args.pathways, seed=args.seed, keep_running=args.keep_running,
                         port=args.port)
 

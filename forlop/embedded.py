@@ -42,7 +42,8 @@ def consumer_lag(settings: Settings, services: tuple[str, ...]) -> int:
         try:
             lag = 0
             for service in services:
-                offsets = admin.list_consumer_group_offsets(group_id(settings, service))
+                gid = group_id(settings, service)
+                offsets = admin.list_group_offsets(gid).get(gid, {})
                 topics = {
                     "ingest": [settings.topics.dips, settings.topics.esp],
                     "pathway": [settings.topics.events],
@@ -56,7 +57,8 @@ def consumer_lag(settings: Settings, services: tuple[str, ...]) -> int:
                 ends = probe.end_offsets(parts)
                 for tp, end in ends.items():
                     committed = offsets.get(tp)
-                    lag += end - (committed.offset if committed and committed.offset >= 0 else 0)
+                    # clamp: the broker may report a batch-based end offset below the committed one
+                    lag += max(0, end - (committed.offset if committed and committed.offset >= 0 else 0))
             return lag
         finally:
             probe.close()
@@ -78,6 +80,7 @@ def wait_until_idle(rt: Runtime, timeout: float = 120.0) -> bool:
         if calm >= 3:
             return True
         time.sleep(0.3)
+    log.warning("not idle after %.0fs: %d outbox records unpublished, %d records behind", timeout, pending, lag)
     return False
 
 
@@ -141,8 +144,8 @@ def run_embedded(
             f"POST /ingest/esp ({posted['accepted']} accepted, {posted['duplicates']} duplicates)\n"
         )
         idle = wait_until_idle(rt)
-        # Let the message relay and the simulated receiver's receipts settle once more.
-        time.sleep(1.5)
+        if receiver is not None:
+            _wait_for_receipts(rt, timeout=60)
         wait_until_idle(rt, timeout=30)
         print_summary(rt, out, api_port, settings, idle, now)
         if keep_running:
@@ -159,6 +162,20 @@ def run_embedded(
         if receiver is not None:
             receiver.stop()
         broker.stop()
+
+
+def _wait_for_receipts(rt: Runtime, timeout: float) -> None:
+    """The simulated receiver answers every message; wait until none is queued or awaiting its AppRec."""
+    m = schema.messages
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.store.read() as conn:
+            waiting = conn.execute(
+                select(func.count()).select_from(m).where(m.c.status.in_(("queued", "sent")))
+            ).scalar_one()
+        if waiting == 0:
+            return
+        time.sleep(0.3)
 
 
 def _wait_joined(procs: list, timeout: float = 60.0) -> None:
@@ -211,6 +228,7 @@ def print_summary(rt: Runtime, out: TextIO, port: int, settings: Settings, idle:
     out.write(
         "\nwhere to look next:\n"
         f"  database: {db}\n"
+        f"  logs:     {settings.data_dir / 'logs' / 'forlop.log'} (JSON, personal data masked)\n"
         f"  export FORLOP_DATABASE_URL={db}\n"
         "  forlop status <pathway id>            one pathway's timeline\n"
         "  forlop messages list                  the e-messages and their receipts\n"

@@ -90,7 +90,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_indicators(report: dict[str, Any], out: TextIO) -> None:
     out.write(
-        f"indicators {report['from'] or '...'} .. {report['to'] or '...'} by {report['groupBy']}, "
+        f"indicators {_period(report)} by {report['groupBy']}, "
         f"open deadlines as of {report['asOf']} ({report['pathways']} pathways)\n"
     )
     out.write(f"{'group':<12} {'milestone':<18} {'done':>6} {'met':>6} {'met-adj':>7} {'late':>6} "
@@ -116,7 +116,7 @@ def print_indicators(report: dict[str, Any], out: TextIO) -> None:
 
 def print_quality(report: dict[str, Any], out: TextIO) -> None:
     out.write(
-        f"registration quality {report['from'] or '...'} .. {report['to'] or '...'} "
+        f"registration quality {_period(report)} "
         f"({report['pathways']} pathways)\n"
     )
     out.write(f"{'kind':<36} {'category':<18} {'count':>6}  examples\n")
@@ -134,3 +134,9 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | int | None) -> str:
     return "-" if value is None else f"{value:g}"
+
+
+def _period(report: dict) -> str:
+    if not report["from"] and not report["to"]:
+        return "(all time)"
+    return f"{report['from'] or 'start'} .. {report['to'] or 'now'}"
