@@ -117,7 +117,7 @@ def run_embedded(
         for service in ("ingest", "pathway", "messaging", "api"):
             svc_settings = settings if service == "api" else replace(settings, http_port=0)
             proc_rt = rt if service == "api" else Runtime(svc_settings, rt.store, rt.clock)
-            procs.append(ServiceProcess(proc_rt, service, relay_outbox=service == "api").build().start())
+            procs.append(ServiceProcess(proc_rt, service).build().start())
         receiver = _start_receiver(settings)
         out.write(f"forlop: services up (API http://127.0.0.1:{api_port}); waiting for consumer groups ...\n")
         _wait_joined(procs)

@@ -120,8 +120,19 @@ class Runtime:
 
         return ConsumerLoop(self.settings, service, list(handlers), on_batch)
 
-    def outbox_relay(self) -> OutboxRelay:
-        return OutboxRelay(self.store, make_producer(self.settings))
+    def outbox_topics(self, service: str) -> list[str]:
+        """The topics a service writes to the outbox: its relay publishes only those (least privilege)."""
+        t = self.settings.topics
+        return {
+            "ingest": [t.events, t.dead_letter],
+            "api": [t.events, t.dead_letter],  # POST /ingest writes what the ingest consumer writes
+            "pathway": [t.status_changed, t.alerts],
+            "messaging": [t.alerts],
+        }[service]
+
+    def outbox_relay(self, service: str | None = None) -> OutboxRelay:
+        topics = self.outbox_topics(service) if service else None
+        return OutboxRelay(self.store, make_producer(self.settings), topics=topics)
 
     # --- in-process delivery (replay) -----------------------------------------------------------
     def drain_outbox(self, handlers: dict[str, TxHandler], batch_size: int = 2000) -> int:

@@ -50,7 +50,7 @@ class ServiceProcess:
     workers: list[ConsumerLoop | PeriodicWorker] = field(default_factory=list)
     server: BaseWSGIServer | None = None
     threads: list[threading.Thread] = field(default_factory=list)
-    relay_outbox: bool = True  # one relay per process is enough; the embedded run shares one
+    relay_outbox: bool = True  # each process publishes the outbox rows of its own service's topics
 
     def readiness(self) -> list[Callable[[], str | None]]:
         checks: list[Callable[[], str | None]] = []
@@ -79,7 +79,7 @@ class ServiceProcess:
             if hasattr(rt.messaging, "poll_receipts"):
                 self.workers.append(PeriodicWorker("apprec-inbox", rt.messaging.poll_receipts, 1.0))
         if self.relay_outbox:
-            self.workers.append(PeriodicWorker("outbox-relay", rt.outbox_relay().run_once, 0.2))
+            self.workers.append(PeriodicWorker("outbox-relay", rt.outbox_relay(self.service).run_once, 0.2))
         self.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(rt.store, rt.clock()), 15.0))
         app = self.api_app() if self.service == "api" else self.probe_app()
         self.server = make_server(rt.settings.http_host, rt.settings.http_port, app, threaded=True)

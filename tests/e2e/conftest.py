@@ -48,7 +48,7 @@ def pipeline(broker: str, store, tmp_path, shared_dir) -> Iterator[Callable[...,
         rt = Runtime(settings, store, clock)
         rt.ensure_topics()
         for service in ("ingest", "pathway", "messaging", "api"):
-            proc = ServiceProcess(Runtime(settings, store, clock), service, relay_outbox=service == "api")
+            proc = ServiceProcess(Runtime(settings, store, clock), service)
             started.append(proc.build().start())
         from forlop.kafka import ConsumerLoop
 

@@ -82,7 +82,7 @@ pathway:
   produces: [statusChanged, alerts]
 messaging:
   consumes: [statusChanged, apprec]
-  produces: [outbound]
+  produces: [outbound, alerts]
 api:
   consumes: []
   produces: [events, deadLetter]
