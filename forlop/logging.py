@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import hmac
 import json
 import logging
+import os
 import re
+import secrets
 import sys
 from datetime import UTC, datetime
 
@@ -19,9 +22,15 @@ correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cor
 _ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{11}(?!\d)")
 
 
+# Keyed, so a token cannot be reversed by hashing every possible fødselsnummer. Set FORLOP_LOG_MASK_KEY
+# (the same secret in every replica) to correlate one patient's lines across processes; without it the key
+# is random per process and tokens correlate only within one process.
+_MASK_KEY = (os.environ.get("FORLOP_LOG_MASK_KEY") or "").encode() or secrets.token_bytes(32)
+
+
 def mask_national_id(value: str) -> str:
     """A stable, non-identifying token for an 11-digit id: lets logs correlate, reveals nothing."""
-    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    digest = hmac.new(_MASK_KEY, value.encode(), hashlib.sha256).hexdigest()[:12]
     return f"***********#{digest}"
 
 
@@ -35,8 +44,8 @@ class MaskingFilter(logging.Filter):
         record.msg = mask_text(msg)
         record.args = None
         for key, value in list(vars(record).items()):
-            if key.startswith("ctx_") and isinstance(value, str):
-                setattr(record, key, mask_text(value))
+            if key.startswith("ctx_") and not isinstance(value, int | float | bool | type(None)):
+                setattr(record, key, mask_text(value if isinstance(value, str) else json.dumps(value, default=str)))
         return True
 
 

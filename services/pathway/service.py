@@ -97,6 +97,9 @@ def handle_events(
     """Store a batch of canonical events and refresh every pathway they touch."""
     new, duplicates = store_events(conn, events, now)
     result = PathwayResult(stored_events=len(new), duplicates=duplicates)
+    for ev in new:
+        log.info("event added to history", extra={"correlation_id": ev.event_id, **ctx(
+            pathway=ev.pathway_key, kind=ev.kind.value, code=ev.code, occurred_on=ev.occurred_on.isoformat())})
     touched = sorted({ev.pathway_key for ev in new})
     if touched:
         refresh(conn, touched, now, deps, result)

@@ -57,6 +57,7 @@ def pipeline(broker: str, store, tmp_path, shared_dir) -> Iterator[Callable[...,
                 if isinstance(w, ConsumerLoop):
                     assert w.joined.wait(30), f"{w.service} consumer did not join its group"
         rt.api_port = started[-1].port  # type: ignore[attr-defined]
+        rt.processes = {p.service: p for p in started}  # type: ignore[attr-defined]
         return rt
 
     yield start
