@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
@@ -91,6 +91,20 @@ def group_id(settings: Settings, service: str) -> str:
     return f"{settings.consumer_group}.{service}"
 
 
+class _JoinedListener(ConsumerRebalanceListener):
+    """Ready once the group has assigned this member its share, even an empty one (more replicas than
+    partitions): such a replica is a warm standby, not a broken pod."""
+
+    def __init__(self, joined: threading.Event) -> None:
+        self.joined = joined
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined.set()
+
+
 class ConsumerLoop:
     """Poll -> handle the batch in one transaction -> commit offsets. Stops on `stop()`."""
 
@@ -115,8 +129,7 @@ class ConsumerLoop:
 
     def _make_consumer(self) -> KafkaConsumer:
         interval = self.settings.max_poll_interval_ms
-        return KafkaConsumer(
-            *self.topics,
+        consumer = KafkaConsumer(
             **client_options(self.settings),
             group_id=group_id(self.settings, self.service),
             client_id=f"forlop-{self.service}",
@@ -127,6 +140,8 @@ class ConsumerLoop:
             session_timeout_ms=max(6000, min(45000, interval * 3)),
             heartbeat_interval_ms=max(500, min(3000, interval // 4)),
         )
+        consumer.subscribe(self.topics, listener=_JoinedListener(self.joined))
+        return consumer
 
     def stop(self) -> None:
         self._stop.set()
@@ -137,7 +152,6 @@ class ConsumerLoop:
             while not self._stop.is_set():
                 polled = consumer.poll(timeout_ms=200)
                 if consumer.assignment():
-                    self.joined.set()
                     self._report_lag(consumer)
                 if not polled:
                     continue
