@@ -39,7 +39,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # The console shows the run's story; the services' JSON logs go to a file the summary points at.
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(settings.log_level, "json", stream=open(log_dir / "forlop.log", "a", encoding="utf-8"))  # noqa: SIM115
+    log_file = open(log_dir / "forlop.log", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    configure_logging(settings.log_level, "json", stream=log_file, mask_key=settings.log_mask_key)
     return run_embedded(settings, pathways=args.pathways, seed=args.seed, keep_running=args.keep_running,
                         port=args.port)
 
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"forlop: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, mask_key=settings.log_mask_key)
     try:
         return int(args.func(args, settings) or 0)
     except ConfigError as exc:

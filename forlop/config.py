@@ -61,6 +61,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = "INFO"
     log_format: str = "json"
+    log_mask_key: str | None = field(default=None, repr=False)  # pseudonymises national ids in logs
     due_soon_days: int | None = None  # overrides the rule set's "due soon" horizon
     transport: str = "kafka"  # messaging transport: kafka | directory | http
     transport_dir: str | None = None
@@ -73,6 +74,10 @@ class Settings:
     sender_her_id: str = "9970001"
     sender_org_name: str = "Helseforetak (syntetisk)"
     scan_interval_s: float = 60.0
+    # Validate every mapped FHIR resource against its fhir.resources model in the pathway service's hot
+    # path. Off by default (it costs as much as the rest of the mapping; the mapping is pure and the
+    # test suite validates every resource it produces); FORLOP_FHIR_VALIDATE=1 turns it on.
+    fhir_validate: bool = False
 
     @property
     def production(self) -> bool:
@@ -194,6 +199,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         log_level=_choice(env, "FORLOP_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=_choice(env, "FORLOP_LOG_FORMAT", "json", ("json", "text")),
+        log_mask_key=env.get("FORLOP_LOG_MASK_KEY") or None,
         due_soon_days=_int(env, "FORLOP_DUE_SOON_DAYS", 0) if due_soon else None,
         transport=transport,
         transport_dir=env.get("FORLOP_TRANSPORT_DIR") or None,
@@ -206,4 +212,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sender_her_id=_digits(env, "FORLOP_SENDER_HER_ID", "9970001", None),
         sender_org_name=env.get("FORLOP_SENDER_ORG_NAME") or "Helseforetak (syntetisk)",
         scan_interval_s=float(_int(env, "FORLOP_SCAN_INTERVAL_S", 60, minimum=1)),
+        fhir_validate=_choice(env, "FORLOP_FHIR_VALIDATE", "0", ("0", "1")) == "1",
     )

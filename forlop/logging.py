@@ -68,7 +68,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
+def set_mask_key(key: str | None) -> None:
+    global _MASK_KEY
+    if key:
+        _MASK_KEY = key.encode()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream=None, mask_key: str | None = None) -> None:
+    set_mask_key(mask_key)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(MaskingFilter())
     handler.setFormatter(

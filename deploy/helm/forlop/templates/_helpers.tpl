@@ -171,6 +171,13 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{/* Secret-backed environment of a service container. Call with (dict "root" $ "component" "api"). */}}
 {{- define "forlop.secretEnv" -}}
 {{- $v := .root.Values -}}
+{{- if $v.logMasking.existingSecret }}
+- name: FORLOP_LOG_MASK_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.logMasking.existingSecret | quote }}
+      key: {{ $v.logMasking.key | quote }}
+{{- end }}
 - name: FORLOP_DATABASE_URL
   valueFrom:
     secretKeyRef:
