@@ -1,0 +1,63 @@
+"""The command line as an operator uses it: replay, export, status, token, generate."""
+
+from __future__ import annotations
+
+import json
+
+import jwt
+
+from forlop import cli
+
+AS_OF = "2026-01-05T10:00:00+01:00"
+
+
+def test_replay_export_and_status(tmp_path, monkeypatch, capsys, shared_dir):
+    monkeypatch.setenv("FORLOP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("FORLOP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FORLOP_XSD_DIR", str(shared_dir / "xsd"))
+    examples = shared_dir / "contracts" / "examples"
+    n = len(examples.joinpath("dips-examples.ndjson").read_text().splitlines())
+
+    assert cli.main(["replay", "--source", "dips", str(examples / "dips-examples.ndjson"), "--as-of", AS_OF]) == 0
+    first = capsys.readouterr()
+    assert f"{n} accepted, 0 duplicate, 0 rejected" in first.out
+    assert "%" in first.err  # the progress bar
+    assert cli.main(["replay", "--source", "dips", str(examples / "dips-examples.ndjson"), "--as-of", AS_OF]) == 0
+    assert f"0 accepted, {n} duplicate, 0 rejected" in capsys.readouterr().out
+
+    out = tmp_path / "bundle.json"
+    assert cli.main(["export", "fhir", "--as-of", AS_OF, "--out", str(out)]) == 0
+    bundle = json.loads(out.read_text())
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+    assert {"EpisodeOfCare", "Task", "Patient", "Organization", "Practitioner"} <= kinds
+    episodes = {e["resource"]["identifier"][0]["value"]: e["resource"]["status"] for e in bundle["entry"]
+                if e["resource"]["resourceType"] == "EpisodeOfCare"}
+    assert episodes == {"PPR-1810111": "active", "PPR-4745328": "active", "PPR-6175466": "finished"}
+    capsys.readouterr()
+
+    # the same export to stdout, earlier in time: the PHV pathway was still on the waitlist
+    assert cli.main(["export", "fhir", "--as-of", "2025-10-10"]) == 0
+    early = json.loads(capsys.readouterr().out)
+    status = {e["resource"]["identifier"][0]["value"]: e["resource"]["status"] for e in early["entry"]
+              if e["resource"]["resourceType"] == "EpisodeOfCare"}
+    assert status["PPR-1810111"] == "waitlist"
+
+    assert cli.main(["status", "PPR-4745328", "--as-of", "2025-11-20T10:00:00+01:00"]) == 0
+    timeline = capsys.readouterr().out
+    assert "decision-basic" in timeline and "met-adjusted" in timeline and "overdue" in timeline
+    assert cli.main(["status", "no-such-pathway"]) == 1
+
+
+def test_token_is_a_dev_jwt_with_the_scopes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FORLOP_DATA_DIR", str(tmp_path))
+    assert cli.main(["token", "--scope", "forlop/fhir.read"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert "forlop/fhir.read" in (claims.get("scope") or "")
+
+
+def test_a_bad_setting_stops_with_its_name(monkeypatch, capsys):
+    monkeypatch.setenv("FORLOP_TOPIC_PARTITIONS", "many")
+    assert cli.main(["migrate"]) == 2
+    assert "FORLOP_TOPIC_PARTITIONS" in capsys.readouterr().err
