@@ -185,6 +185,7 @@ class SimulatedReceiver:
         self._stop.set()
         if self._http is not None:
             self._http.shutdown()
+            self._http.server_close()
         for t in self._threads:
             t.join(timeout=5)
 

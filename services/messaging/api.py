@@ -1,4 +1,7 @@
-"""GET /messages and GET /messages/<id>. The app applies auth (blueprint guard) before these run."""
+"""GET /messages and GET /messages/<id>. The app applies auth (blueprint guard) before these run.
+
+Errors are FHIR OperationOutcomes, like every other error of the API.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,12 @@ from functools import lru_cache
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from forlop.storage import Store
-from services.messaging import repository
+from services.api.outcome import error
+from services.messaging import (
+    metrics,  # noqa: F401 - registers the messaging counters on this process's /metrics
+    repository,
+)
+from services.messaging.domain.model import MessageStatus
 from services.messaging.views import message_view
 
 messages_bp = Blueprint("messages", __name__)
@@ -33,9 +41,13 @@ def list_messages() -> Response:
     try:
         limit = max(1, min(1000, int(request.args.get("_count", 500))))
     except ValueError:
-        return Response('{"error": "_count must be a whole number"}', 400, mimetype="application/json")
+        return error(400, "value", f"_count={request.args.get('_count')!r} is not a whole number", "_count")
+    status = request.args.get("status")
+    if status and status not in {s.value for s in MessageStatus}:
+        return error(400, "value", f"status={status!r}: use one of {', '.join(s.value for s in MessageStatus)}",
+                     "status")
     with _store().read() as conn:
-        rows = repository.list_messages(conn, request.args.get("status"), request.args.get("pathway"), limit)
+        rows = repository.list_messages(conn, status, request.args.get("pathway"), limit)
     return jsonify([message_view(r) for r in rows])
 
 
@@ -45,7 +57,7 @@ def get_message(msg_id: str) -> Response:
         row = repository.get(conn, msg_id)
         receipts = repository.receipts_for(conn, msg_id) if row else []
     if row is None:
-        return Response('{"error": "no such message"}', 404, mimetype="application/json")
+        return error(404, "not-found", f"no message {msg_id}")
     view = message_view(row, with_xml=True)
     view["receipts"] = [
         {"status": r["status"], "outcome": r["outcome"], "errors": r["errors"], "receivedAt": r["received_at"].isoformat()}

@@ -20,7 +20,7 @@ from services.messaging.adapters.schemas import InvalidMessage
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus, Recipient, Role, Trigger
 from services.messaging.domain.owed import registration_key
-from services.messaging.domain.plan import Change, Correct, Insert, Transition
+from services.messaging.domain.plan import SENT_WITHOUT_CONSENT, Change, Correct, Flag, Insert, Transition
 from services.messaging.render import CannotBuild, build_xml, details_of, message_type
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def apply_changes(
             _transition(conn, change, now, deps)
         elif isinstance(change, Correct):
             _correct(conn, change, now, deps)
+        elif isinstance(change, Flag):
+            _flag(conn, change, now, deps)
 
 
 def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps) -> None:
@@ -108,6 +110,28 @@ def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps) -
     row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
     repository.insert_message(conn, **row)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
+
+
+def _flag(conn: Connection, c: Flag, now: datetime, deps: MessagingDeps) -> None:
+    """Keep the sent message; record in its details that no consent was in force (see `plan`), alert once."""
+    row = repository.get(conn, c.message_id, lock=True)
+    if row is None:
+        return
+    details = dict(row["details"] or {})
+    if c.sent_without_consent:
+        details[SENT_WITHOUT_CONSENT] = True
+        details["sentWithoutConsentNotedAt"] = now.isoformat()
+    else:
+        details.pop(SENT_WITHOUT_CONSENT, None)
+        details.pop("sentWithoutConsentNotedAt", None)
+    repository.update_message(conn, c.message_id, details=details)
+    if c.sent_without_consent:
+        log.warning("message left without consent in force", extra=ctx(message=row["id"], pathway=row["pathway_key"]))
+        repository.emit_alert(
+            conn, deps.topics.alerts, "message-sent-without-consent", row, now,
+            reason="consent to involve the municipality was not in force at the trigger (registered after sending)",
+        )
+        metrics.consent_flags.inc()
 
 
 def resolve(row: dict[str, Any], deps: MessagingDeps) -> Recipient | None:

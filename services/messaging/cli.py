@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from forlop.config import Settings
-from services.messaging import repository
+from services.messaging import metrics, repository
 from services.messaging.views import message_view
 
 
@@ -25,6 +25,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     rt = _runtime(settings)
     with rt.store.read() as conn:
         rows = repository.list_messages(conn, args.status, args.pathway, limit=100_000)
+    # The JSON line is a contract for scripts: exactly these keys. Notes show in the text form and `show`.
     keys = ("id", "pathway", "recipientHerId", "role", "trigger", "messageType", "status", "attempts")
     try:
         _print_rows(rows, keys, args.json)
@@ -40,8 +41,9 @@ def _print_rows(rows: list[dict[str, Any]], keys: tuple[str, ...], as_json: bool
             print(json.dumps({k: view[k] for k in keys}, ensure_ascii=False))
         else:
             reason = f"  ({view['statusReason']})" if view["statusReason"] else ""
+            notes = "".join(f"  [note: {n}]" for n in view["notes"])
             print(f"{view['id']}  {view['pathway']:<16} {view['role']:<12} {view['trigger']:<15} "
-                  f"{view['status']:<12} {view['attempts']}{reason}")
+                  f"{view['status']:<12} {view['attempts']}{reason}{notes}")
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,7 +65,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    """Held: resolve the recipient again and release. Failed/rejected: queue again with the same MsgId."""
+    """Held: resolve the recipient again and release. Failed/rejected: queue again with the same MsgId.
+
+    Never a message marked `sentWithoutConsentInForce`: the history says the patient had not consented.
+    """
     from services.messaging.apply import release_held
 
     rt = _runtime(settings)
@@ -79,9 +84,13 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
             if not released:
                 print(f"forlop: {args.id} is still held: {repository.get(conn, args.id)['status_reason']}")
                 return 1
+        elif (row.get("details") or {}).get("sentWithoutConsentInForce"):
+            print(f"forlop: {args.id} left without consent in force (registered later); it is not sent again")
+            return 1
         elif row["status"] in ("failed", "rejected") and row.get("xml"):
             repository.update_message(conn, args.id, status="queued", status_reason="retry requested", attempts=0,
                                       next_attempt_at=None, settled_at=None)
+            metrics.transitions.labels("queued").inc()
         else:
             print(f"forlop: {args.id} is {row['status']}; only held, failed or rejected messages can be retried")
             return 1

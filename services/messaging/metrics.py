@@ -8,3 +8,6 @@ from prometheus_client import Counter
 transitions = Counter("forlop_message_transitions", "E-message status changes", ["status"])
 sends = Counter("forlop_message_sends", "E-message hand-overs to the transport", ["transport", "outcome"])
 apprecs = Counter("forlop_apprecs", "AppRecs received", ["status", "outcome"])
+consent_flags = Counter(
+    "forlop_message_sent_without_consent", "Sent messages found to lack consent in force (registered later)"
+)

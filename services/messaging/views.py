@@ -9,6 +9,15 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+# Notes a person should see next to the status (keys in the row's details that are set to true).
+NOTES = ("sentWithoutConsentInForce",)
+
+
+def notes_of(row: dict[str, Any]) -> list[str]:
+    details = row.get("details") or {}
+    return [n for n in NOTES if details.get(n)]
+
+
 def message_view(row: dict[str, Any], *, with_xml: bool = False) -> dict[str, Any]:
     view = {
         "id": row["id"],
@@ -26,6 +35,7 @@ def message_view(row: dict[str, Any], *, with_xml: bool = False) -> dict[str, An
         "sentAt": _iso(row.get("sent_at")),
         "nextAttemptAt": _iso(row.get("next_attempt_at")),
         "settledAt": _iso(row.get("settled_at")),
+        "notes": notes_of(row),
     }
     if with_xml:
         view["xml"] = row.get("xml")

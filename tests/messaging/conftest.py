@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tools/ (the simulated receiver) is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from msgkit import NOW, id_factory, load_examples  # noqa: E402
+from msgkit import NOW, AddressRegister, id_factory, load_examples  # noqa: E402
 
 
 @pytest.fixture
@@ -47,3 +48,28 @@ def deps(shared_dir: Path, clock: FixedClock, directory_file: Path) -> Messaging
 @pytest.fixture
 def examples(shared_dir: Path) -> dict[str, dict[str, list[PathwayEvent]]]:
     return {s: load_examples(shared_dir, s) for s in ("dips", "esp")}
+
+
+@pytest.fixture
+def register() -> Iterator[AddressRegister]:
+    """The address register over HTTP on 127.0.0.1, empty until a test fills it."""
+    reg = AddressRegister()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[Callable[[str], object]]:
+    """start(policy) -> a SimulatedReceiver serving HTTP on 127.0.0.1; all stopped afterwards."""
+    from tools.simulated_receiver import SimulatedReceiver
+
+    started: list[SimulatedReceiver] = []
+
+    def start(policy: str = "ok", port: int = 0) -> SimulatedReceiver:
+        receiver = SimulatedReceiver(policy).start_http("127.0.0.1", port)
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()

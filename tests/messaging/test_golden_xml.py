@@ -59,3 +59,67 @@ def test_golden_xml_per_trigger(store, deps, examples) -> None:
 def test_every_message_validates_against_the_official_schemas(store, deps, examples) -> None:
     for row in _all_rows(store, deps, examples):
         deps.schemas.validate(etree.fromstring(row["xml"].encode()))
+
+
+def _golden(name: str, xml: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("FORLOP_UPDATE_GOLDEN") == "1":
+        path.write_text(xml, encoding="utf-8")
+    assert xml == path.read_text(encoding="utf-8"), name
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_golden_correction_after_sending(store, deps, examples, tmp_path) -> None:
+    from services.messaging.adapters.transport import DirectoryTransport
+    from services.messaging.relay import Relay
+
+    deps.id_factory = id_factory(8)
+    events = examples["dips"]["PPR-4745328"]
+    with store.transaction() as conn:
+        handle_status_changed(conn, payload(events), NOW, deps)
+    Relay(store, DirectoryTransport(tmp_path / "o", tmp_path / "i"), deps).run_once()
+    decision = next(e for e in events if e.code and e.code[3:4] == "C")
+    withdrawal = replace(decision, event_id=decision.event_id + ":w", kind=EventKind.REGISTRATION_WITHDRAWN,
+                         withdraws=decision.registration_id, registration_id=None, code=None)
+    with store.transaction() as conn:
+        handle_status_changed(conn, payload([*events, withdrawal]), NOW, deps)
+        rows = {r["trigger"]: r for r in repository.rows_for_pathway(conn, events[0].pathway_key)}
+    corr, original = rows["correction"], rows["decision"]
+    assert corr["corrects"] == original["id"] and corr["role"] == original["role"] == "gp"
+    root = etree.fromstring(corr["xml"].encode())
+    deps.schemas.validate(root)
+    mh = {"mh": "http://www.kith.no/xmlstds/msghead/2006-05-24"}
+    assert root.xpath("string(mh:MsgInfo/mh:ConversationRef/mh:RefToParent)", namespaces=mh) == original["id"]
+    _golden("correction-gp.xml", corr["xml"])
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_golden_dialogmelding_1_0_and_1_1_by_directory_preference(store, deps, examples) -> None:
+    """Stavanger (1103) prefers Dialogmelding 1.0 in the register, Trondheim (5001) 1.1: same message, two forms."""
+    from services.messaging.adapters.xml_build import DIALOG
+
+    deps.id_factory = id_factory(9)
+    base = examples["dips"]["PPR-1810111"]
+    xml = {}
+    for kommune, version in (("1103", "1.0"), ("5001", "1.1")):
+        events = [replace(e, patient=replace(e.patient, municipality=kommune), pathway_id=f"{e.pathway_id}-{kommune}",
+                          event_id=f"{e.event_id}-{kommune}", registration_id=f"{e.registration_id}-{kommune}")
+                  for e in base]
+        with store.transaction() as conn:
+            handle_status_changed(conn, payload(events), NOW, deps)
+            (row,) = [r for r in repository.rows_for_pathway(conn, events[0].pathway_key)
+                      if r["role"] == "municipality"]
+        root = etree.fromstring(row["xml"].encode())
+        deps.schemas.validate(root)
+        (body,) = root.iter(f"{{{DIALOG[version]}}}Dialogmelding")
+        assert not list(root.iter(f"{{{DIALOG['1.1' if version == '1.0' else '1.0']}}}Dialogmelding"))
+        xml[version] = row["xml"]
+        _golden(f"evaluation-municipality-dialog-{version}.xml", row["xml"])
+    # The body is validated strictly, not skipped: a 1.0 Notat without its (required) TemaKodet does not pass.
+    broken = etree.fromstring(xml["1.0"].encode())
+    tema = next(broken.iter(f"{{{DIALOG['1.0']}}}TemaKodet"))
+    tema.getparent().remove(tema)
+    from services.messaging.adapters.schemas import InvalidMessage
+
+    with pytest.raises(InvalidMessage):
+        deps.schemas.validate(broken)

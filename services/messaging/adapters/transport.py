@@ -79,12 +79,24 @@ class DirectoryTransport:
         os.replace(path, self.processed / path.name)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would follow a 301/302/303 after a POST as a GET without the body, and call it a success."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]  # noqa: ANN001
+        return None  # the 3xx surfaces as an HTTPError: not handed over, tried again
+
+
 class HttpTransport:
-    """POST the XML to the configured endpoint; a 2xx body holding an AppRec is handed back."""
+    """POST the XML to the configured endpoint; a 2xx body holding an AppRec is handed back.
+
+    Anything else (3xx, 4xx, 5xx, refused, timed out) raises TransportError: the message stays due
+    and the relay tries it again later with the same MsgId.
+    """
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         self.url = url
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def send(self, msg_id: str, xml: bytes) -> bytes | None:
         req = urllib.request.Request(
@@ -92,7 +104,7 @@ class HttpTransport:
             headers={"Content-Type": "application/xml; charset=utf-8", "X-Msg-Id": msg_id},
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - configured URL
+            with self._opener.open(req, timeout=self.timeout) as resp:  # noqa: S310 - configured URL
                 body = resp.read(5 * 1024 * 1024 + 1)
         except OSError as exc:
             raise TransportError(f"HTTP send failed: {type(exc).__name__}: {exc}") from exc
