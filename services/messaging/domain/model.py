@@ -79,7 +79,7 @@ class GpDirectory(Protocol):
 class OwedMessage:
     """One message the history owes. `recipient` is None when it could not be resolved (held)."""
 
-    dedupe_key: str  # registration|trigger|role|recipient-key: one row ever per key
+    dedupe_key: str  # pathway/registration|trigger|role|recipient-key: one row ever per key
     registration_id: str
     trigger: Trigger
     role: Role

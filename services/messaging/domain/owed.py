@@ -19,6 +19,7 @@ from services.messaging.domain.model import (
     Role,
     Trigger,
 )
+from services.pathway.domain.history import current_history
 
 _STAY_TRIGGERS = {
     EventKind.ADMISSION_STARTED: Trigger.ADMISSION,
@@ -39,19 +40,20 @@ def registration_key(ev: PathwayEvent) -> str:
 
 
 def withdrawn_registrations(events: Iterable[PathwayEvent]) -> set[str]:
-    return {ev.withdraws for ev in events if ev.kind is EventKind.REGISTRATION_WITHDRAWN and ev.withdraws}
+    """Registrations whose last word in the history is a withdrawal (the pathway engine's reading)."""
+    current = current_history(events)
+    return {registration_key(ev) for ev in current.withdrawn} | {
+        ev.withdraws for ev in current.unmatched_withdrawals if ev.withdraws
+    }
 
 
 def effective_history(events: Iterable[PathwayEvent]) -> list[PathwayEvent]:
-    """The history without withdrawals and what they withdrew, sorted by when it happened."""
-    events = list(events)
-    gone = withdrawn_registrations(events)
-    kept = [
-        ev for ev in events
-        if ev.kind is not EventKind.REGISTRATION_WITHDRAWN and registration_key(ev) not in gone
-        and ev.event_id not in gone
-    ]
-    return sorted(kept, key=_order)
+    """The history in force, the same one the pathway engine derives status from, sorted by when it happened.
+
+    Withdrawals remove what they withdraw (in any arrival order); of a corrected registration the
+    version recorded last counts.
+    """
+    return sorted(current_history(events).events, key=_order)
 
 
 def code_parts(ev: PathwayEvent) -> tuple[str | None, str | None]:
@@ -151,7 +153,8 @@ def _owed(
         consent = consent_at(history, ev)
     details = {"outcome": outcome, "phase": (status or {}).get("phase"), "episode": (status or {}).get("episode_status")}
     return OwedMessage(
-        dedupe_key=f"{reg}|{trigger.value}|{role.value}|{key}",
+        # Unique across the whole table: registration ids are only unique within one source system.
+        dedupe_key=f"{ev.pathway_key}/{reg}|{trigger.value}|{role.value}|{key}",
         registration_id=reg,
         trigger=trigger,
         role=role,
