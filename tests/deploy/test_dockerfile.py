@@ -112,3 +112,17 @@ def test_dockerignore_keeps_the_sources(needed: str) -> None:
     assert "**" in ignore, "allow-list: everything else stays out of the build context"
     assert any(line.startswith(f"!{needed.rstrip('/')}") for line in ignore), needed
     assert not any(line.strip() in (".venv", "!.venv") for line in ignore if line.startswith("!"))
+
+
+def test_the_lock_file_agrees_with_the_pins_and_has_hashes():
+    """The image installs requirements.lock by hash: it must hold exactly pyproject's pins."""
+    import tomllib
+
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = (ROOT / "requirements.lock").read_text()
+    locked = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+) \\$", lock, re.M))
+    norm = {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in locked.items()}
+    for pin in pins:
+        name, version = re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", pin).groups()
+        assert norm.get(re.sub(r"[-_.]+", "-", name).lower()) == version, f"{pin} not locked"
+    assert lock.count("--hash=sha256:") == len(locked)
