@@ -226,7 +226,7 @@ def print_summary(rt: Runtime, out: TextIO, port: int, settings: Settings, idle:
     out.write("  by recipient and trigger: " + ", ".join(f"{k}={v}" for k, v in sorted(by_kind.items())) + "\n")
     db = settings.database_url
     out.write(
-        "\nwhere to look next:\n"
+        "\nwhere to look next (from a checkout: source .venv/bin/activate):\n"
         f"  database: {db}\n"
         f"  logs:     {settings.data_dir / 'logs' / 'forlop.log'} (JSON, personal data masked)\n"
         f"  export FORLOP_DATABASE_URL={db}\n"
