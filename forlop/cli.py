@@ -230,11 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--as-of")
     st.set_defaults(func=cmd_status)
 
-    for optional in ("services.messaging.cli", "services.pathway.cli", "forlop.bench"):
-        try:
-            module = __import__(optional, fromlist=["add_commands"])
-        except ImportError:
-            continue
+    from forlop import bench
+    from services.messaging import cli as messaging_cli
+    from services.pathway import cli as pathway_cli
+
+    for module in (messaging_cli, pathway_cli, bench):
         module.add_commands(sub)
     return p
 
