@@ -92,8 +92,55 @@ def _fresh_store_url(kind: str, workdir: Path, tag: str) -> tuple[str, Any]:
 
 
 # --- 1. ingest through Kafka ---------------------------------------------------------------------
-def bench_ingest(kind: str, events: list[tuple[str, dict]], rate: float | None, workdir: Path) -> dict[str, Any]:
-    """Produce vendor events to the broker and wait until every event's status is stored."""
+def _spawn_services(settings: Settings, url: str, workdir: Path, consumers: int) -> list[subprocess.Popen]:
+    """`consumers` replicas each of `forlop serve ingest` and `forlop serve pathway`, as separate OS processes."""
+    from forlop.broker import free_port
+
+    procs: list[subprocess.Popen] = []
+    for service in ("ingest", "pathway"):
+        for i in range(consumers):
+            port = free_port()
+            env = dict(
+                os.environ,
+                FORLOP_DATABASE_URL=url,
+                FORLOP_DATA_DIR=str(workdir),
+                FORLOP_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+                FORLOP_TOPIC_PARTITIONS=str(settings.partitions),
+                FORLOP_MAX_POLL_INTERVAL_MS=str(settings.max_poll_interval_ms),
+                FORLOP_HTTP_HOST="127.0.0.1",
+                FORLOP_HTTP_PORT=str(port),
+                FORLOP_LOG_LEVEL="WARNING",
+            )
+            log = open(workdir / f"serve-{service}-{i}.log", "wb")  # noqa: SIM115 - the child keeps it
+            proc = subprocess.Popen([sys.executable, "-m", "forlop.cli", "serve", service], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+            proc.port = port  # type: ignore[attr-defined]
+            procs.append(proc)
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + 90
+    for proc in procs:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a bench service exited with {proc.returncode}; see {workdir}/serve-*.log")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/readyz", timeout=2).read()  # type: ignore
+                break
+            except (OSError, urllib.error.HTTPError):
+                time.sleep(0.2)
+    return procs
+
+
+def bench_ingest(
+    kind: str, events: list[tuple[str, dict]], rate: float | None, workdir: Path, consumers: int = 0,
+    partitions: int = 4,
+) -> dict[str, Any]:
+    """Produce vendor events to the broker and wait until every event's status is stored.
+
+    consumers=0 runs the ingest and pathway services on threads of this process (one GIL with
+    the producer); consumers=N runs N replicas of each as separate `forlop serve` processes.
+    """
     from sqlalchemy import func, select
 
     from forlop.broker import EmbeddedBroker
@@ -102,25 +149,31 @@ def bench_ingest(kind: str, events: list[tuple[str, dict]], rate: float | None, 
     from forlop.serve import ServiceProcess
     from forlop.storage import Store, schema
 
-    url, cleanup = _fresh_store_url(kind, workdir, f"ingest_{kind}_{int(rate or 0)}")
+    url, cleanup = _fresh_store_url(kind, workdir, f"ingest_{kind}_{int(rate or 0)}_{consumers}")
     procs: list[ServiceProcess] = []
+    children: list[subprocess.Popen] = []
     with EmbeddedBroker(log_dir=workdir) as broker:
         settings = replace(
             load_settings({"FORLOP_DATA_DIR": str(workdir)}),
             database_url=url,
             kafka_bootstrap=broker.bootstrap,
-            max_poll_interval_ms=3000,
+            # A batch on SQLite can wait for the other service's write lock: a short interval would
+            # evict the consumer mid-run and stall the measurement in rebalances.
+            max_poll_interval_ms=60_000,
             http_host="127.0.0.1",
             http_port=0,
-            partitions=4,
+            partitions=partitions,
         )
         store = Store(url)
         store.migrate()
         rt = Runtime(settings, store)
         rt.ensure_topics()
         try:
-            for service in ("ingest", "pathway"):
-                procs.append(ServiceProcess(Runtime(settings, store), service, relay_outbox=True).build().start())
+            if consumers:
+                children = _spawn_services(settings, url, workdir, consumers)
+            else:
+                for service in ("ingest", "pathway"):
+                    procs.append(ServiceProcess(Runtime(settings, store), service, relay_outbox=True).build().start())
             for p in procs:
                 for w in p.workers:
                     if hasattr(w, "joined"):
@@ -162,10 +215,19 @@ def bench_ingest(kind: str, events: list[tuple[str, dict]], rate: float | None, 
         finally:
             for p in procs:
                 p.stop()
+            for child in children:
+                child.terminate()
+            for child in children:
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
             store.dispose()
             cleanup()
     return {
         "store": kind,
+        "consumers": consumers or "in-process",
+        "partitions": partitions,
         "events": len(events),
         "offered_per_s": rate,
         "events_per_s": round(len(events) / max(1e-9, finished - started), 1),
@@ -186,7 +248,7 @@ def bench_replay(pathways: int, workdir: Path, as_of: datetime) -> tuple[dict[st
                FORLOP_CLOCK=as_of.isoformat(), FORLOP_LOG_LEVEL="WARNING")
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "forlop.cli", "replay", "--source", "dips", str(path), "--quiet"],
+        [sys.executable, "-m", "forlop.cli", "replay", "--source", "dips", str(path), "--quiet", "--batch-size", "5000"],
         env=env, capture_output=True, text=True,
     )
     seconds = time.perf_counter() - started
@@ -203,7 +265,49 @@ def bench_replay(pathways: int, workdir: Path, as_of: datetime) -> tuple[dict[st
 
 
 # --- 3. deadline scan and indicators ---------------------------------------------------------------
-def bench_scan(url: str, as_of: datetime) -> dict[str, Any]:
+OPEN = ("waitlist", "active")
+
+
+def _clone_open_pathways(store: Any, target: int) -> int:
+    """Copy the open pathways (events and status rows) under new pathway ids until `target` are open.
+
+    The generator finishes most pathways; the scanner is measured over open ones, so the
+    replayed database is topped up with copies of its open pathways ("<id>~c<n>"): the same
+    histories, their own keys, FHIR ids and alerts. SQLite only (the replay database).
+    """
+    from sqlalchemy import func, select, text
+
+    from forlop.storage import schema
+
+    p = schema.pathways
+    with store.transaction() as conn:
+        open_n = conn.execute(select(func.count()).select_from(p).where(p.c.episode_status.in_(OPEN))).scalar_one()
+        copy = 0
+        while open_n and open_n * (copy + 1) < target:
+            copy += 1
+            suffix = f"~c{copy}"
+            conn.execute(text(
+                "INSERT INTO pathway_events (event_id, pathway_key, kind, occurred_on, recorded_at, stored_at, event) "
+                "SELECT e.event_id || :s, e.pathway_key || :s, e.kind, e.occurred_on, e.recorded_at, e.stored_at, "
+                "json_set(e.event, '$.event_id', json_extract(e.event, '$.event_id') || :s, "
+                "'$.pathway_id', json_extract(e.event, '$.pathway_id') || :s, "
+                "'$.registration_id', json_extract(e.event, '$.registration_id') || :s, "
+                "'$.withdraws', CASE WHEN json_extract(e.event, '$.withdraws') IS NULL THEN NULL "
+                "ELSE json_extract(e.event, '$.withdraws') || :s END) "
+                "FROM pathway_events e JOIN pathways p ON p.pathway_key = e.pathway_key "
+                "WHERE p.episode_status IN ('waitlist', 'active') AND p.pathway_key NOT LIKE '%~c%'"
+            ), {"s": suffix})
+            cols = [c.name for c in p.columns if c.name not in ("pathway_key", "pathway_id")]
+            conn.execute(text(
+                f"INSERT INTO pathways (pathway_key, pathway_id, {', '.join(cols)}) "
+                f"SELECT pathway_key || :s, pathway_id || :s, {', '.join(cols)} FROM pathways "
+                "WHERE episode_status IN ('waitlist', 'active') AND pathway_key NOT LIKE '%~c%'"
+            ), {"s": suffix})
+        return open_n * (copy + 1)
+
+
+def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any]:
+    """One scanner pass over every open pathway (all made due), then the indicators over all pathways."""
     from datetime import timedelta
 
     from sqlalchemy import func, select, update
@@ -217,6 +321,13 @@ def bench_scan(url: str, as_of: datetime) -> dict[str, Any]:
     settings = replace(load_settings(), database_url=url)
     rt = Runtime(settings, store, FixedClock(as_of + timedelta(days=30)))
     p = schema.pathways
+    replayed_open = None
+    if open_target:
+        with store.read() as conn:
+            replayed_open = conn.execute(
+                select(func.count()).select_from(p).where(p.c.episode_status.in_(OPEN))
+            ).scalar_one()
+        _clone_open_pathways(store, open_target)
     with store.transaction() as conn:
         # Every open pathway is due: one pass re-derives them all.
         conn.execute(update(p).where(p.c.episode_status.in_(("waitlist", "active"))).values(next_check_on=as_of.date()))
@@ -238,6 +349,7 @@ def bench_scan(url: str, as_of: datetime) -> dict[str, Any]:
     store.dispose()
     return {
         "pathways": open_n,
+        "replayed_open": replayed_open,
         "refreshed": refreshed,
         "seconds": round(seconds, 2),
         "indicators_seconds": round(ind_seconds, 2),
@@ -345,16 +457,17 @@ def bench_messaging(workdir: Path, count: int) -> dict[str, Any]:
 
 
 # --- the command ---------------------------------------------------------------------------------
-def run_bench(quick: bool, stores: list[str], out_json: Path | None) -> dict[str, Any]:
+def run_bench(quick: bool, stores: list[str], out_json: Path | None, consumers: int = 1,
+              scaling: bool = False) -> dict[str, Any]:
     from forlop.clock import system_clock
 
     as_of = system_clock()
     sizes = (
         {"ingest_pathways": 20, "latency_rate": 200.0, "latency_pathways": 10, "replay_pathways": 150,
-         "api_clients": 8, "api_per_client": 10, "messages": 50}
+         "api_clients": 8, "api_per_client": 10, "messages": 50, "scan_open": 200}
         if quick
         else {"ingest_pathways": 2500, "latency_rate": 500.0, "latency_pathways": 1000, "replay_pathways": 150_000,
-              "api_clients": 32, "api_per_client": 150, "messages": 2000}
+              "api_clients": 32, "api_per_client": 150, "messages": 2000, "scan_open": 200_000}
     )
     from forlop.synthetic import iter_generate
 
@@ -368,13 +481,19 @@ def run_bench(quick: bool, stores: list[str], out_json: Path | None) -> dict[str
     with tempfile.TemporaryDirectory(prefix="forlop-bench-") as tmp:
         workdir = Path(tmp)
         for kind in stores:
-            report["ingest"][kind] = bench_ingest(kind, mix(sizes["ingest_pathways"]), None, workdir)
+            report["ingest"][kind] = bench_ingest(kind, mix(sizes["ingest_pathways"]), None, workdir, consumers)
             report["ingest"][kind]["at_offered_load"] = bench_ingest(
-                kind, mix(sizes["latency_pathways"]), sizes["latency_rate"], workdir
+                kind, mix(sizes["latency_pathways"]), sizes["latency_rate"], workdir, consumers
             )
+        if scaling:  # throughput with 1, 2 and 4 replicas of each consumer service (PostgreSQL, 4 partitions)
+            report["scaling"] = [
+                {k: v for k, v in bench_ingest("postgresql", mix(sizes["ingest_pathways"]), None, workdir, n).items()
+                 if k in ("consumers", "partitions", "events", "events_per_s")}
+                for n in (1, 2, 4)
+            ]
         replay, url = bench_replay(sizes["replay_pathways"], workdir, as_of)
         report["replay"] = replay
-        report["scan"] = bench_scan(url, as_of)
+        report["scan"] = bench_scan(url, as_of, sizes["scan_open"])
         report["search"] = bench_api(url, workdir, sizes["api_clients"], sizes["api_per_client"])
         report["messaging"] = bench_messaging(workdir, sizes["messages"])
     if out_json:
@@ -399,6 +518,8 @@ def print_table(report: dict[str, Any], out=sys.stdout) -> None:  # noqa: ANN001
     se = report["search"]
     out.write(f"{'API, ' + str(se['clients']) + ' clients':<34} {se['requests_per_s']:>14,.0f}  requests/s\n")
     out.write(f"{'  p50 / p99':<34} {se['p50_ms']:>7,.1f}/{se['p99_ms']:<6,.1f}  ms\n")
+    for sc in report.get("scaling", []):
+        out.write(f"{'  ' + str(sc['consumers']) + ' consumer process(es) each':<34} {sc['events_per_s']:>14,.0f}  events/s\n")
     ms = report["messaging"]
     if ms.get("messages_per_s") is not None:
         out.write(f"{'messaging':<34} {ms['messages_per_s']:>14,.0f}  messages/s built, validated, sent\n")
@@ -406,7 +527,7 @@ def print_table(report: dict[str, Any], out=sys.stdout) -> None:  # noqa: ANN001
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
-    report = run_bench(args.quick, stores, Path(args.out) if args.out else None)
+    report = run_bench(args.quick, stores, Path(args.out) if args.out else None, args.consumers, args.scaling)
     if args.json:
         print(json.dumps(report))
     else:
@@ -420,6 +541,9 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     b.add_argument("--out", default="bench-results.json", help="where to write the JSON (default bench-results.json)")
     b.add_argument("--store", choices=("sqlite", "postgresql", "both"), default="both")
+    b.add_argument("--consumers", type=int, default=1,
+                   help="replicas of each consumer service as separate processes (0: threads of the bench process)")
+    b.add_argument("--scaling", action="store_true", help="also measure 1, 2 and 4 consumer processes (PostgreSQL)")
     b.set_defaults(func=cmd_bench)
 
 

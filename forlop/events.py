@@ -7,7 +7,7 @@ apart from the identifiers that say where it came from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -107,7 +107,7 @@ class PathwayEvent:
         return pathway_key(self.source, self.pathway_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PathwayEvent:
@@ -142,6 +142,31 @@ class PathwayEvent:
 
 def pathway_key(source: str, pathway_id: str) -> str:
     return f"{source}:{pathway_id}"
+
+
+def plain(value: Any) -> Any:
+    """`_jsonable(asdict(value))` in one pass, without asdict's deep copies (a hot path: every event, every status)."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool or kind is int or kind is float:
+        return value
+    names = _FIELD_NAMES.get(kind, _UNKNOWN)
+    if names is _UNKNOWN:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind)) if is_dataclass(kind) else None
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+_UNKNOWN: Any = object()
+_FIELD_NAMES: dict[type, Any] = {}
 
 
 def _jsonable(value: Any) -> Any:

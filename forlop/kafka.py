@@ -19,7 +19,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import select, update
 
@@ -155,7 +155,8 @@ class ConsumerLoop:
                     self._report_lag(consumer)
                 if not polled:
                     continue
-                for tp, raw_records in polled.items():
+                pending = list(polled.items())
+                for n, (tp, raw_records) in enumerate(pending):
                     batch = [
                         Record(
                             r.topic,
@@ -173,13 +174,35 @@ class ConsumerLoop:
                     except Exception as exc:  # the batch is not committed: it comes back
                         self.last_error = f"{type(exc).__name__}: {exc}"
                         log.exception("batch failed; seeking back to retry", extra={"ctx_topic": tp.topic})
-                        consumer.seek(tp, batch[0].offset)
+                        self._rewind(consumer, pending[n:])
                         self._stop.wait(1.0)
                         break
                     metrics.processing_seconds.labels(self.service).observe(time.perf_counter() - started)
-                    consumer.commit({tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1)})
+                    try:
+                        consumer.commit({tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1)})
+                    except CommitFailedError as exc:
+                        # The group rebalanced while the batch was handled (it took longer than
+                        # max.poll.interval.ms): the effect is stored, the batch comes back to
+                        # whoever owns the partition now and the idempotent handler changes nothing.
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        log.warning("offset commit failed after a rebalance; the batch will be redelivered",
+                                    extra={"ctx_topic": tp.topic})
+                        self._rewind(consumer, pending[n + 1 :])
+                        break
         finally:
             consumer.close(autocommit=False)
+
+    @staticmethod
+    def _rewind(consumer: KafkaConsumer, unhandled: list[tuple[Any, list[Any]]]) -> None:
+        """Seek every polled partition whose batch was not handled back to its batch's first record.
+
+        poll() has moved their positions past the batch already: without this, leaving the loop
+        early (a failed batch) would skip the other partitions' records for good.
+        """
+        for tp, records in unhandled:
+            if records:
+                with contextlib.suppress(Exception):  # no longer assigned: the new owner starts at the commit
+                    consumer.seek(tp, records[0].offset)
 
     def _report_lag(self, consumer: KafkaConsumer) -> None:
         try:

@@ -47,7 +47,12 @@ class Runtime:
         from services.pathway.domain.rules import RuleBook
         from services.pathway.service import PathwayDeps
 
-        return PathwayDeps(RuleBook.load(self.settings.due_soon_days), self.settings.topics, self.settings.due_soon_days)
+        return PathwayDeps(
+            RuleBook.load(self.settings.due_soon_days),
+            self.settings.topics,
+            self.settings.due_soon_days,
+            validate_fhir=self.settings.fhir_validate,
+        )
 
     def ingest_handler(self, source: str) -> TxHandler:
         from services.ingest.service import InboundRecord, ingest
@@ -109,7 +114,8 @@ class Runtime:
         t = self.settings.topics
         ensure_topics(self.settings, [getattr(t, name) for name in t.__dataclass_fields__])
 
-    def consumer(self, service: str) -> ConsumerLoop:
+    def consumer(self, service: str, after_commit: Callable[[], None] | None = None) -> ConsumerLoop:
+        """The service's consumer; `after_commit` runs after each batch's transaction (wakes the outbox relay)."""
         handlers = self.topic_handlers([service])
 
         def on_batch(batch: Sequence[Record]) -> None:
@@ -117,6 +123,8 @@ class Runtime:
             correlation_id.set(batch[0].headers.get("correlation-id"))
             with self.store.transaction() as conn:
                 handler(conn, batch)
+            if after_commit is not None:
+                after_commit()
 
         return ConsumerLoop(self.settings, service, list(handlers), on_batch)
 
@@ -174,13 +182,18 @@ class Runtime:
 
 
 class PeriodicWorker:
-    """Runs `step()` every `interval` seconds on a thread until stopped; errors are logged, not fatal."""
+    """Runs `step()` every `interval` seconds on a thread until stopped; errors are logged, not fatal.
+
+    `wake()` runs the next step at once instead of at the end of the interval (the outbox relay
+    is woken by its consumer's commit, so an event does not wait out the polling interval).
+    """
 
     def __init__(self, name: str, step: Callable[[], Any], interval: float) -> None:
         self.name = name
         self.step = step
         self.interval = interval
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self.last_error: str | None = None
         self.last_run: datetime | None = None
 
@@ -193,11 +206,16 @@ class PeriodicWorker:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s failed", self.name)
                 busy = 0
-            if not busy:
-                self._stop.wait(self.interval)
+            if not busy and not self._stop.is_set():
+                self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
 
 def start_thread(target: Callable[[], None], name: str) -> threading.Thread:

@@ -63,8 +63,11 @@ class ServiceProcess:
 
     def build(self) -> ServiceProcess:
         rt = self.runtime
+        relay = (
+            PeriodicWorker("outbox-relay", rt.outbox_relay(self.service).run_once, 0.2) if self.relay_outbox else None
+        )
         if self.service in ("ingest", "pathway", "messaging"):
-            self.workers.append(rt.consumer(self.service))
+            self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
         if self.service == "pathway":
             from services.pathway.service import scan
 
@@ -74,12 +77,11 @@ class ServiceProcess:
 
             self.workers.append(PeriodicWorker("deadline-scanner", scan_step, rt.settings.scan_interval_s))
         if self.service == "messaging":
-            relay = rt.messaging.relay
-            self.workers.append(PeriodicWorker("message-relay", relay.run_once, 1.0))
+            self.workers.append(PeriodicWorker("message-relay", rt.messaging.relay.run_once, 1.0))
             if hasattr(rt.messaging, "poll_receipts"):
                 self.workers.append(PeriodicWorker("apprec-inbox", rt.messaging.poll_receipts, 1.0))
-        if self.relay_outbox:
-            self.workers.append(PeriodicWorker("outbox-relay", rt.outbox_relay(self.service).run_once, 0.2))
+        if relay is not None:
+            self.workers.append(relay)
         self.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(rt.store, rt.clock()), 15.0))
         app = self.api_app() if self.service == "api" else self.probe_app()
         self.server = make_server(rt.settings.http_host, rt.settings.http_port, app, threaded=True)

@@ -15,6 +15,9 @@ from forlop.storage import Store
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 POSTGRES_URL = os.environ.get("FORLOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The pathway service skips the fhir.resources check in production's hot path; the suite keeps it on,
+# so every resource any test maps or stores is proven valid R4.
+os.environ.setdefault("FORLOP_FHIR_VALIDATE", "1")
 
 
 @pytest.fixture(scope="session")

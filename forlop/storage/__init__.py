@@ -36,6 +36,9 @@ class Store:
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            # executemany of an INSERT goes out as multi-row INSERT ... VALUES pages (one statement per
+            # 1000 rows) instead of psycopg's row-by-row pipeline: the FHIR search index rows of a batch.
+            self.engine.dialect.use_insertmanyvalues_wo_returning = True
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -3,7 +3,8 @@
 Pure and deterministic: the same status and events give the same JSON, byte for byte.
 Ids come from source identifiers (`forlop.fhir.ids`), so storing the result is an
 upsert. Times come from the events, never from the clock. Every resource is
-validated by its fhir.resources R4B model before it leaves.
+validated by its fhir.resources R4B model before it leaves (unless the caller opts out:
+the pathway service does by default, see `Settings.fhir_validate`; the tests never do).
 
 Patient and unit facts are the latest known: from the latest event by
 (occurred_at, recorded_at, event_id), as the pathway service's worklist facts are;
@@ -27,8 +28,14 @@ from services.pathway.domain.status import Milestone, MilestoneState, PathwaySta
 Resource = dict[str, Any]
 
 
-def map_pathway(status: PathwayStatus, events: Sequence[PathwayEvent]) -> list[Resource]:
-    """The pathway's FHIR resources, in a fixed order: EpisodeOfCare, its Tasks, then the shared ones."""
+def map_pathway(
+    status: PathwayStatus, events: Sequence[PathwayEvent], *, validate: bool = True
+) -> list[Resource]:
+    """The pathway's FHIR resources, in a fixed order: EpisodeOfCare, its Tasks, then the shared ones.
+
+    `validate=False` skips the fhir.resources model check (the pathway service's hot path, unless
+    FORLOP_FHIR_VALIDATE=1); the output is the same either way.
+    """
     if not events:
         raise ValueError(f"pathway {status.pathway_key}: no events to take the patient and unit from")
     ordered = sorted(events, key=lambda ev: (ev.occurred_at, ev.recorded_at, ev.event_id))
@@ -53,7 +60,7 @@ def map_pathway(status: PathwayStatus, events: Sequence[PathwayEvent]) -> list[R
     resources.append(organization(latest))
     practitioners = {p["id"]: p for p in (practitioner(hp) for hp in (gp, referrer) if hp) if p}
     resources += [practitioners[k] for k in sorted(practitioners)]
-    return [_validated(r) for r in resources]
+    return [_validated(r) for r in resources] if validate else resources
 
 
 @dataclass(frozen=True, slots=True)

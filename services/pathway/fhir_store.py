@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
 from forlop.storage import schema
 
@@ -86,60 +86,132 @@ def upsert_resources(
     produced (a withdrawn milestone) are deleted. Shared resources (Patient, Organization,
     Practitioner) are upserted only.
     """
+    return upsert_many(conn, [(pathway_key, list(resources))], now)
+
+
+def upsert_many(
+    conn: Connection, batch: Sequence[tuple[str | None, Sequence[dict[str, Any]]]], now: datetime
+) -> int:
+    """`upsert_resources` for several pathways in one go, with the same outcome as one call per pathway in order.
+
+    A resource several pathways share (their Patient, Organization) is compared with what the
+    earlier pathways of the batch left, so versionId counts the same changes. The lookup is by
+    the whole primary key (resource_type, id), never by id alone (which scans the table), and
+    the writes are one executemany per statement kind.
+    """
     r, idx = schema.fhir_resources, schema.fhir_search_index
-    keys = [(res["resourceType"], res["id"]) for res in resources]
-    existing = {
-        (row.resource_type, row.id): row
-        for row in conn.execute(
-            select(r.c.resource_type, r.c.id, r.c.version_id, r.c.resource, r.c.pathway_key).where(
-                r.c.id.in_([k[1] for k in keys])
-            )
+    keys = list(dict.fromkeys((res["resourceType"], res["id"]) for _, resources in batch for res in resources))
+    if not keys:
+        return 0
+    stored: dict[tuple[str, str], tuple[int, Any]] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        query = select(r.c.resource_type, r.c.id, r.c.version_id, r.c.resource).where(
+            r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk])
         )
-    }
-    patients = {f"Patient/{res['id']}": res for res in resources if res["resourceType"] == "Patient"}
+        for row in conn.execute(query):
+            stored[(row.resource_type, row.id)] = (row.version_id, row.resource)
+    # key -> [version, resource, owning pathway, index rows]: the state after each pathway in turn
+    latest: dict[tuple[str, str], list[Any]] = {}
     changed = 0
-    for res in resources:
-        key = (res["resourceType"], res["id"])
-        owned = res["resourceType"] in ("EpisodeOfCare", "Task")
-        old = existing.get(key)
-        if old is not None and _same(old.resource, res):
-            continue
-        changed += 1
-        if old is None:
-            conn.execute(
-                insert(r).values(
-                    resource_type=key[0],
-                    id=key[1],
-                    pathway_key=pathway_key if owned else None,
-                    version_id=1,
-                    last_updated=now,
-                    resource=res,
-                )
-            )
+    for pathway_key, resources in batch:
+        patients = {f"Patient/{res['id']}": res for res in resources if res["resourceType"] == "Patient"}
+        for res in resources:
+            key = (res["resourceType"], res["id"])
+            now_state = latest.get(key)
+            if now_state is not None:
+                version, old = now_state[0], now_state[1]
+            elif key in stored:
+                version, old = stored[key]
+            else:
+                version, old = 0, None
+            if old is not None and _same(old, res):
+                continue
+            changed += 1
+            owner = pathway_key if key[0] in ("EpisodeOfCare", "Task") else None
+            if now_state is not None:
+                owner = now_state[2]
+            latest[key] = [version + 1, res, owner, index_values(res, patients)]
+    inserts, updates, index_rows = [], [], []
+    for key, (version, res, owner, _) in sorted(latest.items(), key=lambda item: item[0]):  # one lock order
+        if key in stored:
+            updates.append({"k_type": key[0], "k_id": key[1], "version_id": version, "last_updated": now,
+                            "resource": res})
         else:
-            conn.execute(
-                update(r)
-                .where(and_(r.c.resource_type == key[0], r.c.id == key[1]))
-                .values(version_id=old.version_id + 1, last_updated=now, resource=res)
+            inserts.append({"resource_type": key[0], "id": key[1], "pathway_key": owner, "version_id": version,
+                            "last_updated": now, "resource": res})
+    # The search index of an updated resource changes by a value or two (a Task's status): only the
+    # difference is written, the rows that stay are not deleted and inserted again.
+    indexed: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    changed_stored = [key for key in latest if key in stored]
+    for i in range(0, len(changed_stored), 500):
+        chunk = changed_stored[i : i + 500]
+        query = select(idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value).where(
+            idx.c.resource_type.in_(sorted({k[0] for k in chunk})), idx.c.id.in_([k[1] for k in chunk])
+        )
+        for row in conn.execute(query):
+            indexed.setdefault((row.resource_type, row.id), set()).add((row.param, row.value))
+    if inserts and conn.dialect.name == "postgresql":
+        # Another replica may insert the same shared resource (Patient, Organization) between our
+        # lookup and our insert: its row stands (the next refresh compares against it) and only the
+        # rows this transaction really inserted get their search index.
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(r).on_conflict_do_nothing(index_elements=["resource_type", "id"])
+        done = {(row.resource_type, row.id) for row in conn.execute(stmt.returning(r.c.resource_type, r.c.id), inserts)}
+        raced = {(i["resource_type"], i["id"]) for i in inserts} - done
+        for key in raced:
+            del latest[key]
+        changed -= len(raced)
+        inserts = []
+    gone: list[dict[str, Any]] = []
+    for key, (_, _, _, pairs) in latest.items():
+        wanted = {(p, v[:300]) for p, v in pairs}
+        have = indexed.get(key, set()) if key in stored else set()
+        index_rows += [{"resource_type": key[0], "id": key[1], "param": p, "value": v} for p, v in sorted(wanted - have)]
+        gone += [{"k_type": key[0], "k_id": key[1], "k_param": p, "k_value": v} for p, v in sorted(have - wanted)]
+    if updates:
+        conn.execute(
+            update(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))), updates
+        )
+    if gone:
+        conn.execute(
+            delete(idx).where(
+                and_(
+                    idx.c.resource_type == bindparam("k_type"),
+                    idx.c.id == bindparam("k_id"),
+                    idx.c.param == bindparam("k_param"),
+                    idx.c.value == bindparam("k_value"),
+                )
+            ),
+            gone,
+        )
+    if inserts:
+        conn.execute(insert(r), inserts)
+    if index_rows:
+        conn.execute(insert(idx), index_rows)
+    owners = {pk: {(res["resourceType"], res["id"]) for res in resources} for pk, resources in batch if pk}
+    if owners:
+        stale: list[tuple[str, str, str]] = []
+        owner_keys = list(owners)
+        for i in range(0, len(owner_keys), 500):
+            query = select(r.c.resource_type, r.c.id, r.c.pathway_key).where(
+                r.c.pathway_key.in_(owner_keys[i : i + 500])
             )
-            conn.execute(delete(idx).where(and_(idx.c.resource_type == key[0], idx.c.id == key[1])))
-        rows = [
-            {"resource_type": key[0], "id": key[1], "param": p, "value": v[:300]}
-            for p, v in index_values(res, patients)
-        ]
-        if rows:
-            conn.execute(insert(idx), rows)
-    if pathway_key is not None:
-        stale = [
-            row.id
-            for row in conn.execute(
-                select(r.c.resource_type, r.c.id).where(r.c.pathway_key == pathway_key)
-            )
-            if (row.resource_type, row.id) not in set(keys)
-        ]
+            stale += [
+                (row.resource_type, row.id, row.pathway_key)
+                for row in conn.execute(query)
+                if (row.resource_type, row.id) not in owners[row.pathway_key]
+            ]
         if stale:
-            conn.execute(delete(r).where(and_(r.c.pathway_key == pathway_key, r.c.id.in_(stale))))
-            conn.execute(delete(idx).where(idx.c.id.in_(stale)))
+            conn.execute(
+                delete(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))),
+                [{"k_type": t, "k_id": i} for t, i, _ in stale],
+            )
+            conn.execute(
+                delete(idx).where(and_(idx.c.resource_type == bindparam("k_type"), idx.c.id == bindparam("k_id"))),
+                [{"k_type": t, "k_id": i} for t, i, _ in stale],
+            )
             changed += len(stale)
     return changed
 

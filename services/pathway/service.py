@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from forlop import metrics
 from forlop.clock import local_date
@@ -29,7 +29,7 @@ from services.pathway.domain.living import deadline_transitions
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import DeadlineStatus, MilestoneState, PathwayStatus
 from services.pathway.fhir_mapping import map_pathway
-from services.pathway.fhir_store import upsert_resources
+from services.pathway.fhir_store import upsert_many
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class PathwayDeps:
     rules: RuleBook
     topics: Topics
     due_soon_days: int | None = None  # FORLOP_DUE_SOON_DAYS overrides the rule set
+    validate_fhir: bool = True  # check each mapped resource with fhir.resources (FORLOP_FHIR_VALIDATE)
 
 
 def store_events(conn: Connection, events: Sequence[PathwayEvent], now: datetime) -> tuple[list[PathwayEvent], int]:
@@ -109,12 +110,18 @@ def handle_events(
 def refresh(
     conn: Connection, pathway_keys: Sequence[str], now: datetime, deps: PathwayDeps, result: PathwayResult
 ) -> None:
+    """Re-derive the pathways from their histories and store status, FHIR, outbox and alerts.
+
+    Every pathway is derived on its own; the writes of the whole batch go out as one
+    executemany per statement kind (a few round trips per batch, not a few per pathway).
+    """
     histories = load_history(conn, pathway_keys)
     p = schema.pathways
     current = select(p.c.pathway_key, p.c.status, p.c.history_hash).where(p.c.pathway_key.in_(list(pathway_keys)))
     if conn.dialect.name == "postgresql":
         current = current.with_for_update()  # serialise with the scanner and other replicas per pathway
     previous_rows = {row.pathway_key: row for row in conn.execute(current)}
+    writes = _Writes()
     for key in pathway_keys:
         history = histories.get(key) or []
         if not history:
@@ -122,32 +129,53 @@ def refresh(
         status = derive(history, deps.rules, now)
         previous = previous_rows.get(key)
         prev_status = _loads(previous.status) if previous is not None else None
-        _save(conn, key, history, status, now, deps, previous is not None)
-        result.refreshed.append(key)
+        status_dict = status.to_dict()
         history_hash = _history_hash(history)
+        _save(writes, key, history, status, status_dict, history_hash, now, deps, previous is not None)
+        result.refreshed.append(key)
         changed = (
             prev_status is None
-            or _comparable(prev_status) != _comparable(status.to_dict())
+            or _comparable(prev_status) != _comparable(status_dict)
             or previous.history_hash != history_hash
         )
         if changed:
             result.status_changes += 1
-            _publish_status_changed(conn, status, history, now, deps.topics)
-        result.alerts += _emit_alerts(conn, prev_status, status, history, now, deps.topics)
+            writes.status_changed.append(_status_changed_record(status, status_dict, history, now, deps.topics))
+        _collect_alerts(writes, prev_status, status, history, now, deps.topics)
+    upsert_many(conn, writes.resources, now)
+    if writes.inserts:
+        conn.execute(insert(p), writes.inserts)
+    if writes.updates:
+        conn.execute(update(p).where(p.c.pathway_key == bindparam("k_pathway_key")), writes.updates)
+    if writes.status_changed:
+        conn.execute(insert(schema.outbox), writes.status_changed)
+    result.alerts += _store_alerts(conn, writes.alerts, now, deps.topics)
+
+
+@dataclass
+class _Writes:
+    """What one refresh batch writes, gathered pathway by pathway, written once at the end."""
+
+    resources: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    status_changed: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[tuple[str, dict[str, Any], str, str]] = field(default_factory=list)  # key, alert, record key, to
 
 
 def _save(
-    conn: Connection,
+    writes: _Writes,
     key: str,
     history: list[PathwayEvent],
     status: PathwayStatus,
+    status_dict: dict[str, Any],
+    history_hash: str,
     now: datetime,
     deps: PathwayDeps,
     exists: bool,
 ) -> None:
     latest = max(history, key=lambda ev: (ev.recorded_at, ev.event_id))
-    resources = map_pathway(status, history)
-    upsert_resources(conn, resources, key, now)
+    writes.resources.append((key, map_pathway(status, history, validate=deps.validate_fhir)))
     facts = patient_facts(history)
     row = {
         "source": latest.source.value,
@@ -161,17 +189,16 @@ def _save(
         "start_date": status.start_date,
         "next_check_on": next_check_on(status, deps),
         "overdue_milestones": sum(1 for m in status.milestones if m.deadline_status is DeadlineStatus.OVERDUE),
-        "status": status.to_dict(),
+        "status": status_dict,
         "patient": facts,
-        "history_hash": _history_hash(history),
+        "history_hash": history_hash,
         "derived_at": now,
         "updated_at": now,
     }
-    p = schema.pathways
     if exists:
-        conn.execute(update(p).where(p.c.pathway_key == key).values(**row))
+        writes.updates.append({"k_pathway_key": key, **row})
     else:
-        conn.execute(insert(p).values(pathway_key=key, **row))
+        writes.inserts.append({"pathway_key": key, **row})
 
 
 def patient_facts(history: Sequence[PathwayEvent]) -> dict[str, Any]:
@@ -233,55 +260,40 @@ def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) 
     return result
 
 
-def _publish_status_changed(
-    conn: Connection, status: PathwayStatus, history: list[PathwayEvent], now: datetime, topics: Topics
-) -> None:
+def _status_changed_record(
+    status: PathwayStatus, status_dict: dict[str, Any], history: list[PathwayEvent], now: datetime, topics: Topics
+) -> dict[str, Any]:
     latest = history[-1]
     payload = {
         "pathway_key": status.pathway_key,
         "pathway_id": status.pathway_id,
         "source": status.source,
-        "status": status.to_dict(),
+        "status": status_dict,
         "events": [ev.to_dict() for ev in sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))],
         "changed_at": now.isoformat(),
     }
-    conn.execute(
-        insert(schema.outbox).values(
-            topic=topics.status_changed,
-            record_key=latest.patient.national_id,
-            value=json.dumps(payload, ensure_ascii=False),
-            headers={"correlation-id": max(history, key=lambda ev: ev.recorded_at).event_id},
-            created_at=now,
-        )
-    )
+    return {
+        "topic": topics.status_changed,
+        "record_key": latest.patient.national_id,
+        "value": json.dumps(payload, ensure_ascii=False),
+        "headers": {"correlation-id": max(history, key=lambda ev: ev.recorded_at).event_id},
+        "created_at": now,
+    }
 
 
-def _emit_alerts(
-    conn: Connection,
+def _collect_alerts(
+    writes: _Writes,
     prev_status: dict[str, Any] | None,
     status: PathwayStatus,
     history: list[PathwayEvent],
     now: datetime,
     topics: Topics,
-) -> int:
-    """One alert per milestone per transition into due-soon or overdue, never twice (alerts table)."""
-    emitted = 0
+) -> None:
+    """One alert per milestone per transition into due-soon or overdue (stored by `_store_alerts`)."""
     for t in deadline_transitions(prev_status, status):
         if t.to_status not in ALERTING:
             continue
         alert_key = f"{status.pathway_key}|{t.milestone_key}|{t.deadline}|{t.to_status}"
-        a = schema.alerts
-        if conn.execute(select(a.c.alert_key).where(a.c.alert_key == alert_key)).first():
-            continue
-        conn.execute(
-            insert(a).values(
-                alert_key=alert_key,
-                pathway_key=status.pathway_key,
-                milestone_key=t.milestone_key,
-                to_status=t.to_status.value,
-                emitted_at=now,
-            )
-        )
         latest = history[-1]
         alert = {
             "alertKey": alert_key,
@@ -296,19 +308,49 @@ def _emit_alerts(
             "adjustedDeadline": t.adjusted_deadline.isoformat() if t.adjusted_deadline else None,
             "at": now.isoformat(),
         }
-        conn.execute(
-            insert(schema.outbox).values(
-                topic=topics.alerts,
-                record_key=latest.patient.national_id,
-                value=json.dumps(alert),
-                headers={"correlation-id": alert_key},
-                created_at=now,
-            )
+        writes.alerts.append((alert_key, alert, latest.patient.national_id, t.to_status.value))
+
+
+def _store_alerts(
+    conn: Connection, candidates: list[tuple[str, dict[str, Any], str, str]], now: datetime, topics: Topics
+) -> int:
+    """Store and publish the alerts not emitted before (the alerts table says which); return how many."""
+    if not candidates:
+        return 0
+    a = schema.alerts
+    keys = [c[0] for c in candidates]
+    seen: set[str] = set()
+    for i in range(0, len(keys), 500):
+        seen.update(conn.execute(select(a.c.alert_key).where(a.c.alert_key.in_(keys[i : i + 500]))).scalars())
+    rows, outbox = [], []
+    for alert_key, alert, record_key, to_status in candidates:
+        if alert_key in seen:
+            continue
+        seen.add(alert_key)
+        rows.append(
+            {
+                "alert_key": alert_key,
+                "pathway_key": alert["pathwayKey"],
+                "milestone_key": alert["milestone"],
+                "to_status": to_status,
+                "emitted_at": now,
+            }
         )
-        metrics.alerts_emitted.labels(t.to_status.value).inc()
-        log.info("deadline alert", extra=ctx(pathway=status.pathway_key, milestone=t.milestone_key, to=t.to_status))
-        emitted += 1
-    return emitted
+        outbox.append(
+            {
+                "topic": topics.alerts,
+                "record_key": record_key,
+                "value": json.dumps(alert),
+                "headers": {"correlation-id": alert_key},
+                "created_at": now,
+            }
+        )
+        metrics.alerts_emitted.labels(to_status).inc()
+        log.info("deadline alert", extra=ctx(pathway=alert["pathwayKey"], milestone=alert["milestone"], to=to_status))
+    if rows:
+        conn.execute(insert(a), rows)
+        conn.execute(insert(schema.outbox), outbox)
+    return len(rows)
 
 
 def _history_hash(history: Sequence[PathwayEvent]) -> str:

@@ -6,7 +6,7 @@ the FHIR mapping, the API, the scanner and messaging read them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -110,6 +110,6 @@ class PathwayStatus:
         return min(open_ones, key=lambda m: m.adjusted_deadline or m.deadline, default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        from forlop.events import _jsonable
+        from forlop.events import plain
 
-        return _jsonable(asdict(self))
+        return plain(self)

@@ -1,0 +1,54 @@
+"""`forlop bench --quick` runs end to end and reports every figure the issue asks for (never timings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from numbers import Number
+from pathlib import Path
+
+import pytest
+
+from forlop.broker import broker_available
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.skipif(not broker_available(), reason="the bundled broker is not installed")
+def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
+    env = dict(os.environ, FORLOP_DATA_DIR=str(tmp_path), FORLOP_LOG_LEVEL="WARNING")
+    env.pop("FORLOP_FHIR_VALIDATE", None)  # the bench measures the production setting
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "forlop.cli", "bench", "--quick", "--json", "--store", "both", "--out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == report
+
+    def number(value: object) -> None:
+        assert isinstance(value, Number) and not isinstance(value, bool), value
+
+    for store in ("sqlite", "postgresql"):
+        ingest = report["ingest"][store]
+        number(ingest["events_per_s"])
+        for q in ("p50", "p95", "p99"):
+            number(ingest["latency_ms"][q])
+            number(ingest["at_offered_load"]["latency_ms"][q])
+    for key in ("events", "events_per_s", "peak_rss_mb"):
+        number(report["replay"][key])
+    for key in ("pathways", "seconds"):
+        number(report["scan"][key])
+    assert report["scan"]["pathways"] >= 200  # open pathways, topped up to the quick target
+    for key in ("clients", "requests_per_s", "p50_ms", "p99_ms"):
+        number(report["search"][key])
+    number(report["messaging"]["messages_per_s"])
+    machine = report["machine"]
+    number(machine["cores"])
+    number(machine["memory_mb"])
+    assert machine["versions"]["forlop"]
