@@ -41,8 +41,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(log_dir / "forlop.log", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
     configure_logging(settings.log_level, "json", stream=log_file, mask_key=settings.log_mask_key)
-    return run_embedded(settings, pathways=args.pathways, seed=args.seed, keep_running=args.keep_running,
-                        port=args.port)
+    try:
+        return run_embedded(settings, pathways=args.pathways, seed=args.seed, keep_running=args.keep_running,
+                            port=args.port)
+    except KeyboardInterrupt:  # stopped early: everything was shut down on the way out
+        print("forlop: stopped", file=sys.stderr)
+        return 130
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:

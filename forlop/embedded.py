@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -91,6 +93,7 @@ def run_embedded(
     from forlop.serve import ServiceProcess
     from forlop.synthetic import generate
 
+    _stop_on_signals()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     import os
@@ -162,6 +165,19 @@ def run_embedded(
         if receiver is not None:
             receiver.stop()
         broker.stop()
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C or SIGTERM (even where the shell ignored SIGINT for a background job) stops the run
+    through its `finally`, so the broker and the service threads never outlive it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
 
 
 def _wait_for_receipts(rt: Runtime, timeout: float) -> None:
