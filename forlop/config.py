@@ -62,6 +62,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     log_mask_key: str | None = field(default=None, repr=False)  # pseudonymises national ids in logs
+    patient_id_key: str | None = field(default=None, repr=False)  # keys Patient resource ids
     due_soon_days: int | None = None  # overrides the rule set's "due soon" horizon
     transport: str = "kafka"  # messaging transport: kafka | directory | http
     transport_dir: str | None = None
@@ -200,6 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=_choice(env, "FORLOP_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=_choice(env, "FORLOP_LOG_FORMAT", "json", ("json", "text")),
         log_mask_key=env.get("FORLOP_LOG_MASK_KEY") or None,
+        patient_id_key=env.get("FORLOP_PATIENT_ID_KEY") or None,
         due_soon_days=_int(env, "FORLOP_DUE_SOON_DAYS", 0) if due_soon else None,
         transport=transport,
         transport_dir=env.get("FORLOP_TRANSPORT_DIR") or None,

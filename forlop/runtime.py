@@ -36,6 +36,14 @@ class Runtime:
     store: Store
     clock: Clock = field(default=system_clock)
 
+    def __post_init__(self) -> None:
+        from forlop.fhir.ids import set_patient_id_key
+
+        set_patient_id_key(self.settings.patient_id_key)
+        if self.settings.production and not self.settings.patient_id_key:
+            log.warning("FORLOP_PATIENT_ID_KEY not set: Patient ids use the development key and could be "
+                        "reversed to fødselsnummer by anyone who sees them")
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         clock: Clock = FixedClock(settings.clock) if settings.clock else system_clock

@@ -6,6 +6,8 @@ mapping the same pathway again is an upsert of the same resources, never a dupli
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 
@@ -82,8 +84,21 @@ def task_id(pathway_key: str, milestone_key: str) -> str:
     return resource_id("Task", pathway_key, milestone_key)
 
 
+# Keyed: a Patient id (in URLs, ingress logs) must not be reversible by hashing every possible
+# fødselsnummer. Production sets FORLOP_PATIENT_ID_KEY, the same secret in every replica and for the
+# life of the data (changing it changes every Patient id); the embedded default uses this development key.
+DEVELOPMENT_PATIENT_ID_KEY = b"forlop-development-patient-id-key"
+_patient_id_key = DEVELOPMENT_PATIENT_ID_KEY
+
+
+def set_patient_id_key(key: str | None) -> None:
+    global _patient_id_key
+    _patient_id_key = key.encode() if key else DEVELOPMENT_PATIENT_ID_KEY
+
+
 def patient_id(national_id: str) -> str:
-    return resource_id("Patient", national_id)
+    pseudonym = hmac.new(_patient_id_key, national_id.encode(), hashlib.sha256).hexdigest()
+    return resource_id("Patient", pseudonym)
 
 
 def organization_id(her_id: str) -> str:

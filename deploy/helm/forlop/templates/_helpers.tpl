@@ -171,6 +171,13 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{/* Secret-backed environment of a service container. Call with (dict "root" $ "component" "api"). */}}
 {{- define "forlop.secretEnv" -}}
 {{- $v := .root.Values -}}
+{{- if $v.patientIds.existingSecret }}
+- name: FORLOP_PATIENT_ID_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.patientIds.existingSecret | quote }}
+      key: {{ $v.patientIds.key | quote }}
+{{- end }}
 {{- if $v.logMasking.existingSecret }}
 - name: FORLOP_LOG_MASK_KEY
   valueFrom:
