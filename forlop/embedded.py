@@ -224,8 +224,7 @@ def print_summary(rt: Runtime, out: TextIO, port: int, settings: Settings, idle:
     out.write("\n" + ("all events processed" if idle else "WARNING: not everything was processed in time") + "\n\n")
     out.write(f"{'pathway':<16} {'type':<4} {'episode':<17} {'next milestone':<18} {'deadline':<11} status\n")
     for row in rows:
-        status = row.status if isinstance(row.status, dict) else json.loads(row.status)
-        nxt = _next_open(status)
+        nxt = _next_open(row.status)
         out.write(
             f"{row.pathway_id:<16} {row.pathway_type:<4} {row.episode_status:<17} "
             f"{(nxt or {}).get('key', '-'):<18} {(nxt or {}).get('adjusted_deadline') or '-':<11} "

@@ -58,7 +58,6 @@ class Runtime:
         return PathwayDeps(
             RuleBook.load(self.settings.due_soon_days),
             self.settings.topics,
-            self.settings.due_soon_days,
             validate_fhir=self.settings.fhir_validate,
         )
 

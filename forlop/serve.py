@@ -6,6 +6,7 @@ process serves the whole API there. Each also relays its outbox to Kafka.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -50,6 +51,7 @@ class ServiceProcess:
     workers: list[ConsumerLoop | PeriodicWorker] = field(default_factory=list)
     server: BaseWSGIServer | None = None
     threads: list[threading.Thread] = field(default_factory=list)
+    closers: list[Callable[[], object]] = field(default_factory=list)
     relay_outbox: bool = True  # each process publishes the outbox rows of its own service's topics
 
     def readiness(self) -> list[Callable[[], str | None]]:
@@ -63,9 +65,11 @@ class ServiceProcess:
 
     def build(self) -> ServiceProcess:
         rt = self.runtime
-        relay = (
-            PeriodicWorker("outbox-relay", rt.outbox_relay(self.service).run_once, 0.2) if self.relay_outbox else None
-        )
+        relay = None
+        if self.relay_outbox:
+            outbox = rt.outbox_relay(self.service)
+            self.closers.append(outbox.producer.close)
+            relay = PeriodicWorker("outbox-relay", outbox.run_once, 0.2)
         if self.service in ("ingest", "pathway", "messaging"):
             self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
         if self.service == "pathway":
@@ -155,6 +159,9 @@ class ServiceProcess:
             self.server.shutdown()
         for t in self.threads:
             t.join(timeout=10)
+        for close in self.closers:  # after the workers: nothing uses the producers any more
+            with contextlib.suppress(Exception):
+                close()
 
 
 def serve_forever(runtime: Runtime, service: str) -> None:

@@ -33,11 +33,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
+from forlop.clock import OSLO
 from services.ingest.national_id import synthetic_national_id
 
-OSLO = ZoneInfo("Europe/Oslo")
 VENDORS = ("dips", "esp")
 DEFAULT_SPAN_DAYS = 365
 ORG_NUMBER = "983974899"

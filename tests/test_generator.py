@@ -7,16 +7,15 @@ import json
 import time
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
+from forlop.clock import OSLO
 from forlop.events import AppointmentChange, EventKind, PathwayEvent, Setting
 from forlop.synthetic import generate, iter_generate, write_ndjson
 from services.ingest.normalise import parse_body, parse_vendor_event
 from services.ingest.validation import validate
 
-OSLO = ZoneInfo("Europe/Oslo")
 AS_OF = datetime(2026, 3, 1, 12, 0, tzinfo=OSLO)
 PATHWAYS = 400
 SEED = 11

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from forlop.clock import local_date
 from forlop.codes import code_list
 from forlop.events import (
     Appointment,
@@ -27,7 +28,7 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.ingest.validation import OSLO, parse_dips_time, registration_instant
+from services.ingest.validation import parse_dips_time, registration_instant
 
 _ADMISSION_KINDS = {
     "admission.started": EventKind.ADMISSION_STARTED,
@@ -114,4 +115,4 @@ def normalise(raw: dict[str, Any]) -> PathwayEvent:
 
     if occurred_at is not event_time:
         fields["extra"] = {**fields.get("extra", {}), "eventTime": raw["eventTime"]}
-    return PathwayEvent(occurred_at=occurred_at, occurred_on=occurred_at.astimezone(OSLO).date(), **fields)
+    return PathwayEvent(occurred_at=occurred_at, occurred_on=local_date(occurred_at), **fields)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from forlop.clock import local_date
 from forlop.codes import code_list
 from forlop.events import (
     Appointment,
@@ -26,7 +27,7 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.ingest.validation import OSLO, parse_esp_date, parse_esp_time, registration_instant
+from services.ingest.validation import parse_esp_date, parse_esp_time, registration_instant
 
 _SETTINGS = {"P": Setting.OUTPATIENT, "D": Setting.INPATIENT}
 _YES_NO = {"J": True, "N": False}
@@ -102,4 +103,4 @@ def normalise(raw: dict[str, Any]) -> PathwayEvent:
     else:  # validation rejects it first; this guards a caller that skipped it
         raise ValueError(f"unknown eSP meldingstype {kind!r}")
 
-    return PathwayEvent(occurred_at=occurred_at, occurred_on=occurred_at.astimezone(OSLO).date(), **fields)
+    return PathwayEvent(occurred_at=occurred_at, occurred_on=local_date(occurred_at), **fields)

@@ -17,14 +17,13 @@ from datetime import date, datetime, time
 from functools import cache
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from forlop.clock import OSLO
 from forlop.codes import UnknownCode, code_list
 from services.ingest.national_id import check_national_id
 
-OSLO = ZoneInfo("Europe/Oslo")
 SOURCES = ("dips", "esp")
 
 

@@ -246,7 +246,7 @@ def read_resource(conn: Connection, resource_type: str, resource_id: str) -> Sto
     ).first()
     if row is None:
         return None
-    return StoredResource(_loads(row.resource), row.version_id, row.last_updated)
+    return StoredResource(row.resource, row.version_id, row.last_updated)
 
 
 def search(
@@ -273,14 +273,11 @@ def search(
         .limit(count)
         .offset(offset)
     ).all()
-    return total, [StoredResource(_loads(row.resource), row.version_id, row.last_updated) for row in rows]
+    return total, [StoredResource(row.resource, row.version_id, row.last_updated) for row in rows]
 
 
 def all_resources(conn: Connection) -> Iterable[dict[str, Any]]:
     r = schema.fhir_resources
     for row in conn.execute(select(r.c.resource).order_by(r.c.resource_type, r.c.id)):
-        yield _loads(row.resource)
+        yield row.resource
 
-
-def _loads(value: Any) -> dict[str, Any]:
-    return json.loads(value) if isinstance(value, str) else value

@@ -23,7 +23,6 @@ while the scanner has not yet re-derived the pathway.
 from __future__ import annotations
 
 import heapq
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,11 +55,6 @@ _CANCELLED = "cancelled"
 
 
 # --- pure: one pathway's row ----------------------------------------------------------------------
-def loads(value: Any) -> Any:
-    """A JSON column as a Python value (drivers return text or already-parsed JSON)."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 def due(m: Mapping[str, Any]) -> str | None:
     """The date (ISO) a milestone is measured against: its adjusted deadline, else the national one."""
     return m.get("adjusted_deadline") or m.get("deadline")
@@ -117,11 +111,8 @@ def next_milestone(status: Mapping[str, Any], today: date, due_soon_days: int | 
     }
 
 
-def worklist_row(row: Mapping[str, Any], today: date, due_soon_days: int | None = None) -> dict[str, Any]:
-    """One line of a unit's worklist, from a ``pathways`` row."""
-    status = loads(row["status"])
-    facts = loads(row["patient"]) or {}
-    last = facts.get("lastEvent") or {}
+def _pathway_columns(row: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """What every list shows first about a pathway (the patient in full: the API is access-controlled)."""
     return {
         "pathwayId": row["pathway_id"],
         "pathwayKey": row["pathway_key"],
@@ -129,6 +120,16 @@ def worklist_row(row: Mapping[str, Any], today: date, due_soon_days: int | None 
         "pathwayType": row["pathway_type"],
         "phase": status.get("phase"),
         "episodeStatus": row["episode_status"],
+    }
+
+
+def worklist_row(row: Mapping[str, Any], today: date, due_soon_days: int | None = None) -> dict[str, Any]:
+    """One line of a unit's worklist, from a ``pathways`` row."""
+    status = row["status"]
+    facts = row["patient"] or {}
+    last = facts.get("lastEvent") or {}
+    return {
+        **_pathway_columns(row, status),
         "startDate": status.get("start_date"),
         "nextMilestone": next_milestone(status, today, due_soon_days),
         "lastEvent": {"kind": last.get("kind"), "code": last.get("code"), "date": last.get("on")} if last else None,
@@ -153,19 +154,14 @@ def order_worklist(items: Iterable[dict[str, Any]], limit: int | None = None) ->
 
 def municipal_row(row: Mapping[str, Any], today: date, due_soon_days: int | None = None) -> dict[str, Any]:
     """One line of the municipal coordinator's overview, from a ``pathways`` row."""
-    status = loads(row["status"])
-    facts = loads(row["patient"]) or {}
+    status = row["status"]
+    facts = row["patient"] or {}
     evaluations = [m for m in status.get("milestones") or [] if m.get("code") == "evaluation"]
     open_eval = min((m for m in evaluations if m.get("state") == _OPEN), key=lambda m: due(m) or "", default=None)
     done = [m["completed_on"] for m in evaluations if m.get("state") == _DONE and m.get("completed_on")]
     unit = facts.get("unit") or {}
     return {
-        "pathwayId": row["pathway_id"],
-        "pathwayKey": row["pathway_key"],
-        "patient": {"nationalId": row["national_id"], "municipality": row["municipality"]},
-        "pathwayType": row["pathway_type"],
-        "phase": status.get("phase"),
-        "episodeStatus": row["episode_status"],
+        **_pathway_columns(row, status),
         "unit": {"herId": row["unit_her_id"], "name": unit.get("name")},
         "gp": facts.get("gp"),
         "startDate": status.get("start_date"),
@@ -576,7 +572,7 @@ def indicators(
 ) -> IndicatorReport:
     p = schema.pathways
     stmt = select(p.c.unit_her_id, p.c.status).where(p.c.episode_status != "entered-in-error")
-    rows = ((loads(row.status), row.unit_her_id) for row in _stream(conn, stmt))
+    rows = ((row.status, row.unit_her_id) for row in _stream(conn, stmt))
     return indicators_of(rows, date_from, date_to, group_by, local_date(now))
 
 
@@ -592,8 +588,8 @@ def quality(conn: Connection, date_from: date | None, date_to: date | None, now:
     stmt = select(p.c.unit_her_id, p.c.status, p.c.patient).order_by(p.c.pathway_key)
     tally = QualityTally(date_from, date_to)
     for row in _stream(conn, stmt):
-        facts = loads(row.patient) or {}
-        tally.add(loads(row.status), row.unit_her_id, (facts.get("unit") or {}).get("name"))
+        facts = row.patient or {}
+        tally.add(row.status, row.unit_her_id, (facts.get("unit") or {}).get("name"))
     return tally.report(local_date(now))
 
 

@@ -49,7 +49,6 @@ class PathwayResult:
 class PathwayDeps:
     rules: RuleBook
     topics: Topics
-    due_soon_days: int | None = None  # FORLOP_DUE_SOON_DAYS overrides the rule set
     validate_fhir: bool = True  # check each mapped resource with fhir.resources (FORLOP_FHIR_VALIDATE)
 
 
@@ -87,8 +86,7 @@ def load_history(conn: Connection, pathway_keys: Iterable[str]) -> dict[str, lis
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
         for row in conn.execute(select(e.c.pathway_key, e.c.event).where(e.c.pathway_key.in_(chunk))):
-            data = json.loads(row.event) if isinstance(row.event, str) else row.event
-            out[row.pathway_key].append(PathwayEvent.from_dict(data))
+            out[row.pathway_key].append(PathwayEvent.from_dict(row.event))
     return out
 
 
@@ -128,7 +126,7 @@ def refresh(
             continue
         status = derive(history, deps.rules, now)
         previous = previous_rows.get(key)
-        prev_status = _loads(previous.status) if previous is not None else None
+        prev_status = previous.status if previous is not None else None
         status_dict = status.to_dict()
         history_hash = _history_hash(history)
         _save(writes, key, history, status, status_dict, history_hash, now, deps, previous is not None)
@@ -187,7 +185,7 @@ def _save(
         "consent_municipality": bool(facts["consentMunicipality"]),
         "episode_status": status.episode_status.value,
         "start_date": status.start_date,
-        "next_check_on": next_check_on(status, deps),
+        "next_check_on": next_check_on(status),
         "overdue_milestones": sum(1 for m in status.milestones if m.deadline_status is DeadlineStatus.OVERDUE),
         "status": status_dict,
         "patient": facts,
@@ -223,11 +221,9 @@ def patient_facts(history: Sequence[PathwayEvent]) -> dict[str, Any]:
     }
 
 
-def next_check_on(status: PathwayStatus, deps: PathwayDeps) -> date | None:
+def next_check_on(status: PathwayStatus) -> date | None:
     """The first local date on which an open milestone's deadline status will change."""
-    horizon = deps.due_soon_days
-    if horizon is None:
-        horizon = int(status.extra.get("due_soon_days", 7))
+    horizon = int(status.extra["due_soon_days"])  # the rule set's, or FORLOP_DUE_SOON_DAYS via RuleBook.load
     candidates: list[date] = []
     for m in status.milestones:
         due = m.adjusted_deadline or m.deadline
@@ -360,6 +356,3 @@ def _history_hash(history: Sequence[PathwayEvent]) -> str:
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k != "as_of"}
 
-
-def _loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
+from forlop.clock import OSLO
 from forlop.events import (
     Appointment,
     AppointmentChange,
@@ -35,7 +35,6 @@ from services.pathway.domain.status import (
     StatusPeriod,
 )
 
-OSLO = ZoneInfo("Europe/Oslo")
 FNR = "17859007759"  # synthetic (month + 80) fødselsnummer
 DNR = "42830870266"  # synthetic D-nummer
 DPS = Unit("8100001", "DPS Nordre Aasen, allmennpoliklinikk", Setting.OUTPATIENT, "983974899")

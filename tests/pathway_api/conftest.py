@@ -50,23 +50,14 @@ def status_rows(dataset: Dataset, rules) -> list[dict[str, Any]]:
     return rows
 
 
-def _require_write_path() -> None:
-    """The DB tests use the real write path, which needs the FHIR mapping (written concurrently)."""
-    try:
-        import services.pathway.fhir_mapping  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - only while the mapping is not in the tree
-        pytest.skip(f"services.pathway.fhir_mapping not importable yet: {exc}")
-
-
 @pytest.fixture
 def loaded_store(store, dataset: Dataset):
     """The data set through the real write path (`handle_events`), on SQLite and PostgreSQL."""
-    _require_write_path()
     from forlop.config import load_settings
     from services.pathway.domain.rules import RuleBook
     from services.pathway.service import PathwayDeps, handle_events
 
-    deps = PathwayDeps(RuleBook.load(), load_settings({}).topics, None)
+    deps = PathwayDeps(RuleBook.load(), load_settings({}).topics)
     with store.transaction() as conn:
         handle_events(conn, dataset.events, NOW, deps)
     return store

@@ -22,7 +22,7 @@ def database(tmp_path, dataset, monkeypatch):
     store = Store(url)
     store.migrate()
     with store.transaction() as conn:
-        handle_events(conn, dataset.events, NOW, PathwayDeps(RuleBook.load(), load_settings({}).topics, None))
+        handle_events(conn, dataset.events, NOW, PathwayDeps(RuleBook.load(), load_settings({}).topics))
     store.dispose()
     monkeypatch.setenv("FORLOP_DATABASE_URL", url)
     monkeypatch.setenv("FORLOP_DATA_DIR", str(tmp_path))

@@ -39,8 +39,7 @@ def stored(store: Store, key: str) -> dict:
     p = schema.pathways
     with store.read() as conn:
         row = conn.execute(select(p.c.status, p.c.next_check_on).where(p.c.pathway_key == key)).one()
-    status = row.status if isinstance(row.status, dict) else json.loads(row.status)
-    return {"status": status, "next_check_on": row.next_check_on}
+    return {"status": row.status, "next_check_on": row.next_check_on}
 
 
 def scan_at(store: Store, now: datetime) -> int:
