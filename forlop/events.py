@@ -145,7 +145,7 @@ def pathway_key(source: str, pathway_id: str) -> str:
 
 
 def plain(value: Any) -> Any:
-    """`_jsonable(asdict(value))` in one pass, without asdict's deep copies (a hot path: every event, every status)."""
+    """A dataclass tree as JSON-ready values (ISO dates, enum values), without asdict's deep copies (hot path)."""
     kind = type(value)
     if kind is str or value is None or kind is bool or kind is int or kind is float:
         return value
@@ -167,15 +167,3 @@ def plain(value: Any) -> Any:
 
 _UNKNOWN: Any = object()
 _FIELD_NAMES: dict[type, Any] = {}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, StrEnum):
-        return value.value
-    return value
