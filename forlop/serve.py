@@ -93,20 +93,10 @@ class ServiceProcess:
 
     def api_app(self) -> Flask:
         from services.api.app import ApiDeps, create_app
+        from services.messaging.api import messages_bp
+        from services.pathway.api import pathway_bp
 
-        blueprints = []
-        try:
-            from services.messaging.api import messages_bp
-
-            blueprints.append((messages_bp, SCOPE_READ))
-        except ImportError:  # messaging API not installed in this build
-            pass
-        try:
-            from services.pathway.api import pathway_bp
-
-            blueprints.append((pathway_bp(self.runtime), SCOPE_READ))
-        except ImportError:
-            pass
+        blueprints = [(messages_bp, SCOPE_READ), (pathway_bp(self.runtime), SCOPE_READ)]
         deps = ApiDeps(
             self.runtime.settings,
             self.runtime.store,
