@@ -24,7 +24,7 @@ def handle_status_changed(conn: Connection, payload: dict[str, Any], now: dateti
     """Bring the pathway's messages in line with its full current history. Idempotent for redeliveries."""
     events = [PathwayEvent.from_dict(e) for e in payload.get("events") or []]
     if not events:
-        return
+        return  # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
     pathway_key = payload.get("pathway_key") or events[0].pathway_key
     pathway_id = payload.get("pathway_id") or events[0].pathway_id
     status = payload.get("status") if isinstance(payload.get("status"), dict) else None

@@ -22,13 +22,14 @@ from forlop import metrics
 from forlop.clock import local_date
 from forlop.config import Topics
 from forlop.events import PathwayEvent
+from forlop.fhir import ids
 from forlop.logging import ctx
 from forlop.storage import schema
 from services.pathway.domain.derive import derive
-from services.pathway.domain.living import deadline_transitions
+from services.pathway.domain.living import Transition, advance, deadline_transitions
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import DeadlineStatus, MilestoneState, PathwayStatus
-from services.pathway.fhir_mapping import map_pathway
+from services.pathway.fhir_mapping import map_pathway, retimed_task
 from services.pathway.fhir_store import upsert_many
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,9 @@ def refresh(
         if changed:
             result.status_changes += 1
             writes.status_changed.append(_status_changed_record(status, status_dict, history, now, deps.topics))
-        _collect_alerts(writes, prev_status, status, history, now, deps.topics)
+        latest = _latest(history)
+        _collect_alerts(writes, deadline_transitions(prev_status, status), status, latest.unit.her_id,
+                        latest.patient.national_id, now)
     upsert_many(conn, writes.resources, now)
     if writes.inserts:
         conn.execute(insert(p), writes.inserts)
@@ -172,7 +175,7 @@ def _save(
     deps: PathwayDeps,
     exists: bool,
 ) -> None:
-    latest = max(history, key=lambda ev: (ev.recorded_at, ev.event_id))
+    latest = _latest(history)
     writes.resources.append((key, map_pathway(status, history, validate=deps.validate_fhir)))
     facts = patient_facts(history)
     row = {
@@ -185,7 +188,7 @@ def _save(
         "consent_municipality": bool(facts["consentMunicipality"]),
         "episode_status": status.episode_status.value,
         "start_date": status.start_date,
-        "next_check_on": next_check_on(status),
+        "next_check_on": next_check_on(status_dict),
         "overdue_milestones": sum(1 for m in status.milestones if m.deadline_status is DeadlineStatus.OVERDUE),
         "status": status_dict,
         "patient": facts,
@@ -197,6 +200,11 @@ def _save(
         writes.updates.append({"k_pathway_key": key, **row})
     else:
         writes.inserts.append({"pathway_key": key, **row})
+
+
+def _latest(history: Sequence[PathwayEvent]) -> PathwayEvent:
+    """The event recorded last: whose patient and unit the pathway row and its alerts carry."""
+    return max(history, key=lambda ev: (ev.recorded_at, ev.event_id))
 
 
 def patient_facts(history: Sequence[PathwayEvent]) -> dict[str, Any]:
@@ -221,27 +229,33 @@ def patient_facts(history: Sequence[PathwayEvent]) -> dict[str, Any]:
     }
 
 
-def next_check_on(status: PathwayStatus) -> date | None:
-    """The first local date on which an open milestone's deadline status will change."""
-    horizon = int(status.extra["due_soon_days"])  # the rule set's, or FORLOP_DUE_SOON_DAYS via RuleBook.load
+def next_check_on(status: dict[str, Any]) -> date | None:
+    """The first local date on which an open milestone's deadline status will change (status as stored)."""
+    horizon = int(status["extra"]["due_soon_days"])  # the rule set's, or FORLOP_DUE_SOON_DAYS via RuleBook.load
     candidates: list[date] = []
-    for m in status.milestones:
-        due = m.adjusted_deadline or m.deadline
-        if m.state is not MilestoneState.OPEN or due is None:
+    for m in status["milestones"]:
+        due = m["adjusted_deadline"] or m["deadline"]
+        if m["state"] != MilestoneState.OPEN.value or due is None:
             continue
-        if m.deadline_status is DeadlineStatus.PENDING:
-            candidates.append(due - timedelta(days=horizon))
-        elif m.deadline_status is DeadlineStatus.DUE_SOON:
-            candidates.append(due + timedelta(days=1))
+        if m["deadline_status"] == DeadlineStatus.PENDING.value:
+            candidates.append(date.fromisoformat(due) - timedelta(days=horizon))
+        elif m["deadline_status"] == DeadlineStatus.DUE_SOON.value:
+            candidates.append(date.fromisoformat(due) + timedelta(days=1))
     return min(candidates, default=None)
 
 
 def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) -> PathwayResult:
-    """One deadline-scanner pass: re-derive the pathways whose next threshold has come."""
+    """One deadline-scanner pass over the pathways whose next threshold has come.
+
+    Only the clock moved for them, so their stored status is moved forward (`living.advance`)
+    and only what that changes is written: the status row, the Tasks whose deadline status
+    changed, alerts and a status-changed record. A pathway `advance` declines (a future-dated
+    event starts to count) is derived again from its history.
+    """
     p = schema.pathways
     today = local_date(now)
     due = (
-        select(p.c.pathway_key)
+        select(p.c.pathway_key, p.c.status, p.c.national_id, p.c.unit_her_id)
         .where(and_(p.c.next_check_on.is_not(None), p.c.next_check_on <= today))
         .order_by(p.c.next_check_on)
         .limit(limit)
@@ -249,11 +263,85 @@ def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) 
     if conn.dialect.name == "postgresql":
         # Several scanner replicas share the work: each claims rows the others have not locked.
         due = due.with_for_update(skip_locked=True)
-    keys = list(conn.execute(due).scalars())
+    rows = list(conn.execute(due))
     result = PathwayResult()
-    if keys:
-        refresh(conn, keys, now, deps, result)
+    moved, rederive = [], []
+    for row in rows:
+        status = advance(row.status, now)
+        if status is None:
+            rederive.append(row.pathway_key)
+        else:
+            moved.append((row, status))
+    if rederive:
+        refresh(conn, sorted(rederive), now, deps, result)
+    if moved:
+        _store_advanced(conn, moved, now, deps, result)
     return result
+
+
+def _store_advanced(
+    conn: Connection, moved: list[tuple[Any, dict[str, Any]]], now: datetime, deps: PathwayDeps, result: PathwayResult
+) -> None:
+    """Write what the clock changed for pathways moved forward by `advance` (their history is unchanged)."""
+    p = schema.pathways
+    writes = _Writes()
+    retime: dict[str, dict[str, Any]] = {}  # Task id -> its moved milestone
+    updates = []
+    for row, status in moved:
+        key, previous = row.pathway_key, row.status
+        before = {m["key"]: m for m in previous["milestones"]}
+        for m in status["milestones"]:
+            old = before.get(m["key"], {})
+            if (old.get("deadline_status"), old.get("delay_cause")) != (m["deadline_status"], m["delay_cause"]):
+                retime[ids.task_id(key, m["key"])] = m
+        updates.append({
+            "k_pathway_key": key,
+            "status": status,
+            "next_check_on": next_check_on(status),
+            "overdue_milestones": sum(1 for m in status["milestones"]
+                                      if m["deadline_status"] == DeadlineStatus.OVERDUE.value),
+            "derived_at": now,
+            "updated_at": now,
+        })
+        result.refreshed.append(key)
+        if _comparable(previous) != _comparable(status):
+            result.status_changes += 1
+            writes.status_changed.append(_clock_changed_record(key, status, row.national_id, now, deps.topics))
+        _collect_alerts(writes, deadline_transitions(previous, status), status, row.unit_her_id, row.national_id,
+                        now)
+    if retime:
+        r = schema.fhir_resources
+        tasks = []
+        task_ids = sorted(retime)
+        for i in range(0, len(task_ids), 500):
+            query = select(r.c.resource).where(r.c.resource_type == "Task", r.c.id.in_(task_ids[i : i + 500]))
+            tasks += [retimed_task(res, retime[res["id"]]) for res in conn.execute(query).scalars()]
+        upsert_many(conn, [(None, tasks)], now)  # no owner: the pathway's other resources stay as they are
+    conn.execute(update(p).where(p.c.pathway_key == bindparam("k_pathway_key")), updates)
+    if writes.status_changed:
+        conn.execute(insert(schema.outbox), writes.status_changed)
+    result.alerts += _store_alerts(conn, writes.alerts, now, deps.topics)
+
+
+def _clock_changed_record(
+    key: str, status: dict[str, Any], record_key: str, now: datetime, topics: Topics
+) -> dict[str, Any]:
+    """A status-changed record for a change of the clock alone: no events (messaging owes nothing new)."""
+    payload = {
+        "pathway_key": key,
+        "pathway_id": status["pathway_id"],
+        "source": status["source"],
+        "status": status,
+        "cause": "clock",
+        "changed_at": now.isoformat(),
+    }
+    return {
+        "topic": topics.status_changed,
+        "record_key": record_key,
+        "value": json.dumps(payload, ensure_ascii=False),
+        "headers": {"correlation-id": f"{key}|clock|{now.isoformat()}"},
+        "created_at": now,
+    }
 
 
 def _status_changed_record(
@@ -279,24 +367,27 @@ def _status_changed_record(
 
 def _collect_alerts(
     writes: _Writes,
-    prev_status: dict[str, Any] | None,
-    status: PathwayStatus,
-    history: list[PathwayEvent],
+    transitions: list[Transition],
+    status: PathwayStatus | dict[str, Any],
+    unit_her_id: str,
+    national_id: str,
     now: datetime,
-    topics: Topics,
 ) -> None:
     """One alert per milestone per transition into due-soon or overdue (stored by `_store_alerts`)."""
-    for t in deadline_transitions(prev_status, status):
+    for t in transitions:
         if t.to_status not in ALERTING:
             continue
-        alert_key = f"{status.pathway_key}|{t.milestone_key}|{t.deadline}|{t.to_status}"
-        latest = history[-1]
+        if isinstance(status, PathwayStatus):
+            key, pathway_id, pathway_type = status.pathway_key, status.pathway_id, status.pathway_type
+        else:
+            key, pathway_id, pathway_type = status["pathway_key"], status["pathway_id"], status["pathway_type"]
+        alert_key = f"{key}|{t.milestone_key}|{t.deadline}|{t.to_status}"
         alert = {
             "alertKey": alert_key,
-            "pathway": status.pathway_id,
-            "pathwayKey": status.pathway_key,
-            "pathwayType": status.pathway_type,
-            "unitHerId": latest.unit.her_id,
+            "pathway": pathway_id,
+            "pathwayKey": key,
+            "pathwayType": pathway_type,
+            "unitHerId": unit_her_id,
             "milestone": t.milestone_key,
             "from": t.from_status.value if t.from_status else None,
             "to": t.to_status.value,
@@ -304,7 +395,7 @@ def _collect_alerts(
             "adjustedDeadline": t.adjusted_deadline.isoformat() if t.adjusted_deadline else None,
             "at": now.isoformat(),
         }
-        writes.alerts.append((alert_key, alert, latest.patient.national_id, t.to_status.value))
+        writes.alerts.append((alert_key, alert, national_id, t.to_status.value))
 
 
 def _store_alerts(

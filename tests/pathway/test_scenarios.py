@@ -436,6 +436,7 @@ def _without_findings(status) -> dict:
     d = status.to_dict()
     d.pop("findings")
     d["extra"].pop("last_event_on")  # the foreign registration is still a registration in the EHR
+    d["extra"]["clock"].pop("last_contact")  # (and a contact with the patient)
     return d
 
 

@@ -18,7 +18,7 @@ from forlop.config import load_settings
 from forlop.storage import Store, schema
 from services.pathway import fhir_store
 from services.pathway.domain.rules import RuleBook
-from services.pathway.service import PathwayDeps, handle_events, scan
+from services.pathway.service import PathwayDeps, PathwayResult, handle_events, scan
 from tests.pathway.scenario import at, pathway
 
 TOPICS = load_settings({}).topics
@@ -144,3 +144,46 @@ def test_late_registration_changes_the_status_and_is_published(store, waiting_fo
     assert status["phase"] == "treatment"
     assert any(f["kind"] == "late-registration" for f in status["findings"])
     assert len(outbox(store, TOPICS.status_changed)) == 2
+
+
+def _snapshot(store: Store) -> dict:
+    p, r, a = schema.pathways, schema.fhir_resources, schema.alerts
+    with store.read() as conn:
+        rows = {row.pathway_key: (dict(row.status, as_of=None), row.next_check_on, row.overdue_milestones)
+                for row in conn.execute(select(p))}
+        # the pathways' own resources (a shared Organization is rewritten by whichever pathway is refreshed)
+        owned = ("EpisodeOfCare", "Task")
+        resources = {(row.resource_type, row.id): (row.version_id, row.resource)
+                     for row in conn.execute(select(r).where(r.c.resource_type.in_(owned)))}
+        index = sorted(tuple(row) for row in conn.execute(select(schema.fhir_search_index)
+                                                          .where(schema.fhir_search_index.c.resource_type.in_(owned))))
+        alerts = sorted(conn.execute(select(a.c.alert_key)).scalars())
+    return {"pathways": rows, "resources": resources, "index": index, "alerts": alerts}
+
+
+@pytest.mark.parametrize("days", [1, 9, 45])
+def test_the_scanners_time_only_pass_leaves_what_a_full_derivation_would(store: Store, days: int):
+    """The scanner moves stored statuses without histories; deriving them again then changes nothing."""
+    from datetime import timedelta
+
+    from forlop.synthetic import generate
+    from services.ingest.normalise import parse_vendor_event
+    from services.pathway.service import refresh
+
+    as_of = at("2026-03-01")
+    events = [parse_vendor_event(v, rec) for v in ("dips", "esp") for rec in generate(v, 40, 3, as_of=as_of)]
+    with store.transaction() as conn:
+        handle_events(conn, events, as_of, deps())
+    later = as_of + timedelta(days=days)
+    with store.transaction() as conn:
+        moved = scan(conn, later, deps())
+    assert moved.refreshed, "the clock moved no pathway: the test shows nothing"
+    after_scan, changes = _snapshot(store), len(outbox(store, TOPICS.status_changed))
+    with store.transaction() as conn:
+        again = PathwayResult()
+        refresh(conn, sorted(moved.refreshed), later, deps(), again)
+    assert again.status_changes == 0 and again.alerts == 0
+    assert _snapshot(store) == after_scan
+    assert len(outbox(store, TOPICS.status_changed)) == changes
+    clock_records = [c for c in outbox(store, TOPICS.status_changed) if c.get("cause") == "clock"]
+    assert clock_records and all("events" not in c for c in clock_records)

@@ -60,6 +60,8 @@ class _Context:
     history: list[PathwayEvent]
     changes: list[ClockChange]
     findings: list[QualityFinding] = field(default_factory=list)
+    overdue_causes: dict[str, str] = field(default_factory=dict)  # open milestone -> its cause if it goes overdue
+    last_contact: PathwayEvent | None = None  # of an open episode: where the passive-pathway count starts
 
     def setting_on(self, day: date) -> Setting:
         """The unit's setting in force on a date (the latest registration on or before it)."""
@@ -111,6 +113,7 @@ def derive(events: Iterable[PathwayEvent], rules: RuleBook, now: datetime) -> Pa
     status = _derive_milestones(ctx, registrations, start, start_withdrawn)
     _registration_quality(ctx, registrations, current.withdrawn, current.unmatched_withdrawals, status[0])
     episode_status, phase, milestones, periods, end_date, extra = status
+    extra["clock"] = _clock_basis(ctx, current.events, today, now)
     return PathwayStatus(
         pathway_key=identity.pathway_key,
         pathway_id=identity.pathway_id,
@@ -337,14 +340,15 @@ def _timed(
         status = DeadlineStatus.DUE_SOON
     else:
         status = DeadlineStatus.PENDING
-    cause = None
-    if status in (DeadlineStatus.LATE, DeadlineStatus.OVERDUE):
-        kinds = {c.change for c in in_window}
-        cause = (
-            DelayCause.SERVICE if kinds & ctx.rules.service_caused_changes
-            else DelayCause.PATIENT if kinds & ctx.rules.patient_caused_changes
-            else DelayCause.UNKNOWN
-        )
+    kinds = {c.change for c in in_window}
+    cause_if_late = (
+        DelayCause.SERVICE if kinds & ctx.rules.service_caused_changes
+        else DelayCause.PATIENT if kinds & ctx.rules.patient_caused_changes
+        else DelayCause.UNKNOWN
+    )
+    if not done:
+        ctx.overdue_causes[key] = cause_if_late.value
+    cause = cause_if_late if status in (DeadlineStatus.LATE, DeadlineStatus.OVERDUE) else None
     return Milestone(key, code, state, anchor, deadline, adjusted, completed_on, status, cause, outcome, event_ids)
 
 
@@ -376,10 +380,27 @@ def _registration_quality(ctx: _Context, regs, withdrawn, unmatched, episode: Ep
     if episode in (EpisodeStatus.WAITLIST, EpisodeStatus.ACTIVE):
         # a missed, cancelled or moved appointment or a consent change is no contact with the patient
         contacts = [ev for ev in ctx.history if ev.kind not in _NO_CONTACT] or ctx.history
+        ctx.last_contact = contacts[-1]
         idle = (ctx.today - contacts[-1].occurred_on).days
         if idle > ctx.rules.passive_after_days:
             ctx.findings.append(QualityFinding("passive-pathway", f"no registered contact for {idle} days",
                                                contacts[-1].event_id, ctx.today))
+
+
+def _clock_basis(ctx: _Context, events: tuple[PathwayEvent, ...], today: date, now: datetime) -> dict:
+    """What `living.advance` needs to move this status to a later clock without the history.
+
+    Until a future-dated event's day comes or an event recorded after `now` starts to count,
+    only deadline statuses, delay causes and the passive-pathway finding change with the clock.
+    """
+    return {
+        "future_on": min((ev.occurred_on for ev in events if ev.occurred_on > today), default=None),
+        "recorded_after": min((ev.recorded_at for ev in events if ev.recorded_at > now), default=None),
+        "overdue_causes": dict(sorted(ctx.overdue_causes.items())),
+        "last_contact": {"on": ctx.last_contact.occurred_on, "event_id": ctx.last_contact.event_id}
+        if ctx.last_contact else None,
+        "passive_after_days": ctx.rules.passive_after_days,
+    }
 
 
 _NO_CONTACT = frozenset({EventKind.APPOINTMENT_CHANGED, EventKind.CONSENT_CHANGED})
