@@ -1,8 +1,10 @@
 """`forlop replay`: a file of vendor events through the same handlers as the Kafka consumers, no broker.
 
 Ingest stores each batch and its outbox records; the outbox is then drained
-in-process into the pathway and messaging handlers, exactly as the consumers
-would receive it. Replaying the same file twice changes nothing.
+in-process into the pathway handler, which stores the events and queues their
+pathways; at the end each queued pathway is derived once and its status change
+drained into messaging, as the consumers would receive it. Replaying the same
+file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from sqlalchemy import func, select
+
 from forlop.runtime import Runtime
+from forlop.storage import schema
 from services.ingest.service import InboundRecord, ingest
+from services.pathway.service import refresh_queued
 
 
 @dataclass
@@ -24,13 +30,14 @@ class ReplayCounts:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    pathways: int = 0  # derived
     seconds: float = 0.0
 
     def line(self) -> str:
         rate = self.read / self.seconds if self.seconds else 0.0
         return (
             f"{self.read} events read: {self.accepted} accepted, {self.duplicates} duplicate, "
-            f"{self.rejected} rejected ({rate:,.0f} events/s)"
+            f"{self.rejected} rejected, {self.pathways} pathways derived ({rate:,.0f} events/s)"
         )
 
 
@@ -49,28 +56,37 @@ def _batches(path: Path, size: int) -> Iterator[list[InboundRecord]]:
 
 
 class Progress:
-    def __init__(self, total_bytes: int, out: TextIO) -> None:
-        self.total = max(1, total_bytes)
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total = max(1, total)
         self.out = out
         self.tty = out.isatty()
         self.last = 0.0
 
-    def show(self, done_bytes: int, counts: ReplayCounts, final: bool = False) -> None:
+    def show(self, done: int, text: str, final: bool = False) -> None:
         now = time.monotonic()
         if not final and now - self.last < (0.2 if self.tty else 5.0):
             return
         self.last = now
-        share = min(1.0, done_bytes / self.total)
+        share = min(1.0, done / self.total)
         bar = "#" * int(share * 30)
-        text = f"[{bar:<30}] {share:6.1%} {counts.read:>9} events"
-        self.out.write(("\r" if self.tty else "") + text + ("\n" if final or not self.tty else ""))
+        line = f"[{bar:<30}] {share:6.1%} {text}"
+        self.out.write(("\r" if self.tty else "") + line + ("\n" if final or not self.tty else ""))
         self.out.flush()
 
 
 def replay_file(
     runtime: Runtime, source: str, path: Path, *, batch_size: int = 1000, progress: TextIO | None = sys.stderr
 ) -> ReplayCounts:
-    handlers = runtime.topic_handlers(["pathway", "messaging"])
+    """Store the file's events batch by batch, then derive every pathway they touched once.
+
+    A pathway's events are spread over the file; deriving it after each batch that touches it
+    would derive it again and again (and message and alert on statuses that were never real).
+    The pathways wait in `pathway_refresh_queue` between the two phases, so a replay stopped
+    half-way is finished by the next replay or by the pathway service's scanner.
+    """
+    events_topic = runtime.settings.topics.events
+    store_only = {events_topic: runtime.pathway_handler(defer=True)}
+    messaging = runtime.topic_handlers(["messaging"])
     counts = ReplayCounts()
     bar = Progress(path.stat().st_size, progress) if progress else None
     started = time.perf_counter()
@@ -78,15 +94,37 @@ def replay_file(
     for batch in _batches(path, batch_size):
         with runtime.store.transaction() as conn:
             result = ingest(conn, source, batch, runtime.clock(), runtime.settings.topics)
-        runtime.drain_outbox(handlers)
+        runtime.drain_outbox(store_only)
         counts.read += len(batch)
         counts.accepted += len(result.accepted)
         counts.duplicates += result.duplicates
         counts.rejected += len(result.rejected)
         done_bytes += sum(len(r.raw) + 1 for r in batch if isinstance(r.raw, bytes))
         if bar:
-            bar.show(done_bytes, counts)
-    counts.seconds = time.perf_counter() - started
+            bar.show(done_bytes, f"{counts.read:>9} events")
     if bar:
-        bar.show(done_bytes, counts, final=True)
+        bar.show(done_bytes, f"{counts.read:>9} events", final=True)
+    counts.pathways = derive_queued(runtime, messaging, progress)
+    counts.seconds = time.perf_counter() - started
     return counts
+
+
+def derive_queued(runtime: Runtime, messaging: dict, progress: TextIO | None, chunk: int = 2000) -> int:
+    """Derive the queued pathways, a chunk per transaction, and hand their status changes to messaging."""
+    q = schema.pathway_refresh_queue
+    with runtime.store.read() as conn:
+        total = conn.execute(select(func.count()).select_from(q)).scalar_one()
+    bar = Progress(total, progress) if progress and total else None
+    derived = 0
+    while True:
+        with runtime.store.transaction() as conn:
+            result = refresh_queued(conn, runtime.clock(), runtime.pathway_deps, limit=chunk)
+        runtime.drain_outbox(messaging)
+        if not result.refreshed:
+            break
+        derived += len(result.refreshed)
+        if bar:
+            bar.show(derived, f"{derived:>9} pathways derived")
+    if bar:
+        bar.show(derived, f"{derived:>9} pathways derived", final=True)
+    return derived

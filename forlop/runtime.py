@@ -6,7 +6,6 @@ The same handlers serve the Kafka consumers, the HTTP intake and `forlop replay`
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, select, update
 
 from forlop.clock import Clock, FixedClock, system_clock
@@ -72,12 +72,13 @@ class Runtime:
 
         return handle
 
-    def pathway_handler(self) -> TxHandler:
+    def pathway_handler(self, defer: bool = False) -> TxHandler:
+        """`defer`: store the events and queue their pathways for one derivation later (replay)."""
         from services.pathway.service import handle_events
 
         def handle(conn: Connection, records: Sequence[Record]) -> None:
-            events = [PathwayEvent.from_dict(json.loads(r.value)) for r in records]
-            handle_events(conn, events, self.clock(), self.pathway_deps)
+            events = [PathwayEvent.from_dict(orjson.loads(r.value)) for r in records]
+            handle_events(conn, events, self.clock(), self.pathway_deps, defer=defer)
 
         return handle
 
@@ -98,7 +99,7 @@ class Runtime:
                 if r.topic == topics.apprec:
                     handle_apprec(conn, r.value, self.clock(), self.messaging.deps)
                 else:
-                    handle_status_changed(conn, json.loads(r.value), self.clock(), self.messaging.deps)
+                    handle_status_changed(conn, orjson.loads(r.value), self.clock(), self.messaging.deps)
 
         return handle
 

@@ -73,11 +73,14 @@ class ServiceProcess:
         if self.service in ("ingest", "pathway", "messaging"):
             self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
         if self.service == "pathway":
-            from services.pathway.service import scan
+            from services.pathway.service import refresh_queued, scan
 
             def scan_step() -> int:
+                # first the pathways a replay stored but did not derive (it was stopped before the end)
                 with rt.store.transaction() as conn:
-                    return len(scan(conn, rt.clock(), rt.pathway_deps).refreshed)
+                    queued = len(refresh_queued(conn, rt.clock(), rt.pathway_deps).refreshed)
+                with rt.store.transaction() as conn:
+                    return queued + len(scan(conn, rt.clock(), rt.pathway_deps).refreshed)
 
             self.workers.append(PeriodicWorker("deadline-scanner", scan_step, rt.settings.scan_interval_s))
         if self.service == "messaging":

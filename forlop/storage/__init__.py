@@ -6,12 +6,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from forlop.storage import migrations, schema
 
 __all__ = ["Store", "schema"]
+
+
+def json_text(value: object) -> str:
+    """JSON columns and records: orjson, several times faster than json on statuses and FHIR resources
+    (a fifth of the scanner's and replay's time went to json); UTF-8 text like ensure_ascii=False."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class SchemaNotReady(RuntimeError):
@@ -29,13 +36,15 @@ class Store:
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=pool_size
+                url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=pool_size,
+                json_serializer=json_text, json_deserializer=orjson.loads,
             )
             _sqlite_immediate_transactions(self.engine)
         else:
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
+                                        json_serializer=json_text, json_deserializer=orjson.loads)
             # executemany of an INSERT goes out as multi-row INSERT ... VALUES pages (one statement per
             # 1000 rows) instead of psycopg's row-by-row pipeline: the FHIR search index rows of a batch.
             self.engine.dialect.use_insertmanyvalues_wo_returning = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, insert, inspect, select
+from sqlalchemy import Connection, insert, inspect, select, text
 
 from forlop.storage import schema
 
@@ -21,8 +21,21 @@ def _initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _refresh_queue(conn: Connection) -> None:
+    schema.pathway_refresh_queue.create(conn, checkfirst=True)  # a new database has it from step 1
+
+
+def _search_index_by_resource(conn: Connection) -> None:
+    conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search_resource"))  # its prefix (resource_type, id)
+    next(i for i in schema.fhir_search_index.indexes if i.name == "ix_fhir_search_by_resource").create(
+        conn, checkfirst=True
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
+    (2, "pathway refresh queue (replay derives each pathway once)", _refresh_queue),
+    (3, "search index keyed by the whole row of a resource", _search_index_by_resource),
 ]
 
 

@@ -115,6 +115,16 @@ pathways = Table(
     _ts("updated_at", nullable=False),
 )
 
+# Pathways whose history grew but whose status is not derived yet: `forlop replay` stores a whole
+# file's events first and derives each pathway once at the end. A row goes in the transaction that
+# stores the events and out in the one that derives, so a crash in between loses no derivation.
+pathway_refresh_queue = Table(
+    "pathway_refresh_queue",
+    metadata,
+    Column("pathway_key", String(200), primary_key=True),
+    _ts("queued_at", nullable=False),
+)
+
 fhir_resources = Table(
     "fhir_resources",
     metadata,
@@ -135,7 +145,9 @@ fhir_search_index = Table(
     Column("param", String(40), nullable=False),
     Column("value", String(300), nullable=False),
     Index("ix_fhir_search", "resource_type", "param", "value"),
-    Index("ix_fhir_search_resource", "resource_type", "id"),
+    # The whole row: deleting one changed value of one resource must not walk every resource with
+    # that value (SQLite picked ix_fhir_search for it: a scan of all pending Tasks per deleted row).
+    Index("ix_fhir_search_by_resource", "resource_type", "id", "param", "value"),
 )
 
 alerts = Table(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
 from forlop import metrics
 from forlop.clock import local_date
@@ -24,7 +24,7 @@ from forlop.config import Topics
 from forlop.events import PathwayEvent
 from forlop.fhir import ids
 from forlop.logging import ctx
-from forlop.storage import schema
+from forlop.storage import json_text, schema
 from services.pathway.domain.derive import derive
 from services.pathway.domain.living import Transition, advance, deadline_transitions
 from services.pathway.domain.rules import RuleBook
@@ -92,17 +92,51 @@ def load_history(conn: Connection, pathway_keys: Iterable[str]) -> dict[str, lis
 
 
 def handle_events(
-    conn: Connection, events: Sequence[PathwayEvent], now: datetime, deps: PathwayDeps
+    conn: Connection, events: Sequence[PathwayEvent], now: datetime, deps: PathwayDeps, *, defer: bool = False
 ) -> PathwayResult:
-    """Store a batch of canonical events and refresh every pathway they touch."""
+    """Store a batch of canonical events and refresh every pathway they touch.
+
+    `defer=True` (replay) only queues the touched pathways (`pathway_refresh_queue`), in the same
+    transaction: `refresh_queued` derives each of them once, however many batches touched it.
+    """
     new, duplicates = store_events(conn, events, now)
     result = PathwayResult(stored_events=len(new), duplicates=duplicates)
     for ev in new:
         log.info("event added to history", extra={"correlation_id": ev.event_id, **ctx(
             pathway=ev.pathway_key, kind=ev.kind.value, code=ev.code, occurred_on=ev.occurred_on.isoformat())})
     touched = sorted({ev.pathway_key for ev in new})
-    if touched:
+    if touched and defer:
+        _queue(conn, touched, now)
+    elif touched:
         refresh(conn, touched, now, deps, result)
+    return result
+
+
+def _queue(conn: Connection, keys: Sequence[str], now: datetime) -> None:
+    q = schema.pathway_refresh_queue
+    queued = set()
+    for i in range(0, len(keys), 500):
+        queued.update(conn.execute(select(q.c.pathway_key).where(q.c.pathway_key.in_(keys[i : i + 500]))).scalars())
+    if fresh := [{"pathway_key": k, "queued_at": now} for k in keys if k not in queued]:
+        if conn.dialect.name == "postgresql":  # a concurrent replay may queue the same pathway
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(q).on_conflict_do_nothing(index_elements=["pathway_key"]), fresh)
+        else:
+            conn.execute(insert(q), fresh)
+
+
+def refresh_queued(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 2000) -> PathwayResult:
+    """Derive up to `limit` queued pathways and take them off the queue, in one transaction."""
+    q = schema.pathway_refresh_queue
+    claim = select(q.c.pathway_key).order_by(q.c.pathway_key).limit(limit)
+    if conn.dialect.name == "postgresql":
+        claim = claim.with_for_update(skip_locked=True)  # several workers share the queue
+    keys = list(conn.execute(claim).scalars())
+    result = PathwayResult()
+    if keys:
+        refresh(conn, keys, now, deps, result)
+        conn.execute(delete(q).where(q.c.pathway_key.in_(keys)))
     return result
 
 
@@ -338,7 +372,7 @@ def _clock_changed_record(
     return {
         "topic": topics.status_changed,
         "record_key": record_key,
-        "value": json.dumps(payload, ensure_ascii=False),
+        "value": json_text(payload),
         "headers": {"correlation-id": f"{key}|clock|{now.isoformat()}"},
         "created_at": now,
     }
@@ -359,7 +393,7 @@ def _status_changed_record(
     return {
         "topic": topics.status_changed,
         "record_key": latest.patient.national_id,
-        "value": json.dumps(payload, ensure_ascii=False),
+        "value": json_text(payload),
         "headers": {"correlation-id": max(history, key=lambda ev: ev.recorded_at).event_id},
         "created_at": now,
     }

@@ -1,0 +1,92 @@
+"""Replay derives each pathway once: events are stored and their pathways queued, then derived.
+
+The queue row goes in with the events and out with the derivation, so a replay stopped in
+between is finished by the next replay (or the pathway service's scanner step): nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from forlop.clock import FixedClock
+from forlop.config import load_settings
+from forlop.replay import replay_file
+from forlop.runtime import Runtime
+from forlop.storage import Store, schema
+from forlop.synthetic import generate
+from services.ingest.normalise import parse_vendor_event
+from services.pathway.domain.rules import RuleBook
+from services.pathway.service import PathwayDeps, handle_events, refresh_queued
+from tests.pathway.scenario import at
+
+AS_OF = at("2026-03-01")
+
+
+def _count(store: Store, table) -> int:
+    with store.read() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _statuses(store: Store) -> dict[str, dict]:
+    p = schema.pathways
+    with store.read() as conn:
+        return {row.pathway_key: row.status for row in conn.execute(select(p.c.pathway_key, p.c.status))}
+
+
+def test_deferred_events_are_derived_once_from_the_queue_as_if_handled_at_once(store: Store, tmp_path: Path):
+    deps = PathwayDeps(RuleBook.load(), load_settings({}).topics)
+    events = [parse_vendor_event("dips", r) for r in generate("dips", 12, 5, as_of=AS_OF)]
+    halves = (events[: len(events) // 2], events[len(events) // 2 :])
+    for half in halves:
+        with store.transaction() as conn:
+            handle_events(conn, half, AS_OF, deps, defer=True)
+    keys = {ev.pathway_key for ev in events}
+    assert _count(store, schema.pathways) == 0 and _count(store, schema.pathway_refresh_queue) == len(keys)
+    with store.transaction() as conn:
+        first = refresh_queued(conn, AS_OF, deps, limit=5)
+    assert len(first.refreshed) == 5 and _count(store, schema.pathway_refresh_queue) == len(keys) - 5
+    with store.transaction() as conn:
+        rest = refresh_queued(conn, AS_OF, deps)
+    assert sorted(first.refreshed + rest.refreshed) == sorted(keys)
+    assert _count(store, schema.pathway_refresh_queue) == 0
+
+    at_once = Store(f"sqlite:///{tmp_path / 'at-once.db'}")
+    at_once.migrate()
+    with at_once.transaction() as conn:
+        handle_events(conn, events, AS_OF, deps)
+    assert _statuses(store) == _statuses(at_once)
+
+
+@pytest.fixture
+def dips_file(tmp_path: Path) -> Path:
+    path = tmp_path / "dips.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in generate("dips", 15, 9, as_of=AS_OF)))
+    return path
+
+
+def test_a_replay_stopped_before_deriving_is_finished_by_the_next_one(store, dips_file, monkeypatch):
+    rt = Runtime(load_settings({}), store, FixedClock(AS_OF))
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("forlop.replay.derive_queued", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        replay_file(rt, "dips", dips_file, progress=None)
+    queued = _count(store, schema.pathway_refresh_queue)
+    assert queued == 15 and _count(store, schema.pathways) == 0
+    monkeypatch.undo()
+
+    again = replay_file(rt, "dips", dips_file, progress=None)
+    assert again.accepted == 0 and again.pathways == 15  # every event known, every pathway derived
+    assert _count(store, schema.pathways) == 15 and _count(store, schema.pathway_refresh_queue) == 0
+    o = schema.outbox
+    with store.read() as conn:
+        changed = conn.execute(
+            select(func.count()).select_from(o).where(o.c.topic == rt.settings.topics.status_changed)
+        ).scalar_one()
+    assert changed == 15  # one status change per pathway: derived once
