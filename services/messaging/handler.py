@@ -33,7 +33,7 @@ def handle_status_changed(conn: Connection, payload: dict[str, Any], now: dateti
     changes = reconcile(owed, rows, withdrawn_registrations(events))
     apply_changes(conn, changes, pathway_key, pathway_id, now, deps)
     # Held rows the reconciliation did not touch (e.g. PLO schema now present) get another chance.
-    held = [r["id"] for r in repository.rows_for_pathway(conn, pathway_key) if r["status"] == "held"]
+    held = repository.held_ids_for_pathway(conn, pathway_key)
     if held:
         release_held(conn, now, deps, held)
     if changes:

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from forlop.storage import schema
 
@@ -21,6 +21,10 @@ def rows_for_pathway(conn: Connection, pathway_key: str) -> list[dict[str, Any]]
     return [_dict(x) for x in conn.execute(select(m).where(m.c.pathway_key == pathway_key))]
 
 
+def held_ids_for_pathway(conn: Connection, pathway_key: str) -> list[str]:
+    return list(conn.execute(select(m.c.id).where(m.c.pathway_key == pathway_key, m.c.status == "held")).scalars())
+
+
 def get(conn: Connection, msg_id: str, *, lock: bool = False) -> dict[str, Any] | None:
     q = select(m).where(m.c.id == msg_id)
     if lock and conn.dialect.name == "postgresql":
@@ -29,12 +33,14 @@ def get(conn: Connection, msg_id: str, *, lock: bool = False) -> dict[str, Any] 
     return _dict(row) if row else None
 
 
+# Values go as parameters of one cached statement, not `.values(...)`: building and cache-keying a new
+# statement per message was ~15 % of a replay.
 def insert_message(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(m).values(**values))
+    conn.execute(insert(m), values)
 
 
 def update_message(conn: Connection, msg_id: str, **values: Any) -> None:
-    conn.execute(update(m).where(m.c.id == msg_id).values(**values))
+    conn.execute(update(m).where(m.c.id == bindparam("k_id")), {"k_id": msg_id, **values})
 
 
 def list_messages(
