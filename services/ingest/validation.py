@@ -3,6 +3,10 @@
 Every problem is reported, not just the first, so a vendor can fix a record in one go.
 The schemas live in ``profiles/events``; the code list in ``profiles/codes``.
 
+The schema step has a compiled fast path (fastjsonschema): a record it accepts is
+accepted; any other record goes through jsonschema, which alone words the rejections.
+The compiled copy is made only when its verdicts equal jsonschema's (see `_compiled_copy`).
+
 This module also holds the vendor value parsers (eSP dates and local times, DIPS
 timestamps) because validation and normalisation must read values the same way.
 """
@@ -10,6 +14,7 @@ timestamps) because validation and normalisation must read values the same way.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,13 +23,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+import fastjsonschema
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from forlop.clock import OSLO
 from forlop.codes import UnknownCode, code_list
 from services.ingest.national_id import check_national_id
 
 SOURCES = ("dips", "esp")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,9 +87,153 @@ def schema(source: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def _end_anchored(pattern: str) -> str:
+    """JSON Schema patterns are ECMA-262, where a final ``$`` ends the input. Python's ``$`` also
+    matches before a final newline, which let "04900298515\n" through as a national id (and a
+    time ending in a newline on to a parser error instead of a rejection)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, subschema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not re.search(_end_anchored(pattern), instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_EventValidator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
+
+
 @cache
 def _validator(source: str) -> Draft202012Validator:
-    return Draft202012Validator(schema(source))
+    return _EventValidator(schema(source))
+
+
+# --- the compiled fast path ----------------------------------------------------------------------
+#
+# fastjsonschema knows drafts 04-07 (2019-09 only for formats); the schemas are 2020-12. The
+# keywords below mean the same in draft-07 and 2020-12 once every $ref is inlined (2020-12 applies
+# a $ref's sibling keywords, draft-07 ignores them) and with the value restrictions checked in
+# `_compiled_copy`. A schema using anything else gets no fast path: jsonschema alone decides.
+
+_ANNOTATIONS = frozenset({"$comment", "$defs", "title", "description", "format"})
+_ROOT_ONLY = ("$schema", "$id")  # a nested $id would move the base of "#/..." refs
+_SAME_IN_DRAFT_07 = frozenset({"type", "required", "properties", "enum", "const", "pattern", "minLength",
+                               "allOf", "if", "then"})
+_SAME_TYPES = frozenset({"object", "string", "boolean", "null"})  # number/integer/array differ (bool, 1.0, tuple)
+
+
+class _Unsupported(Exception):
+    """The schema uses something whose draft-07 meaning in fastjsonschema differs from jsonschema's."""
+
+
+def _pointer(root: dict[str, Any], ref: str) -> Any:
+    if not ref.startswith("#/"):
+        raise _Unsupported(f"$ref {ref!r} is not local")  # never fetched: no network
+    node: Any = root
+    try:
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+    except (KeyError, TypeError):
+        raise _Unsupported(f"$ref {ref!r} points nowhere") from None
+    return node
+
+
+def _search_pattern(pattern: str) -> str:
+    """The pattern as fastjsonschema must see it to search as the jsonschema validator does.
+
+    Both end a final ``$`` at the end of the input (fastjsonschema turns every ``$`` into ``\\Z``;
+    the jsonschema validator uses `_end_anchored`), so only a final anchor is allowed.
+    """
+    if "$" in pattern and (pattern.index("$") != len(pattern) - 1 or pattern.endswith("\\$")):
+        raise _Unsupported(f"pattern {pattern!r} has a $ other than a final anchor")
+    return pattern
+
+
+def _inline(node: Any, root: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        raise _Unsupported(f"boolean or non-object subschema {node!r}")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _ANNOTATIONS or key == "$ref":
+            continue
+        if key not in _SAME_IN_DRAFT_07:
+            raise _Unsupported(f"keyword {key!r}")
+        if key == "type" and not set([value] if isinstance(value, str) else value) <= _SAME_TYPES:
+            raise _Unsupported(f"type {value!r}")
+        if key in ("enum", "const") and not all(isinstance(v, str) for v in (value if key == "enum" else [value])):
+            raise _Unsupported(f"{key} with a non-string value")  # bool/int/float equality differs
+        if key == "properties":
+            value = {name: _inline(sub, root, seen) for name, sub in value.items()}
+        elif key == "allOf":
+            value = [_inline(sub, root, seen) for sub in value]
+        elif key in ("if", "then"):
+            value = _inline(value, root, seen)
+        elif key == "pattern":
+            value = _search_pattern(value)
+        elif key == "const":  # the same test; 2.22.3 generates `const` only with costly detailed exceptions
+            if "enum" in node:
+                raise _Unsupported("const beside enum")
+            key, value = "enum", [value]
+        out[key] = value
+    if "$ref" not in node:
+        return out
+    ref = node["$ref"]
+    if ref in seen:
+        raise _Unsupported(f"recursive $ref {ref!r}")
+    target = _inline(_pointer(root, ref), root, (*seen, ref))
+    return {"allOf": [target, out]} if out else target
+
+
+def _compiled_copy(source_schema: dict[str, Any]) -> dict[str, Any]:
+    """A self-contained draft-07 schema that accepts exactly what the 2020-12 one accepts.
+
+    Raises _Unsupported when that cannot be guaranteed. Formats stay annotations, as they are
+    for jsonschema without a FormatChecker.
+    """
+    top = {key: value for key, value in source_schema.items() if key not in _ROOT_ONLY}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **_inline(top, source_schema)}
+
+
+def _no_remote_refs(uri: str) -> Any:
+    raise _Unsupported(f"remote $ref {uri!r}")  # unreachable: every $ref is inlined first
+
+
+@cache
+def _fast_validator(source: str) -> Callable[[Any], Any] | None:
+    """The compiled schema of a source, or None when jsonschema must decide alone."""
+    if _validator(source).format_checker is not None:
+        return None  # formats would be assertions; the compiled copy ignores them
+    try:
+        compiled = _compiled_copy(schema(source))
+    except _Unsupported as exc:
+        log.warning("no compiled validator for %s records (%s): validating with jsonschema only", source, exc)
+        return None
+    # Its error messages are never shown (jsonschema words rejections), so they are kept cheap.
+    return fastjsonschema.compile(compiled, handlers={"http": _no_remote_refs, "https": _no_remote_refs},
+                                  use_default=False, use_formats=False, detailed_exceptions=False)
+
+
+@cache
+def _report_disagreement(source: str) -> None:
+    # Once per source: the record itself holds personal data and is not logged.
+    log.warning("compiled validator rejected a %s record that jsonschema accepts; jsonschema's verdict stands",
+                source)
+
+
+def _schema_errors(source: str, raw: object) -> list[ValidationError]:
+    """jsonschema's errors for a record; the compiled validator spares the work for a valid one."""
+    fast = _fast_validator(source)
+    if fast is not None:
+        try:
+            fast(raw)
+            return []
+        except fastjsonschema.JsonSchemaValueException:
+            pass
+    errors = list(_validator(source).iter_errors(raw))
+    if fast is not None and not errors:
+        _report_disagreement(source)
+    return errors
 
 
 _PATTERN_TEXT = {
@@ -227,7 +379,7 @@ def validate(source: str, raw: object) -> list[Problem]:
     after the eventTime is no problem: late keying is normal.
     """
     problems: list[Problem] = []
-    for error in _validator(source).iter_errors(raw):
+    for error in _schema_errors(source, raw):
         problems.extend(_schema_problems(error))
     problems.sort(key=lambda p: (p.field, p.rule))
     if isinstance(raw, dict):
