@@ -425,23 +425,32 @@ port, token, clients, per_client = int(sys.argv[1]), sys.argv[2], int(sys.argv[3
 paths = json.loads(sys.argv[5])
 lat = []
 lock = threading.Lock()
+errors = []
 def worker(i):
+    # A failed request (timeout, non-200) is counted and the client goes on with a new connection:
+    # a thread that died on its first failure would drop all its latencies from the figures.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     mine = []
     for j in range(per_client):
         path = paths[(i + j) % len(paths)]
         t0 = time.perf_counter()
-        conn.request("GET", path, headers={"Authorization": "Bearer " + token})
-        resp = conn.getresponse(); resp.read()
-        if resp.status != 200:
-            raise SystemExit(f"{path}: HTTP {resp.status}")
+        try:
+            conn.request("GET", path, headers={"Authorization": "Bearer " + token})
+            resp = conn.getresponse(); resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{path}: HTTP {resp.status}")
+        except Exception as exc:
+            with lock:
+                errors.append(f"{path}: {exc!r}"[:300])
+            conn.close(); conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            continue
         mine.append((time.perf_counter() - t0) * 1000)
     with lock:
         lat.extend(mine)
 start = time.perf_counter()
 threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
 [t.start() for t in threads]; [t.join() for t in threads]
-print(json.dumps({"seconds": time.perf_counter() - start, "latencies": lat}))
+print(json.dumps({"seconds": time.perf_counter() - start, "latencies": lat, "errors": errors}))
 """
 
 
@@ -454,16 +463,17 @@ def bench_api(url: str, workdir: Path, clients: int, per_client: int) -> dict[st
     token = mint_dev_token(settings, [SCOPE_READ], ttl_s=3600)
     env = dict(os.environ, FORLOP_DATABASE_URL=url, FORLOP_DATA_DIR=str(workdir), FORLOP_HTTP_PORT=str(port),
                FORLOP_HTTP_HOST="127.0.0.1", FORLOP_LOG_LEVEL="WARNING")
+    # The API process as production runs it (`forlop serve api`: its HTTP server, worker threads and
+    # metrics worker) less the outbox relay, which needs a broker; stopped by SIGTERM.
     code = (
-        "import sys; from forlop.config import load_settings; from forlop.runtime import Runtime; "
-        "from forlop.serve import ServiceProcess; import threading; "
+        "import signal, threading; from forlop.config import load_settings; from forlop.runtime import Runtime; "
+        "from forlop.serve import ServiceProcess; "
         "rt = Runtime.from_settings(load_settings()); "
-        "p = ServiceProcess(rt, 'api', relay_outbox=False); "
-        "app = p.api_app(); from werkzeug.serving import run_simple; "
-        "run_simple('127.0.0.1', rt.settings.http_port, app, threaded=True)"
+        "p = ServiceProcess(rt, 'api', relay_outbox=False).build().start(); "
+        "done = threading.Event(); signal.signal(signal.SIGTERM, lambda *_: done.set()); done.wait(); p.stop()"
     )
-    server = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+    server_log = open(workdir / "api-server.log", "wb")  # noqa: SIM115 - closed below; a pipe nobody reads could fill
+    server = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=server_log, stderr=subprocess.STDOUT)
     try:
         import urllib.request
 
@@ -489,11 +499,17 @@ def bench_api(url: str, workdir: Path, clients: int, per_client: int) -> dict[st
         result = json.loads(out.stdout)
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server_log.close()
     lat = result["latencies"]
     return {
         "clients": clients,
         "requests": len(lat),
+        "errors": len(result["errors"]),
         "requests_per_s": round(len(lat) / result["seconds"], 1),
         "p50_ms": round(_pct(lat, 0.5), 2),
         "p99_ms": round(_pct(lat, 0.99), 2),
@@ -579,6 +595,11 @@ def print_table(report: dict[str, Any], out=sys.stdout) -> None:  # noqa: ANN001
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
+    if settings.log_level == "INFO":
+        # the in-process sections (scanner, indicators) would log an INFO line per alert: measure the work
+        import logging
+
+        logging.getLogger().setLevel(logging.WARNING)
     report = run_bench(args.quick, stores, Path(args.out) if args.out else None, args.consumers, args.scaling)
     if args.json:
         print(json.dumps(report))
