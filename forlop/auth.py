@@ -8,8 +8,10 @@ file, and `forlop token --scope ...` mints development tokens with it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,13 @@ SCOPE_WRITE_EVENTS = "forlop/events.write"
 SCOPE_READ = "forlop/fhir.read"
 ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ)
 DEV_KID = "forlop-dev"
+LEEWAY_S = 30  # clock skew allowed on exp and nbf
+# A token whose signature and claims were checked is remembered by its exact text for at most this
+# long (and never past its expiry, checked on every request): the RS256 check and PyJWT's parsing
+# were a quarter of a search request. Well inside the JWKS cache's 600 s, so a key the issuer
+# withdraws stops being accepted no later than without it.
+VERIFIED_MAX_AGE_S = 60.0
+VERIFIED_MAX_TOKENS = 1024
 
 
 class AuthError(Exception):
@@ -83,8 +92,12 @@ def mint_dev_token(settings: Settings, scopes: list[str], *, subject: str = "dev
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, now: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self._now = now
+        # token -> (principal, exp, when verified); only tokens that passed every check
+        self._verified: dict[str, tuple[Principal, float, float]] = {}
+        self._verified_lock = threading.Lock()
         self._jwks_client: jwt.PyJWKClient | None = None
         self._file_keys: dict[str, Any] | None = None
         if settings.jwt_jwks_url:
@@ -108,6 +121,12 @@ class TokenVerifier:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthError(401, "login", "missing bearer token (Authorization: Bearer <JWT>)")
         token = authorization.split(None, 1)[1].strip()
+        now = self._now()
+        known = self._verified.get(token)
+        if known is not None and now - known[2] <= VERIFIED_MAX_AGE_S:
+            if now >= known[1] + LEEWAY_S:  # what jwt.decode would say now
+                raise AuthError(401, "expired", "the bearer token has expired")
+            return known[0]
         try:
             claims = jwt.decode(
                 token,
@@ -116,7 +135,7 @@ class TokenVerifier:
                 issuer=self.settings.jwt_issuer,
                 audience=self.settings.jwt_audience,
                 options={"require": ["exp", "iss", "aud"]},
-                leeway=30,
+                leeway=LEEWAY_S,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError(401, "expired", "the bearer token has expired") from None
@@ -126,7 +145,19 @@ class TokenVerifier:
             raise AuthError(401, "login", f"invalid bearer token: {exc}") from None
         raw = claims.get("scope", [])
         scopes = frozenset(raw.split() if isinstance(raw, str) else raw)
-        return Principal(str(claims.get("sub")), scopes, claims.get("client_id"))
+        principal = Principal(str(claims.get("sub")), scopes, claims.get("client_id"))
+        self._remember(token, principal, float(claims["exp"]), now)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, exp: float, now: float) -> None:
+        with self._verified_lock:
+            if len(self._verified) >= VERIFIED_MAX_TOKENS:
+                for stale in [t for t, (_, e, at) in self._verified.items()
+                              if now - at > VERIFIED_MAX_AGE_S or now >= e + LEEWAY_S]:
+                    del self._verified[stale]
+                while len(self._verified) >= VERIFIED_MAX_TOKENS:  # the oldest first
+                    del self._verified[next(iter(self._verified))]
+            self._verified[token] = (principal, exp, now)
 
     def require(self, authorization: str | None, scope: str) -> Principal:
         principal = self.verify(authorization)

@@ -281,12 +281,13 @@ def _clone_open_pathways(store: Any, target: int) -> int:
     from forlop.storage import schema
 
     p = schema.pathways
-    with store.transaction() as conn:
+    with store.read() as conn:
         open_n = conn.execute(select(func.count()).select_from(p).where(p.c.episode_status.in_(OPEN))).scalar_one()
-        copies = 0
-        while open_n and open_n * (copies + 1) < target:
-            copies += 1
-            suffix = f"~c{copies}"
+    copies = 0
+    while open_n and open_n * (copies + 1) < target:
+        copies += 1
+        suffix = f"~c{copies}"
+        with store.transaction() as conn:  # a copy per transaction: SQLite's WAL stays one copy big
             conn.execute(text(
                 "INSERT INTO pathway_events (event_id, pathway_key, kind, occurred_on, recorded_at, stored_at, event) "
                 "SELECT e.event_id || :s, e.pathway_key || :s, e.kind, e.occurred_on, e.recorded_at, e.stored_at, "
@@ -304,13 +305,12 @@ def _clone_open_pathways(store: Any, target: int) -> int:
                 f"SELECT pathway_key || :s, pathway_id || :s, {', '.join(cols)} FROM pathways "
                 "WHERE episode_status IN ('waitlist', 'active') AND pathway_key NOT LIKE '%~c%'"
             ), {"s": suffix})
-        if copies:
             _clone_fhir(conn, copies)
-        return open_n * (copies + 1)
+    return open_n * (copies + 1)
 
 
-def _clone_fhir(conn: Any, copies: int) -> None:
-    """The copies' EpisodeOfCare and Tasks: the originals' JSON with the pathway's ids and keys replaced."""
+def _clone_fhir(conn: Any, n: int) -> None:
+    """Copy n's EpisodeOfCare and Tasks: the originals' JSON with the pathway's ids and keys replaced."""
     from sqlalchemy import insert, select
 
     from forlop.fhir import ids
@@ -318,38 +318,33 @@ def _clone_fhir(conn: Any, copies: int) -> None:
     from services.pathway.fhir_store import index_values
 
     p, r = schema.pathways, schema.fhir_resources
-    originals = conn.execute(
-        select(p.c.pathway_key, p.c.pathway_id).where(p.c.episode_status.in_(OPEN), p.c.pathway_key.not_like("%~c%"))
-    ).all()
+    originals = select(p.c.pathway_key).where(p.c.episode_status.in_(OPEN), p.c.pathway_key.not_like("%~c%"))
+    ids_of = dict(conn.execute(select(p.c.pathway_key, p.c.pathway_id).where(p.c.pathway_key.in_(originals))).all())
     owned: dict[str, list[Any]] = {}
-    for row in conn.execute(select(r).where(r.c.pathway_key.in_(select(p.c.pathway_key).where(
-            p.c.episode_status.in_(OPEN), p.c.pathway_key.not_like("%~c%"))))):
+    for row in conn.execute(select(r).where(r.c.pathway_key.in_(originals))):
         owned.setdefault(row.pathway_key, []).append(row)
     patients = {f"Patient/{res['id']}": res for res in conn.execute(
         select(r.c.resource).where(r.c.resource_type == "Patient")).scalars()}
-    for n in range(1, copies + 1):
-        resources, index = [], []
-        for key, pathway_id in originals:
-            new_key = f"{key}~c{n}"
-            swap = {ids.episode_id(key): ids.episode_id(new_key), f'"{pathway_id}"': f'"{pathway_id}~c{n}"',
-                    f'"{key}/': f'"{new_key}/'}
-            for row in owned.get(key, []):
-                if row.resource_type == "Task":
-                    milestone = row.resource["identifier"][0]["value"].rsplit("/", 1)[1]
-                    swap[row.id] = ids.task_id(new_key, milestone)
-            for row in owned.get(key, []):
-                body = json.dumps(row.resource, ensure_ascii=False)
-                for old, new in swap.items():
-                    body = body.replace(old, new)
-                res = json.loads(body)
-                resources.append({"resource_type": row.resource_type, "id": res["id"], "pathway_key": new_key,
-                                  "version_id": row.version_id, "last_updated": row.last_updated, "resource": res})
-                index += [{"resource_type": row.resource_type, "id": res["id"], "param": k, "value": v[:300]}
-                          for k, v in index_values(res, patients)]
-        for i in range(0, len(resources), 5000):
-            conn.execute(insert(r), resources[i : i + 5000])
-        for i in range(0, len(index), 20000):
-            conn.execute(insert(schema.fhir_search_index), index[i : i + 20000])
+    resources, index = [], []
+    for key, rows in owned.items():
+        new_key = f"{key}~c{n}"
+        swap = {ids.episode_id(key): ids.episode_id(new_key), f'"{ids_of[key]}"': f'"{ids_of[key]}~c{n}"',
+                f'"{key}/': f'"{new_key}/'}
+        for row in rows:
+            if row.resource_type == "Task":
+                swap[row.id] = ids.task_id(new_key, row.resource["identifier"][0]["value"].rsplit("/", 1)[1])
+        for row in rows:
+            body = json.dumps(row.resource, ensure_ascii=False)
+            for old, new in swap.items():
+                body = body.replace(old, new)
+            res = json.loads(body)
+            resources.append({"resource_type": row.resource_type, "id": res["id"], "pathway_key": new_key,
+                              "version_id": row.version_id, "last_updated": row.last_updated, "resource": res})
+            index += [{"resource_type": row.resource_type, "id": res["id"], "param": k, "value": v[:300]}
+                      for k, v in index_values(res, patients)]
+    if resources:
+        conn.execute(insert(r), resources)
+        conn.execute(insert(schema.fhir_search_index), index)
 
 
 def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any]:
@@ -467,9 +462,9 @@ def bench_api(url: str, workdir: Path, clients: int, per_client: int) -> dict[st
     # metrics worker) less the outbox relay, which needs a broker; stopped by SIGTERM.
     code = (
         "import signal, threading; from forlop.config import load_settings; from forlop.runtime import Runtime; "
-        "from forlop.serve import ServiceProcess; "
+        "from forlop.serve import ServiceProcess, freeze_startup_heap; "
         "rt = Runtime.from_settings(load_settings()); "
-        "p = ServiceProcess(rt, 'api', relay_outbox=False).build().start(); "
+        "p = ServiceProcess(rt, 'api', relay_outbox=False).build(); freeze_startup_heap(); p.start(); "
         "done = threading.Event(); signal.signal(signal.SIGTERM, lambda *_: done.set()); done.wait(); p.stop()"
     )
     server_log = open(workdir / "api-server.log", "wb")  # noqa: SIM115 - closed below; a pipe nobody reads could fill

@@ -7,6 +7,7 @@ process serves the whole API there. Each also relays its outbox to Kafka.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -16,12 +17,12 @@ from dataclasses import dataclass, field
 
 from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from forlop.auth import SCOPE_READ, TokenVerifier
 from forlop.kafka import ConsumerLoop, client_options
 from forlop.metrics import refresh_gauges
 from forlop.runtime import PeriodicWorker, Runtime, start_thread
+from forlop.wsgi import HTTP_THREADS, HttpServer, make_http_server
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ServiceProcess:
     runtime: Runtime
     service: str
     workers: list[ConsumerLoop | PeriodicWorker] = field(default_factory=list)
-    server: BaseWSGIServer | None = None
+    server: HttpServer | None = None
     threads: list[threading.Thread] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)
     relay_outbox: bool = True  # each process publishes the outbox rows of its own service's topics
@@ -91,7 +92,9 @@ class ServiceProcess:
             self.workers.append(relay)
         self.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(rt.store, rt.clock()), 15.0))
         app = self.api_app() if self.service == "api" else self.probe_app()
-        self.server = make_server(rt.settings.http_host, rt.settings.http_port, app, threaded=True)
+        # the API's worker threads; a consumer service's server only answers probes and /metrics
+        threads = HTTP_THREADS if self.service == "api" else 2
+        self.server = make_http_server(rt.settings.http_host, rt.settings.http_port, app, threads)
         return self
 
     def api_app(self) -> Flask:
@@ -157,10 +160,22 @@ class ServiceProcess:
                 close()
 
 
+def freeze_startup_heap() -> None:
+    """Keep what starting the process allocated (modules, the app, rule sets) out of the collector's passes.
+
+    Those objects live as long as the process; a full collection walking them took ~50 ms, a
+    pause of every request in flight every few thousand requests (the API's p99).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve_forever(runtime: Runtime, service: str) -> None:
     runtime.store.check_schema()
     runtime.ensure_topics()
-    proc = ServiceProcess(runtime, service).build().start()
+    proc = ServiceProcess(runtime, service).build()
+    freeze_startup_heap()
+    proc.start()
     log.info("serving", extra={"ctx_service": service, "ctx_port": proc.port})
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

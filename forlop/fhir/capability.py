@@ -1,7 +1,8 @@
 """The CapabilityStatement served at ``GET /fhir/metadata``: what the read API really does.
 
 Keep it truthful: the search parameters here are those `services.pathway.fhir_store.SEARCH_PARAMS`
-indexes and `services/api/app.py` accepts (a test compares them), plus ``_count`` and ``_offset``.
+indexes and `services/api/app.py` accepts (a test compares them), plus ``_count``, ``_offset``,
+``_cursor`` and ``_total``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ LAST_CHANGED = "2026-11-25"  # CapabilityStatement.date: bump when the API surfa
 
 _PAGING = [
     ("_count", "number", "Page size; default 50, at most 500."),
-    ("_offset", "number", "Number of matches to skip (paging; the Bundle's next/previous links use it)."),
+    ("_offset", "number", "Number of matches to skip (the Bundle's previous link uses it)."),
+    (
+        "_cursor",
+        "string",
+        "Paging position from a Bundle's next link: the matches after it, whatever changed since the page "
+        "before (keyset paging on the resource id).",
+    ),
+    (
+        "_total",
+        "token",
+        "none | estimate | accurate. Bundle.total is counted only for accurate (or _count=0); otherwise it is "
+        "given when the page shows it (the last page of a search from the first match) and left out else.",
+    ),
 ]
 _TOKEN_NOTE = "Token search: code or system|code; comma-separated values are ORed."
 _REF_NOTE = "Reference search: Type/id or id."

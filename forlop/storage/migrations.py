@@ -32,10 +32,19 @@ def _search_index_by_resource(conn: Connection) -> None:
     )
 
 
+def _search_index_match(conn: Connection) -> None:
+    conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search"))  # its prefix (resource_type, param, value)
+    conn.execute(text("DROP INDEX IF EXISTS ix_pathways_unit_her_id"))  # the prefix (unit_her_id)
+    for table, name in ((schema.fhir_search_index, "ix_fhir_search_match"), (schema.pathways, "ix_pathways_unit_status")):
+        next(i for i in table.indexes if i.name == name).create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
     (2, "pathway refresh queue (replay derives each pathway once)", _refresh_queue),
     (3, "search index keyed by the whole row of a resource", _search_index_by_resource),
+    (4, "FHIR search reads matching ids in order from (resource_type, param, value, id); worklist index",
+     _search_index_match),
 ]
 
 

@@ -102,7 +102,7 @@ pathways = Table(
     Column("pathway_type", String(20), nullable=False),
     Column("national_id", String(11), nullable=False, index=True),
     Column("municipality", String(4), nullable=False, index=True),
-    Column("unit_her_id", String(40), nullable=False, index=True),
+    Column("unit_her_id", String(40), nullable=False),
     Column("consent_municipality", Boolean, nullable=False, default=False),
     Column("episode_status", String(30), nullable=False, index=True),
     Column("start_date", Date),
@@ -113,6 +113,8 @@ pathways = Table(
     Column("history_hash", String(64), nullable=False),  # what the status was derived from
     _ts("derived_at", nullable=False),
     _ts("updated_at", nullable=False),
+    # A unit's worklist reads its open pathways only, not the finished ones piling up beside them.
+    Index("ix_pathways_unit_status", "unit_her_id", "episode_status"),
 )
 
 # Pathways whose history grew but whose status is not derived yet: `forlop replay` stores a whole
@@ -144,7 +146,9 @@ fhir_search_index = Table(
     Column("id", String(64), nullable=False),
     Column("param", String(40), nullable=False),
     Column("value", String(300), nullable=False),
-    Index("ix_fhir_search", "resource_type", "param", "value"),
+    # A search reads the ids of one value in id order from the index alone (a page is the first
+    # count + 1 of them, never all matches) and probes other parameters' values by id.
+    Index("ix_fhir_search_match", "resource_type", "param", "value", "id"),
     # The whole row: deleting one changed value of one resource must not walk every resource with
     # that value (SQLite picked ix_fhir_search for it: a scan of all pending Tasks per deleted row).
     Index("ix_fhir_search_by_resource", "resource_type", "id", "param", "value"),

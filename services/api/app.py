@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -31,6 +32,8 @@ MAX_COUNT = 500
 DEFAULT_COUNT = 50
 SOURCES = ("dips", "esp")
 CHAINED = {"patient:identifier": "patient.identifier", "patient.identifier": "patient.identifier"}
+TOTAL_MODES = ("none", "estimate", "accurate")  # FHIR _total; only "accurate" counts every match
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a _cursor is the id of the last resource of the page before
 
 
 @dataclass
@@ -142,7 +145,7 @@ def create_app(deps: ApiDeps) -> Flask:
             return error(404, "not-supported", f"resource type {rtype!r} is not served here")
         supported = fhir_store.SEARCH_PARAMS[rtype]
         criteria: list[tuple[str, list[str]]] = []
-        count, offset = DEFAULT_COUNT, 0
+        count, offset, cursor, total_mode = DEFAULT_COUNT, 0, None, "none"
         for name in request.args:
             values = request.args.getlist(name)
             if name == "_count":
@@ -157,6 +160,17 @@ def create_app(deps: ApiDeps) -> Flask:
                 except ValueError:
                     return error(400, "value", f"_offset={values[-1]!r} is not a whole number", "_offset")
                 continue
+            if name == "_cursor":
+                cursor = values[-1]
+                if not FHIR_ID.fullmatch(cursor):
+                    return error(400, "value", f"_cursor={cursor!r} is not a paging position from a next link",
+                                 "_cursor")
+                continue
+            if name == "_total":
+                total_mode = values[-1]
+                if total_mode not in TOTAL_MODES:
+                    return error(400, "value", f"_total={total_mode!r}: use one of {', '.join(TOTAL_MODES)}", "_total")
+                continue
             if name == "_format":
                 continue
             param = CHAINED.get(name, name) if rtype == "EpisodeOfCare" else name
@@ -167,37 +181,40 @@ def create_app(deps: ApiDeps) -> Flask:
                     f"search parameter {name!r} is not supported on {rtype}; supported: "
                     f"{', '.join(p for p in supported if p != 'patient.identifier')}"
                     + (", patient:identifier" if rtype == "EpisodeOfCare" else "")
-                    + ", _count",
+                    + ", _count, _offset, _cursor, _total",
                     name,
                 )
             for value in values:
                 criteria.append((param, [v for v in value.split(",") if v]))
         with deps.store.read() as conn:
-            total, found = fhir_store.search(conn, rtype, criteria, count, offset)
+            page = fhir_store.search_page(conn, rtype, criteria, count, offset, after=cursor,
+                                          count_total=total_mode == "accurate")
+        found = page.resources
         base = request.base_url
         query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
         links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
-        if offset + count < total:
-            links.append({"relation": "next", "url": f"{base}?{urlencode(query + [('_offset', offset + count)])}"})
+        if page.more:
+            # Keyset paging: the next page starts after this page's last id, so a resource that
+            # enters or leaves the matches meanwhile shifts no other match onto or off the next page.
+            onward = [(k, v) for k, v in query if k != "_cursor"] + [("_cursor", found[-1].resource["id"])]
+            links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
         if offset > 0:
             links.append(
                 {"relation": "previous", "url": f"{base}?{urlencode(query + [('_offset', max(0, offset - count))])}"}
             )
         host = request.host_url.rstrip("/") + "/fhir"
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": total,
-            "link": links,
-            "entry": [
-                {
-                    "fullUrl": f"{host}/{rtype}/{r.resource['id']}",
-                    "resource": r.with_meta(),
-                    "search": {"mode": "match"},
-                }
-                for r in found
-            ],
-        }
+        bundle: dict[str, object] = {"resourceType": "Bundle", "type": "searchset"}
+        if page.total is not None:  # counted (_total=accurate) or known from the page; else left out (R4 allows)
+            bundle["total"] = page.total
+        bundle["link"] = links
+        bundle["entry"] = [
+            {
+                "fullUrl": f"{host}/{rtype}/{r.resource['id']}",
+                "resource": r.with_meta(),
+                "search": {"mode": "match"},
+            }
+            for r in found
+        ]
         return fhir_response(bundle)
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
+import orjson
 from flask import Response
 
 FHIR_JSON = "application/fhir+json"
@@ -22,7 +22,9 @@ def issue(severity: str, code: str, diagnostics: str, expression: str | None = N
 
 
 def fhir_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=FHIR_JSON, headers=headers)
+    # orjson: UTF-8 as json.dumps(ensure_ascii=False) gives, compact, several times faster on a Bundle
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype=FHIR_JSON,
+                    headers=headers)
 
 
 def error(status: int, code: str, diagnostics: str, expression: str | None = None) -> Response:

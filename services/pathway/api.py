@@ -12,11 +12,11 @@ blueprint is registered by ``forlop.serve`` under the read scope.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, request
 
 from services.api.outcome import error
@@ -121,4 +121,4 @@ def _limit() -> int | None:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, mimetype="application/json")

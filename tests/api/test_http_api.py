@@ -146,6 +146,68 @@ def test_fhir_read_search_paging_and_errors(api):
     assert api.get("/fhir/Observation", headers=api.read).status_code == 404
 
 
+def _follow(api, url: str) -> tuple[list[str], list[dict]]:
+    """Every page of a search by its next links: the ids in order and the Bundles."""
+    ids, bundles = [], []
+    while url:
+        bundle = api.get(url.replace("http://localhost", ""), headers=api.read).json
+        bundles.append(bundle)
+        ids += [e["resource"]["id"] for e in bundle["entry"]]
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    return ids, bundles
+
+
+def test_fhir_search_total_only_when_known_or_asked_and_keyset_next_links(api):
+    for vendor in ("dips", "esp"):
+        api.post(f"/ingest/{vendor}", json=api.examples[vendor], headers=api.write)
+    process(api)
+    every = api.get("/fhir/Task?_count=500", headers=api.read).json
+    all_ids = [e["resource"]["id"] for e in every["entry"]]
+    assert every["total"] == len(all_ids) > 7 and all_ids == sorted(all_ids)  # one page: its size is the total
+
+    ids, bundles = _follow(api, "/fhir/Task?_count=3")
+    assert ids == all_ids  # no match skipped or repeated across pages
+    assert all("total" not in b for b in bundles[:-1])  # not counted: more pages follow
+    assert all("_cursor=" in link["url"] for b in bundles[:-1] for link in b["link"] if link["relation"] == "next")
+    assert "total" not in bundles[-1]  # reached by a cursor: what came before was not counted
+    assert not any(link["relation"] == "next" for link in bundles[-1]["link"])
+
+    counted = api.get("/fhir/Task?_count=3&_total=accurate", headers=api.read).json
+    assert counted["total"] == len(all_ids) and len(counted["entry"]) == 3
+    only_total = api.get("/fhir/Task?_count=0", headers=api.read).json
+    assert only_total["total"] == len(all_ids) and only_total["entry"] == []
+    assert api.get("/fhir/Task?_count=3&_total=none", headers=api.read).json.get("total") is None
+    by_offset = api.get(f"/fhir/Task?_count=3&_offset={len(all_ids) - 2}", headers=api.read).json
+    assert [e["resource"]["id"] for e in by_offset["entry"]] == all_ids[-2:] and by_offset["total"] == len(all_ids)
+    assert any(link["relation"] == "previous" for link in by_offset["link"])
+
+    bad_total = api.get("/fhir/Task?_total=maybe", headers=api.read)
+    assert bad_total.status_code == 400 and bad_total.json["issue"][0]["expression"] == ["_total"]
+    bad_cursor = api.get("/fhir/Task?_cursor=not%20an%20id", headers=api.read)
+    assert bad_cursor.status_code == 400 and bad_cursor.json["issue"][0]["expression"] == ["_cursor"]
+
+
+def test_fhir_search_combining_parameters_and_values(api):
+    for vendor in ("dips", "esp"):
+        api.post(f"/ingest/{vendor}", json=api.examples[vendor], headers=api.write)
+    process(api)
+    tasks = [e["resource"] for e in api.get("/fhir/Task?_count=500", headers=api.read).json["entry"]]
+
+    def code(task: dict, field: str) -> str | None:  # a milestone without a deadline has no businessStatus
+        return task[field]["coding"][0]["code"] if field in task else None
+
+    open_late = sorted(t["id"] for t in tasks if t["status"] == "requested"
+                       and code(t, "businessStatus") in ("overdue", "due-soon"))
+    assert open_late  # the examples have some
+    for query in ("status=requested&business-status=overdue,due-soon",
+                  "business-status=due-soon,overdue&status=requested&_count=1"):
+        ids, _ = _follow(api, f"/fhir/Task?{query}")
+        assert ids == open_late, query
+    evaluations = sorted(t["id"] for t in tasks if code(t, "code") == "evaluation" and t["status"] == "requested")
+    ids, _ = _follow(api, "/fhir/Task?code=evaluation&status=requested&status=requested,cancelled&_count=2")
+    assert ids == evaluations
+
+
 def test_health_and_readiness(api, store):
     assert api.get("/healthz").json == {"status": "alive"}
     assert api.get("/readyz").status_code == 200

@@ -58,7 +58,8 @@ def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
     chained = set(CHAINED.values())
     supported = {
-        rtype: (set(params) - chained) | {"_count", "_offset"} for rtype, params in SEARCH_PARAMS.items()
+        rtype: (set(params) - chained) | {"_count", "_offset", "_cursor", "_total"}
+        for rtype, params in SEARCH_PARAMS.items()
     }
     assert declared == supported
     episode = next(r for r in rest["resource"] if r["type"] == "EpisodeOfCare")
@@ -110,7 +111,7 @@ def test_served_metadata_is_valid_and_every_declared_parameter_is_accepted(clien
     assert response.status_code == 200
     cs = response.get_json()
     CapabilityStatement.model_validate(cs)
-    probe = {"_count": "5", "_offset": "0"}
+    probe = {"_count": "5", "_offset": "0", "_total": "accurate"}
     for resource in cs["rest"][0]["resource"]:
         for param in resource["searchParam"]:
             value = probe.get(param["name"], "x")

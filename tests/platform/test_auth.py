@@ -69,3 +69,48 @@ def test_hs256_token_is_refused(settings):
     )
     with pytest.raises(AuthError):
         TokenVerifier(settings).require(f"Bearer {token}", SCOPE_READ)
+
+
+def test_a_remembered_token_still_expires_and_is_checked_again_after_a_minute(settings, monkeypatch):
+    """Verified tokens are remembered by their text, but expiry is checked on every request."""
+    from forlop import auth
+
+    clock = [time.time()]
+    verifier = TokenVerifier(settings, now=lambda: clock[0])
+    token = mint_dev_token(settings, [SCOPE_READ], ttl_s=120)
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **kw: decoded.append(1) or real_decode(*a, **kw))
+
+    assert verifier.require(f"Bearer {token}", SCOPE_READ).scopes == {SCOPE_READ}
+    assert verifier.require(f"Bearer {token}", SCOPE_READ).scopes == {SCOPE_READ}
+    assert len(decoded) == 1  # the second request was answered from memory
+    with pytest.raises(AuthError) as exc:  # remembered, but a scope it lacks is still refused
+        verifier.require(f"Bearer {token}", SCOPE_WRITE_EVENTS)
+    assert exc.value.status == 403
+
+    clock[0] += auth.VERIFIED_MAX_AGE_S + 1  # older than the memory keeps: verified again
+    verifier.require(f"Bearer {token}", SCOPE_READ)
+    assert len(decoded) == 2
+
+    clock[0] = time.time()
+    soon = mint_dev_token(settings, [SCOPE_READ], ttl_s=120, now=clock[0] - 100)  # valid 20 s more (+ leeway)
+    verifier.require(f"Bearer {soon}", SCOPE_READ)
+    clock[0] += 20 + auth.LEEWAY_S  # past exp (+ leeway), within the minute of its check
+    with pytest.raises(AuthError) as exc:
+        verifier.require(f"Bearer {soon}", SCOPE_READ)
+    assert exc.value.status == 401 and "expired" in str(exc.value) and len(decoded) == 3
+
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")  # another text: checked, refused
+    with pytest.raises(AuthError):
+        verifier.require(f"Bearer {tampered}", SCOPE_READ)
+
+
+def test_remembered_tokens_are_bounded(settings, monkeypatch):
+    from forlop import auth
+
+    monkeypatch.setattr(auth, "VERIFIED_MAX_TOKENS", 3)
+    verifier = TokenVerifier(settings)
+    for _ in range(5):
+        verifier.require(f"Bearer {mint_dev_token(settings, [SCOPE_READ])}", SCOPE_READ)
+    assert len(verifier._verified) == 3

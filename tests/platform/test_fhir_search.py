@@ -1,0 +1,199 @@
+"""FHIR search over the index table: the same matches as a plain filter, page by page, on both stores.
+
+A page is read through the covering index (resource_type, param, value, id) without counting
+every match; these tests pin what a search returns (AND across parameters, OR across values,
+ordered by id), the paging (offset and keyset), and when the total is known.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import delete, inspect, text
+
+from forlop.storage import Store, migrations, schema
+from services.pathway import fhir_store
+
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+PATHWAY_TYPE = "urn:oid:2.16.578.1.12.4.1.1.9321"
+DEADLINE = "https://forlop.no/fhir/CodeSystem/deadline-status"
+FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
+
+
+def _patient(n: int) -> dict:
+    return {"resourceType": "Patient", "id": f"p{n}", "identifier": [{"system": FNR, "value": f"{n:011d}"}]}
+
+
+def _episode(i: int, rng: random.Random) -> dict:
+    return {
+        "resourceType": "EpisodeOfCare",
+        "id": f"e{i:03d}",
+        "identifier": [{"system": "https://forlop.no/fhir/sid/pathway/dips", "value": f"PPR-{i}"}],
+        "status": rng.choice(["waitlist", "active", "active", "active", "finished"]),
+        "type": [{"coding": [{"system": PATHWAY_TYPE, "code": rng.choice(["D11", "D11", "D12", "D01"])}]}],
+        "patient": {"reference": f"Patient/p{i % 7}"},
+        "managingOrganization": {"reference": f"Organization/o{rng.randrange(4)}"},
+    }
+
+
+def _task(episode: dict, milestone: str, rng: random.Random) -> dict:
+    return {
+        "resourceType": "Task",
+        "id": f"t-{episode['id']}-{milestone}",
+        "status": rng.choice(["requested", "completed"]),
+        "focus": {"reference": f"EpisodeOfCare/{episode['id']}"},
+        "for": episode["patient"],
+        "code": {"coding": [{"system": "https://forlop.no/fhir/CodeSystem/milestone", "code": milestone}]},
+        "businessStatus": {
+            "coding": [{"system": DEADLINE, "code": rng.choice(["pending", "due-soon", "overdue", "met", "late"])}]
+        },
+        "owner": episode["managingOrganization"],
+    }
+
+
+@pytest.fixture
+def stocked(store: Store) -> tuple[Store, list[dict]]:
+    """150 episodes with 3 Tasks each, over 7 patients and 4 units, in random order of id."""
+    rng = random.Random(7)
+    patients = [_patient(n) for n in range(7)]
+    everything: list[dict] = list(patients)
+    batch = []
+    for i in rng.sample(range(150), 150):
+        episode = _episode(i, rng)
+        tasks = [_task(episode, m, rng) for m in ("first-attendance", "decision-basic", "evaluation")]
+        patient = patients[i % 7]
+        batch.append((f"dips:P{i}", [patient, episode, *tasks]))
+        everything += [episode, *tasks]
+    with store.transaction() as conn:
+        fhir_store.upsert_many(conn, batch, NOW)
+    return store, everything
+
+
+def _expected(everything: list[dict], rtype: str, criteria: list[tuple[str, list[str]]]) -> list[str]:
+    """The matches by a plain filter over each resource's index values: AND across, OR within."""
+    patients = {f"Patient/{r['id']}": r for r in everything if r["resourceType"] == "Patient"}
+    out = []
+    for res in everything:
+        if res["resourceType"] != rtype:
+            continue
+        pairs = set(fhir_store.index_values(res, patients))
+        if all(any((param, v) in pairs for v in values) for param, values in criteria):
+            out.append(res["id"])
+    return sorted(set(out))
+
+
+SEARCHES: list[tuple[str, list[tuple[str, list[str]]]]] = [
+    ("EpisodeOfCare", []),
+    ("EpisodeOfCare", [("status", ["active"])]),
+    ("EpisodeOfCare", [("status", ["waitlist", "finished"])]),
+    ("EpisodeOfCare", [("type", ["D11"]), ("status", ["waitlist"])]),
+    ("EpisodeOfCare", [("status", ["finished"]), ("type", ["D01", f"{PATHWAY_TYPE}|D01", "D12"])]),
+    ("EpisodeOfCare", [("organization", ["Organization/o1", "o2"]), ("status", ["active"]), ("type", ["D11"])]),
+    ("EpisodeOfCare", [("patient.identifier", [f"{FNR}|{3:011d}"])]),
+    ("EpisodeOfCare", [("identifier", ["PPR-42"]), ("status", ["active", "waitlist", "finished"])]),
+    ("EpisodeOfCare", [("status", ["active"]), ("status", ["finished"])]),  # the same parameter twice: AND
+    ("EpisodeOfCare", [("status", ["no-such-status"])]),
+    ("Task", [("business-status", ["overdue"])]),
+    ("Task", [("business-status", ["overdue", f"{DEADLINE}|overdue", "due-soon"]), ("status", ["requested"])]),
+    ("Task", [("code", ["evaluation"]), ("owner", ["o3"]), ("business-status", ["met", "late"])]),
+    ("Task", [("focus", ["EpisodeOfCare/e007"])]),
+    ("Task", [("patient", ["Patient/p2"]), ("status", ["completed"])]),
+    # more values than are merged as ranges: one scan, a sort
+    ("Task", [("focus", [f"EpisodeOfCare/e{i:03d}" for i in range(0, 150, 3)]), ("status", ["requested"])]),
+]
+
+
+@pytest.mark.parametrize(("rtype", "criteria"), SEARCHES, ids=[f"{r}:{c}" for r, c in SEARCHES])
+def test_pages_hold_exactly_the_matches_of_a_plain_filter(stocked, rtype, criteria) -> None:
+    store, everything = stocked
+    expected = _expected(everything, rtype, criteria)
+    with store.read() as conn:
+        total, first = fhir_store.search(conn, rtype, criteria, 10, 0)  # the counted form
+        assert total == len(expected) and [r.resource["id"] for r in first] == expected[:10]
+
+        # keyset: each page starts after the last id of the one before
+        seen: list[str] = []
+        after = None
+        while True:
+            page = fhir_store.search_page(conn, rtype, criteria, 7, after=after)
+            ids = [r.resource["id"] for r in page.resources]
+            seen += ids
+            assert page.more == (len(seen) < len(expected))
+            # the total is known without counting only on a last page reached from the first match
+            assert page.total == (len(expected) if after is None and not page.more else None)
+            if not page.more:
+                break
+            after = ids[-1]
+        assert seen == expected
+
+        # offset paging and the counted total agree with it
+        for offset in (0, 5, len(expected) - 1, len(expected), len(expected) + 3):
+            page = fhir_store.search_page(conn, rtype, criteria, 5, max(0, offset), count_total=True)
+            assert [r.resource["id"] for r in page.resources] == expected[max(0, offset) : max(0, offset) + 5]
+            assert page.total == len(expected) and page.more == (max(0, offset) + 5 < len(expected))
+        counted = fhir_store.search_page(conn, rtype, criteria, 0)
+        assert (counted.resources, counted.more, counted.total) == ([], False, len(expected))
+
+
+def test_a_parameter_without_values_matches_nothing(stocked) -> None:
+    store, _ = stocked
+    with store.read() as conn:
+        page = fhir_store.search_page(conn, "EpisodeOfCare", [("status", [])], 10)
+    assert (page.resources, page.more, page.total) == ([], False, 0)
+
+
+def test_keyset_pages_neither_skip_nor_repeat_when_earlier_matches_leave(stocked) -> None:
+    """Offset paging would skip a match when one before the page boundary leaves; a cursor does not."""
+    store, everything = stocked
+    criteria = [("status", ["active"])]
+    expected = _expected(everything, "EpisodeOfCare", criteria)
+    with store.read() as conn:
+        first = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
+    cursor = first.resources[-1].resource["id"]
+    gone = [first.resources[0].resource["id"], first.resources[3].resource["id"]]
+    with store.transaction() as conn:  # two matches of page one finish
+        for eid in gone:
+            res = next(r for r in everything if r["id"] == eid)
+            fhir_store.upsert_resources(conn, [dict(res, status="finished")], None, NOW)
+    with store.read() as conn:
+        second = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10, after=cursor)
+        by_offset = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10, 10)
+    assert [r.resource["id"] for r in second.resources] == expected[10:20]
+    assert [r.resource["id"] for r in by_offset.resources] == expected[12:22]  # what offset paging would give
+
+
+def test_search_reads_the_covering_index_in_id_order(stocked) -> None:
+    store, _ = stocked
+    if store.dialect != "sqlite":
+        pytest.skip("the plan text is SQLite's; PostgreSQL plans by its statistics")
+    for shape in ((("status", 1),), (("type", 1), ("status", 1)), (("code", 1), ("business-status", 2)),
+                  (("business-status", 2), ("code", 1))):
+        ids = fhir_store._matching_ids("Task", shape, True, "sqlite")
+        values = {f"v{i}_{j}": "x" for i, (_, n) in enumerate(shape) for j in range(n)}
+        stmt = ids.order_by(ids.selected_columns.id).limit(21).params(**values, after="a")
+        sql = stmt.compile(store.engine, compile_kwargs={"literal_binds": True})
+        with store.read() as conn:
+            plan = " / ".join(row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+        # the ids come in order from the index: no sort of all matches, no scan
+        assert "COVERING INDEX ix_fhir_search_match" in plan and "TEMP B-TREE" not in plan, (shape, plan)
+        assert "SCAN" not in plan.replace("SCAN (subquery", ""), (shape, plan)
+
+
+def test_migration_4_swaps_the_search_and_worklist_indexes_on_an_existing_database(store: Store) -> None:
+    def indexes() -> set[str]:
+        with store.read() as conn:
+            return {i["name"] for t in ("fhir_search_index", "pathways") for i in inspect(conn).get_indexes(t)}
+
+    new, old = {"ix_fhir_search_match", "ix_pathways_unit_status"}, {"ix_fhir_search", "ix_pathways_unit_her_id"}
+    assert new <= indexes() and not old & indexes()
+    with store.transaction() as conn:  # a database migrated before step 4 existed
+        conn.execute(text("DROP INDEX ix_fhir_search_match"))
+        conn.execute(text("DROP INDEX ix_pathways_unit_status"))
+        conn.execute(text("CREATE INDEX ix_fhir_search ON fhir_search_index (resource_type, param, value)"))
+        conn.execute(text("CREATE INDEX ix_pathways_unit_her_id ON pathways (unit_her_id)"))
+        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version == 4))
+    assert store.migrate() == [4]
+    assert new <= indexes() and not old & indexes()
+    assert migrations.latest_version() >= 4
