@@ -61,6 +61,7 @@ class Progress:
         self.out = out
         self.tty = out.isatty()
         self.last = 0.0
+        self.shown = ""
 
     def show(self, done: int, text: str, final: bool = False) -> None:
         now = time.monotonic()
@@ -70,6 +71,9 @@ class Progress:
         share = min(1.0, done / self.total)
         bar = "#" * int(share * 30)
         line = f"[{bar:<30}] {share:6.1%} {text}"
+        if line == self.shown and not self.tty:
+            return  # a log file gets the final line once
+        self.shown = line
         self.out.write(("\r" if self.tty else "") + line + ("\n" if final or not self.tty else ""))
         self.out.flush()
 
