@@ -55,9 +55,15 @@ class HttpServer:
         from waitress import wasyncore
 
         mapping = self._server._map
+        pulled = False
         if self._running.is_set() and not self._stopped.is_set():
             # The sockets belong to the I/O thread: it closes them itself, which ends its loop.
-            self._server.trigger.pull_trigger(lambda: wasyncore.close_all(mapping))
+            try:
+                self._server.trigger.pull_trigger(lambda: wasyncore.close_all(mapping))
+                pulled = True
+            except OSError:
+                pass  # the loop is ending already (its trigger is closed): close what is left here
+        if pulled:
             self._stopped.wait(timeout)
         else:
             wasyncore.close_all(mapping)
