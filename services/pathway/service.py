@@ -113,17 +113,14 @@ def handle_events(
 
 
 def _queue(conn: Connection, keys: Sequence[str], now: datetime) -> None:
+    """Queue pathways for one derivation; one already queued (by this or a concurrent replay) stays."""
     q = schema.pathway_refresh_queue
-    queued = set()
-    for i in range(0, len(keys), 500):
-        queued.update(conn.execute(select(q.c.pathway_key).where(q.c.pathway_key.in_(keys[i : i + 500]))).scalars())
-    if fresh := [{"pathway_key": k, "queued_at": now} for k in keys if k not in queued]:
-        if conn.dialect.name == "postgresql":  # a concurrent replay may queue the same pathway
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            conn.execute(pg_insert(q).on_conflict_do_nothing(index_elements=["pathway_key"]), fresh)
-        else:
-            conn.execute(insert(q), fresh)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    conn.execute(dialect_insert(q).on_conflict_do_nothing(index_elements=["pathway_key"]),
+                 [{"pathway_key": k, "queued_at": now} for k in keys])
 
 
 def refresh_queued(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 2000) -> PathwayResult:
@@ -173,9 +170,12 @@ def refresh(
         )
         if changed:
             result.status_changes += 1
-            writes.status_changed.append(_status_changed_record(status, status_dict, history, now, deps.topics))
+            events = [ev.to_dict() for ev in sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))]
+            correlation = max(history, key=lambda ev: ev.recorded_at).event_id
+            writes.status_changed.append(_status_changed_record(status_dict, history[-1].patient.national_id,
+                                                                correlation, now, deps.topics, events))
         latest = _latest(history)
-        _collect_alerts(writes, deadline_transitions(prev_status, status), status, latest.unit.her_id,
+        _collect_alerts(writes, deadline_transitions(prev_status, status_dict), status_dict, latest.unit.her_id,
                         latest.patient.national_id, now)
     upsert_many(conn, writes.resources, now)
     if writes.inserts:
@@ -222,8 +222,7 @@ def _save(
         "consent_municipality": bool(facts["consentMunicipality"]),
         "episode_status": status.episode_status.value,
         "start_date": status.start_date,
-        "next_check_on": next_check_on(status_dict),
-        "overdue_milestones": sum(1 for m in status.milestones if m.deadline_status is DeadlineStatus.OVERDUE),
+        **clock_columns(status_dict),
         "status": status_dict,
         "patient": facts,
         "history_hash": history_hash,
@@ -260,6 +259,15 @@ def patient_facts(history: Sequence[PathwayEvent]) -> dict[str, Any]:
         "referrer": {"hpr": referrer.hpr, "herId": referrer.her_id} if referrer else None,
         "consentMunicipality": consent,
         "lastEvent": {"kind": latest.kind.value, "code": latest.code, "on": latest.occurred_on.isoformat()},
+    }
+
+
+def clock_columns(status: dict[str, Any]) -> dict[str, Any]:
+    """The pathway row's columns the scanner reads, from the status as stored."""
+    return {
+        "next_check_on": next_check_on(status),
+        "overdue_milestones": sum(1 for m in status["milestones"]
+                                  if m["deadline_status"] == DeadlineStatus.OVERDUE.value),
     }
 
 
@@ -331,16 +339,16 @@ def _store_advanced(
         updates.append({
             "k_pathway_key": key,
             "status": status,
-            "next_check_on": next_check_on(status),
-            "overdue_milestones": sum(1 for m in status["milestones"]
-                                      if m["deadline_status"] == DeadlineStatus.OVERDUE.value),
+            **clock_columns(status),
             "derived_at": now,
             "updated_at": now,
         })
         result.refreshed.append(key)
         if _comparable(previous) != _comparable(status):
             result.status_changes += 1
-            writes.status_changed.append(_clock_changed_record(key, status, row.national_id, now, deps.topics))
+            # a change of the clock alone: no events (messaging owes nothing new)
+            writes.status_changed.append(_status_changed_record(
+                status, row.national_id, f"{key}|clock|{now.isoformat()}", now, deps.topics, None))
         _collect_alerts(writes, deadline_transitions(previous, status), status, row.unit_her_id, row.national_id,
                         now)
     if retime:
@@ -357,44 +365,28 @@ def _store_advanced(
     result.alerts += _store_alerts(conn, writes.alerts, now, deps.topics)
 
 
-def _clock_changed_record(
-    key: str, status: dict[str, Any], record_key: str, now: datetime, topics: Topics
+def _status_changed_record(
+    status: dict[str, Any], record_key: str, correlation_id: str, now: datetime, topics: Topics,
+    events: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    """A status-changed record for a change of the clock alone: no events (messaging owes nothing new)."""
-    payload = {
-        "pathway_key": key,
+    """A pathway.status-changed record: the status and the history in the order it happened, or,
+    for a change of the clock alone, no events and `"cause": "clock"`."""
+    payload: dict[str, Any] = {
+        "pathway_key": status["pathway_key"],
         "pathway_id": status["pathway_id"],
         "source": status["source"],
         "status": status,
-        "cause": "clock",
-        "changed_at": now.isoformat(),
     }
+    if events is None:
+        payload["cause"] = "clock"
+    else:
+        payload["events"] = events
+    payload["changed_at"] = now.isoformat()
     return {
         "topic": topics.status_changed,
         "record_key": record_key,
         "value": json_text(payload),
-        "headers": {"correlation-id": f"{key}|clock|{now.isoformat()}"},
-        "created_at": now,
-    }
-
-
-def _status_changed_record(
-    status: PathwayStatus, status_dict: dict[str, Any], history: list[PathwayEvent], now: datetime, topics: Topics
-) -> dict[str, Any]:
-    latest = history[-1]
-    payload = {
-        "pathway_key": status.pathway_key,
-        "pathway_id": status.pathway_id,
-        "source": status.source,
-        "status": status_dict,
-        "events": [ev.to_dict() for ev in sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))],
-        "changed_at": now.isoformat(),
-    }
-    return {
-        "topic": topics.status_changed,
-        "record_key": latest.patient.national_id,
-        "value": json_text(payload),
-        "headers": {"correlation-id": max(history, key=lambda ev: ev.recorded_at).event_id},
+        "headers": {"correlation-id": correlation_id},
         "created_at": now,
     }
 
@@ -402,7 +394,7 @@ def _status_changed_record(
 def _collect_alerts(
     writes: _Writes,
     transitions: list[Transition],
-    status: PathwayStatus | dict[str, Any],
+    status: dict[str, Any],
     unit_her_id: str,
     national_id: str,
     now: datetime,
@@ -411,10 +403,7 @@ def _collect_alerts(
     for t in transitions:
         if t.to_status not in ALERTING:
             continue
-        if isinstance(status, PathwayStatus):
-            key, pathway_id, pathway_type = status.pathway_key, status.pathway_id, status.pathway_type
-        else:
-            key, pathway_id, pathway_type = status["pathway_key"], status["pathway_id"], status["pathway_type"]
+        key, pathway_id, pathway_type = status["pathway_key"], status["pathway_id"], status["pathway_type"]
         alert_key = f"{key}|{t.milestone_key}|{t.deadline}|{t.to_status}"
         alert = {
             "alertKey": alert_key,

@@ -42,15 +42,7 @@ def deadline_transitions(previous: dict[str, Any] | None, status: PathwayStatus 
     for m in (previous or {}).get("milestones", []):
         before[m["key"]] = m.get("deadline_status")
     out = []
-    if isinstance(status, PathwayStatus):
-        for m in status.milestones:
-            if m.deadline_status is None or before.get(m.key) == m.deadline_status.value:
-                continue
-            old = before.get(m.key)
-            out.append(Transition(m.key, DeadlineStatus(old) if old else None, m.deadline_status, m.deadline,
-                                  m.adjusted_deadline))
-        return out
-    for d in status["milestones"]:
+    for d in (status.to_dict() if isinstance(status, PathwayStatus) else status)["milestones"]:
         new, old = d.get("deadline_status"), before.get(d["key"])
         if new is None or old == new:
             continue
