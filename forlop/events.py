@@ -100,6 +100,10 @@ class PathwayEvent:
     stay_id: str | None = None  # the inpatient stay (opphold) an admission event belongs to
     consent_municipality: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The dict `from_dict` read this event from, when it had every field: `to_dict` gives it back
+    # instead of building it again (events go dict -> event -> dict on every hop: ~7 % of a replay).
+    # Not an init field, so `with_`/`replace` never carries it over to a changed event.
+    _as_dict: dict[str, Any] | None = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     @property
     def pathway_key(self) -> str:
@@ -107,7 +111,8 @@ class PathwayEvent:
         return pathway_key(self.source, self.pathway_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return plain(self)
+        """JSON-ready values; shared with `from_dict`'s input when read from one, so never mutate it."""
+        return self._as_dict if self._as_dict is not None else plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PathwayEvent:
@@ -133,11 +138,18 @@ class PathwayEvent:
             a["new_time"] = datetime.fromisoformat(a["new_time"]) if a.get("new_time") else None
             a["change"] = AppointmentChange(a["change"])
             d["appointment"] = Appointment(**a)
+        complete = len(d) == _EVENT_FIELDS
         d.setdefault("extra", {})
-        return cls(**d)
+        event = cls(**d)
+        if complete:
+            object.__setattr__(event, "_as_dict", data)
+        return event
 
     def with_(self, **changes: Any) -> PathwayEvent:
         return replace(self, **changes)
+
+
+_EVENT_FIELDS = sum(1 for f in fields(PathwayEvent) if f.init)
 
 
 def pathway_key(source: str, pathway_id: str) -> str:
@@ -151,7 +163,9 @@ def plain(value: Any) -> Any:
         return value
     names = _FIELD_NAMES.get(kind, _UNKNOWN)
     if names is _UNKNOWN:
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind)) if is_dataclass(kind) else None
+        names = _FIELD_NAMES[kind] = (
+            tuple(f.name for f in fields(kind) if not f.name.startswith("_")) if is_dataclass(kind) else None
+        )
     if names is not None:
         return {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, dict):

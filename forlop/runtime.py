@@ -89,17 +89,30 @@ class Runtime:
         return build_messaging(self.settings, self.store, self.clock)
 
     def messaging_handler(self) -> TxHandler:
-        from services.messaging.handler import handle_apprec, handle_status_changed
+        from services.messaging.handler import handle_apprec, handle_status_changes
 
         topics = self.settings.topics
 
         def handle(conn: Connection, records: Sequence[Record]) -> None:
+            # In order; a run of status changes between AppRecs is handled as one batch.
+            run: list[dict[str, Any]] = []
+            correlations: dict[int, str | None] = {}
+
+            def flush() -> None:
+                handle_status_changes(conn, run, self.clock(), self.messaging.deps,
+                                      on_each=lambda p: correlation_id.set(correlations[id(p)]))
+                run.clear()
+
             for r in records:
-                correlation_id.set(r.headers.get("correlation-id"))
                 if r.topic == topics.apprec:
+                    flush()
+                    correlation_id.set(r.headers.get("correlation-id"))
                     handle_apprec(conn, r.value, self.clock(), self.messaging.deps)
                 else:
-                    handle_status_changed(conn, orjson.loads(r.value), self.clock(), self.messaging.deps)
+                    payload = orjson.loads(r.value)
+                    correlations[id(payload)] = r.headers.get("correlation-id")
+                    run.append(payload)
+            flush()
 
         return handle
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import uuid
+from functools import lru_cache
 
 FHIR_BASE = "https://forlop.no/fhir"
 """The canonical base of every conformance resource and identifier system forlop publishes."""
@@ -73,7 +75,19 @@ def resource_id(kind: str, *parts: str) -> str:
     """
     if not parts:
         raise ValueError("resource_id needs at least one part")
-    return str(uuid.uuid5(NAMESPACE, json.dumps([kind, *map(str, parts)], ensure_ascii=False)))
+    return _resource_id((kind, *map(str, parts)))
+
+
+@lru_cache(maxsize=65536)  # Patient, Organization and Practitioner ids recur pathway after pathway
+def _resource_id(items: tuple[str, ...]) -> str:
+    if all(_NOTHING_TO_ESCAPE.match(item) for item in items):
+        text = '["' + '", "'.join(items) + '"]'  # what json.dumps gives for these, without its encoder
+    else:
+        text = json.dumps(list(items), ensure_ascii=False)
+    return str(uuid.uuid5(NAMESPACE, text))
+
+
+_NOTHING_TO_ESCAPE = re.compile(r'[^"\\\x00-\x1f]*\Z')
 
 
 def episode_id(pathway_key: str) -> str:

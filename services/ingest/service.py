@@ -19,7 +19,7 @@ from forlop import metrics
 from forlop.config import Topics
 from forlop.events import PathwayEvent
 from forlop.logging import ctx
-from forlop.storage import schema
+from forlop.storage import json_text, schema
 from services.ingest.normalise import RejectedEvent, parse_vendor_event
 from services.ingest.validation import Problem
 
@@ -66,7 +66,7 @@ def canonical_event_record(event: PathwayEvent, topics: Topics) -> dict:
     return {
         "topic": topics.events,
         "record_key": event.patient.national_id,  # partition by patient: per-patient order
-        "value": json.dumps(event.to_dict(), ensure_ascii=False),
+        "value": json_text(event.to_dict()),
         "headers": {"correlation-id": event.event_id, "source": event.source.value},
     }
 

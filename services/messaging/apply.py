@@ -53,20 +53,23 @@ def _finish(conn: Connection, row: dict[str, Any], status: str, reason: str | No
 
 
 def apply_changes(
-    conn: Connection, changes: list[Change], pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps
+    conn: Connection, changes: list[Change], pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
+    inserts: list[dict[str, Any]] | None = None,
 ) -> None:
+    """Apply the changes; new rows go to `inserts` for the caller to write in one go, if given."""
     for change in changes:
         if isinstance(change, Insert):
-            _insert(conn, change, pathway_key, pathway_id, now, deps)
+            _insert(conn, change, pathway_key, pathway_id, now, deps, inserts)
         elif isinstance(change, Transition):
             _transition(conn, change, now, deps)
         elif isinstance(change, Correct):
-            _correct(conn, change, now, deps)
+            _correct(conn, change, now, deps, inserts)
         elif isinstance(change, Flag):
             _flag(conn, change, now, deps)
 
 
-def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps) -> None:
+def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
+            inserts: list[dict[str, Any]] | None) -> None:
     o = c.owed
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": o.dedupe_key, "pathway_key": pathway_key, "pathway_id": pathway_id,
@@ -77,8 +80,15 @@ def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now:
     }
     if c.status is MessageStatus.QUEUED:
         row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
-    repository.insert_message(conn, **row)
+    _write_new(conn, row, inserts)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
+
+
+def _write_new(conn: Connection, row: dict[str, Any], inserts: list[dict[str, Any]] | None) -> None:
+    if inserts is None:
+        repository.insert_message(conn, **row)
+    else:
+        inserts.append(row)
 
 
 def _transition(conn: Connection, c: Transition, now: datetime, deps: MessagingDeps) -> None:
@@ -97,7 +107,8 @@ def _transition(conn: Connection, c: Transition, now: datetime, deps: MessagingD
     _finish(conn, {**row, **values}, values["status"], values["status_reason"], now, deps)
 
 
-def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps) -> None:
+def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps,
+             inserts: list[dict[str, Any]] | None) -> None:
     o = c.original
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": c.dedupe_key, "pathway_key": o["pathway_key"],
@@ -108,7 +119,7 @@ def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps) -
         "conversation_ref": o["id"], "corrects": o["id"],
     }
     row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
-    repository.insert_message(conn, **row)
+    _write_new(conn, row, inserts)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +14,9 @@ from forlop.logging import ctx
 from services.messaging import repository
 from services.messaging.apply import apply_changes, release_held
 from services.messaging.deps import MessagingDeps
+from services.messaging.domain.model import MessageStatus
 from services.messaging.domain.owed import owed_messages, withdrawn_registrations
-from services.messaging.domain.plan import reconcile
+from services.messaging.domain.plan import Insert, reconcile
 from services.messaging.receipts import apply_apprec
 
 log = logging.getLogger(__name__)
@@ -22,22 +24,60 @@ log = logging.getLogger(__name__)
 
 def handle_status_changed(conn: Connection, payload: dict[str, Any], now: datetime, deps: MessagingDeps) -> None:
     """Bring the pathway's messages in line with its full current history. Idempotent for redeliveries."""
-    events = [PathwayEvent.from_dict(e) for e in payload.get("events") or []]
-    if not events:
-        return  # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
-    pathway_key = payload.get("pathway_key") or events[0].pathway_key
-    pathway_id = payload.get("pathway_id") or events[0].pathway_id
-    status = payload.get("status") if isinstance(payload.get("status"), dict) else None
-    owed = owed_messages(events, status, deps.municipal, deps.gps)
-    rows = repository.rows_for_pathway(conn, pathway_key)
-    changes = reconcile(owed, rows, withdrawn_registrations(events))
-    apply_changes(conn, changes, pathway_key, pathway_id, now, deps)
-    # Held rows the reconciliation did not touch (e.g. PLO schema now present) get another chance.
-    held = repository.held_ids_for_pathway(conn, pathway_key)
-    if held:
-        release_held(conn, now, deps, held)
-    if changes:
-        log.info("messages reconciled", extra=ctx(pathway=pathway_key, changes=len(changes)))
+    handle_status_changes(conn, [payload], now, deps)
+
+
+def handle_status_changes(
+    conn: Connection, payloads: Sequence[dict[str, Any]], now: datetime, deps: MessagingDeps,
+    on_each: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """`handle_status_changed` for each payload in order, with one query for the pathways' stored
+    messages and one executemany for the new ones (per message it was ~10 % of a replay).
+
+    New rows wait in `inserts` until the batch ends, unless the same pathway comes again or a
+    held message may need another look (both read the table).
+    """
+    changed = [(p, [PathwayEvent.from_dict(e) for e in p.get("events") or []]) for p in payloads]
+    # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
+    changed = [(p, events) for p, events in changed if events]
+    if not changed:
+        return
+    stored = repository.rows_for_pathways(conn, {p.get("pathway_key") or ev[0].pathway_key for p, ev in changed})
+    inserts: list[dict[str, Any]] = []
+    pending: set[str] = set()
+    for payload, events in changed:
+        if on_each is not None:
+            on_each(payload)
+        pathway_key = payload.get("pathway_key") or events[0].pathway_key
+        pathway_id = payload.get("pathway_id") or events[0].pathway_id
+        if pathway_key in pending:  # its rows of this batch must be read back as stored
+            _flush(conn, inserts, pending)
+            stored[pathway_key] = repository.rows_for_pathway(conn, pathway_key)
+        status = payload.get("status") if isinstance(payload.get("status"), dict) else None
+        owed = owed_messages(events, status, deps.municipal, deps.gps)
+        rows = stored.get(pathway_key, [])
+        changes = reconcile(owed, rows, withdrawn_registrations(events))
+        first_new = len(inserts)
+        apply_changes(conn, changes, pathway_key, pathway_id, now, deps, inserts)
+        if len(inserts) > first_new:
+            pending.add(pathway_key)
+        # Held rows the reconciliation did not touch (e.g. PLO schema now present) get another chance.
+        if any(r["status"] == MessageStatus.HELD for r in (*rows, *inserts[first_new:])) or any(
+            not isinstance(c, Insert) for c in changes
+        ):
+            _flush(conn, inserts, pending)
+            held = repository.held_ids_for_pathway(conn, pathway_key)
+            if held:
+                release_held(conn, now, deps, held)
+        if changes:
+            log.info("messages reconciled", extra=ctx(pathway=pathway_key, changes=len(changes)))
+    _flush(conn, inserts, pending)
+
+
+def _flush(conn: Connection, inserts: list[dict[str, Any]], pending: set[str]) -> None:
+    repository.insert_messages(conn, inserts)
+    inserts.clear()
+    pending.clear()
 
 
 def handle_apprec(conn: Connection, raw: bytes, now: datetime, deps: MessagingDeps) -> None:

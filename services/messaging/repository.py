@@ -21,6 +21,15 @@ def rows_for_pathway(conn: Connection, pathway_key: str) -> list[dict[str, Any]]
     return [_dict(x) for x in conn.execute(select(m).where(m.c.pathway_key == pathway_key))]
 
 
+def rows_for_pathways(conn: Connection, pathway_keys: set[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in pathway_keys}
+    keys = sorted(pathway_keys)
+    for i in range(0, len(keys), 500):
+        for x in conn.execute(select(m).where(m.c.pathway_key.in_(keys[i : i + 500]))):
+            out[x.pathway_key].append(_dict(x))
+    return out
+
+
 def held_ids_for_pathway(conn: Connection, pathway_key: str) -> list[str]:
     return list(conn.execute(select(m.c.id).where(m.c.pathway_key == pathway_key, m.c.status == "held")).scalars())
 
@@ -37,6 +46,11 @@ def get(conn: Connection, msg_id: str, *, lock: bool = False) -> dict[str, Any] 
 # statement per message was ~15 % of a replay.
 def insert_message(conn: Connection, **values: Any) -> None:
     conn.execute(insert(m), values)
+
+
+def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(m), rows)
 
 
 def update_message(conn: Connection, msg_id: str, **values: Any) -> None:

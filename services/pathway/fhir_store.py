@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 
-from forlop.storage import schema
+from forlop.storage import insert_rows, schema
 
 FNR_SYSTEMS = ("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")
 
@@ -181,7 +181,7 @@ def upsert_many(
     for key, (_, _, _, pairs) in latest.items():
         wanted = {(p, v[:300]) for p, v in pairs}
         have = indexed.get(key, set()) if key in stored else set()
-        index_rows += [{"resource_type": key[0], "id": key[1], "param": p, "value": v} for p, v in sorted(wanted - have)]
+        index_rows += [(key[0], key[1], p, v) for p, v in sorted(wanted - have)]
         gone += [{"k_type": key[0], "k_id": key[1], "k_param": p, "k_value": v} for p, v in sorted(have - wanted)]
     if updates:
         conn.execute(
@@ -201,8 +201,7 @@ def upsert_many(
         )
     if inserts:
         conn.execute(insert(r), inserts)
-    if index_rows:
-        conn.execute(insert(idx), index_rows)
+    insert_rows(conn, idx, index_rows)
     owners = {pk: {(res["resourceType"], res["id"]) for res in resources} for pk, resources in batch if pk}
     if owners:
         stale: list[tuple[str, str, str]] = []

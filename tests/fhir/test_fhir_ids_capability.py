@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forlop.fhir import ids
 from forlop.fhir.capability import capability_statement
@@ -34,6 +38,15 @@ def test_ids_are_legal_deterministic_and_distinct() -> None:
     assert ids.episode_id("dips:P-1") == made[0]
     assert ids.episode_id("esp:P-1") != made[0]
     assert ids.resource_id("Patient", "8100001") != ids.organization_id("8100001")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=4), st.lists(st.text(alphabet=st.sampled_from('aZ0|/:-"\\\n\x01\x1fæø\u2028\x7f {}'),
+                                            max_size=8), min_size=1, max_size=3))
+def test_resource_id_is_uuid5_of_the_json_of_its_parts(kind: str, parts: list[str]) -> None:
+    # the fast path (no JSON encoder for parts with nothing to escape) must keep every id ever minted
+    want = str(uuid.uuid5(ids.NAMESPACE, json.dumps([kind, *parts], ensure_ascii=False)))
+    assert ids.resource_id(kind, *parts) == want
 
 
 def test_identifier_systems() -> None:
