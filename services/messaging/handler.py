@@ -34,8 +34,8 @@ def handle_status_changes(
     """`handle_status_changed` for each payload in order, with one query for the pathways' stored
     messages and one executemany for the new ones (per message it was ~10 % of a replay).
 
-    New rows wait in `inserts` until the batch ends, unless the same pathway comes again or a
-    held message may need another look (both read the table).
+    New rows wait in `inserts` until the batch ends, unless a held message may need another look
+    or the same pathway comes again after a change (both read the table).
     """
     changed = [(p, [PathwayEvent.from_dict(e) for e in p.get("events") or []]) for p in payloads]
     # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
@@ -44,40 +44,38 @@ def handle_status_changes(
         return
     stored = repository.rows_for_pathways(conn, {p.get("pathway_key") or ev[0].pathway_key for p, ev in changed})
     inserts: list[dict[str, Any]] = []
-    pending: set[str] = set()
+    dirty: set[str] = set()  # pathways whose rows changed in this batch: `stored` is stale for them
     for payload, events in changed:
         if on_each is not None:
             on_each(payload)
         pathway_key = payload.get("pathway_key") or events[0].pathway_key
         pathway_id = payload.get("pathway_id") or events[0].pathway_id
-        if pathway_key in pending:  # its rows of this batch must be read back as stored
-            _flush(conn, inserts, pending)
+        if pathway_key in dirty:
+            repository.insert_messages(conn, inserts)
+            inserts.clear()
             stored[pathway_key] = repository.rows_for_pathway(conn, pathway_key)
+            dirty.discard(pathway_key)
         status = payload.get("status") if isinstance(payload.get("status"), dict) else None
         owed = owed_messages(events, status, deps.municipal, deps.gps)
         rows = stored.get(pathway_key, [])
         changes = reconcile(owed, rows, withdrawn_registrations(events))
         first_new = len(inserts)
         apply_changes(conn, changes, pathway_key, pathway_id, now, deps, inserts)
-        if len(inserts) > first_new:
-            pending.add(pathway_key)
+        if changes:
+            dirty.add(pathway_key)
         # Held rows the reconciliation did not touch (e.g. PLO schema now present) get another chance.
         if any(r["status"] == MessageStatus.HELD for r in (*rows, *inserts[first_new:])) or any(
             not isinstance(c, Insert) for c in changes
         ):
-            _flush(conn, inserts, pending)
+            repository.insert_messages(conn, inserts)
+            inserts.clear()
             held = repository.held_ids_for_pathway(conn, pathway_key)
             if held:
                 release_held(conn, now, deps, held)
+                dirty.add(pathway_key)
         if changes:
             log.info("messages reconciled", extra=ctx(pathway=pathway_key, changes=len(changes)))
-    _flush(conn, inserts, pending)
-
-
-def _flush(conn: Connection, inserts: list[dict[str, Any]], pending: set[str]) -> None:
     repository.insert_messages(conn, inserts)
-    inserts.clear()
-    pending.clear()
 
 
 def handle_apprec(conn: Connection, raw: bytes, now: datetime, deps: MessagingDeps) -> None:

@@ -53,3 +53,32 @@ def test_replay_in_any_order_and_redelivery_give_the_same_messages(store, deps, 
         keys.add(frozenset(current))
     assert len(keys) == 1
     assert len(next(iter(keys))) == 5
+
+
+def test_a_batch_of_status_changes_equals_one_transaction_each(store, deps, examples) -> None:
+    """Several changes of one pathway in one consumer batch (rows read once, inserts deferred) leave
+    what one transaction per change leaves, for every example stream delivered prefix by prefix."""
+    from sqlalchemy import delete
+
+    from forlop.storage import schema
+    from services.messaging.handler import handle_status_changes
+
+    def state(key: str) -> set:
+        with store.read() as conn:
+            return {(r["dedupe_key"], r["status"], r["status_reason"], r["corrects"] is not None)
+                    for r in repository.rows_for_pathway(conn, key)}
+
+    for by_pathway in examples.values():
+        for events in by_pathway.values():
+            key = events[0].pathway_key
+            shuffled = list(events)
+            random.Random(7).shuffle(shuffled)
+            prefixes = [payload(shuffled[:n]) for n in range(1, len(shuffled) + 1)] + [payload(shuffled)]
+            for p in prefixes:
+                with store.transaction() as conn:
+                    handle_status_changed(conn, p, NOW, deps)
+            one_each = state(key)
+            with store.transaction() as conn:
+                conn.execute(delete(schema.messages).where(schema.messages.c.pathway_key == key))
+                handle_status_changes(conn, prefixes, NOW, deps)
+            assert state(key) == one_each, key
