@@ -69,8 +69,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from forlop.serve import serve_forever
 
-    serve_forever(_runtime(settings, migrate=False), args.service)
-    return 0
+    return serve_forever(_runtime(settings, migrate=False), args.service)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,15 +11,18 @@ Kafka consumers and periodic workers, so `shutdown()` has to stop it cleanly fro
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
-# Worker threads per process. The work per request is CPU in Python (one GIL): more threads than
-# a few only add switching, while a request waiting on the database lets another run. The store's
-# connection pool holds at least this many (`forlop.runtime`), so no request opens a connection.
-HTTP_THREADS = 8
+# Worker threads per process (the API's: FORLOP_HTTP_THREADS, `Settings.http_threads`). The work per
+# request is CPU in Python (one GIL): more threads than a few only add switching and an unfair
+# hand-over of the GIL (the tail latency), while a request waiting on the database lets another run.
+# The store's connection pool holds at least this many, so no request opens a connection.
+HTTP_THREADS = 4
 
 # "Task queue depth is N" on every request that waits for a worker thread: with a fixed pool that
 # is how a burst is absorbed, not a fault (the latency histogram shows it), and under load it
@@ -27,18 +30,46 @@ HTTP_THREADS = 8
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+class _Channel(HTTPChannel):
+    """waitress's HTTP channel, less a busy loop of its I/O thread.
+
+    A task thread sends what the app writes itself (holding the channel's output lock, while the
+    bytes wait in the output buffer). Meanwhile waitress's `writable()` said yes, so the I/O thread
+    polled for POLLOUT, got it at once, found the lock taken and polled again: ~9 such passes per
+    request, each over every connection's readable()/writable() (the I/O loop was ~45 % of an API
+    process's GIL time under load; ~0.5 passes per request now). Here a channel whose task thread
+    holds the lock is not writable: what that thread leaves unsent is sent by the I/O thread after
+    the thread lets the lock go (the task's end always wakes the I/O thread, and so does a thread
+    that waits for the buffer to drain). Pinned to waitress 3.0.x (tests/platform/test_wsgi.py).
+    """
+
+    def writable(self) -> bool:
+        if self.will_close or self.close_when_flushed:
+            return True
+        if not self.total_outbufs_len:
+            return False
+        if self.requests:  # a task runs on this channel: is its thread sending right now?
+            if not self.outbuf_lock.acquire(False):
+                return False
+            self.outbuf_lock.release()
+        return True
+
+
 class HttpServer:
     """The same surface the services use of werkzeug's `BaseWSGIServer`: server_port, serve_forever, shutdown."""
 
-    def __init__(self, host: str, port: int, app: Any, threads: int = HTTP_THREADS) -> None:
+    def __init__(self, host: str, port: int, app: Any, threads: int = HTTP_THREADS,
+                 sock: socket.socket | None = None) -> None:
+        """`sock`: a socket bound already (`listen_socket`), which the server listens on instead of host:port."""
+        where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
         self._server = create_server(
             app,
-            host=host,
-            port=port,
+            **where,
             threads=threads,
             ident="forlop",
             asyncore_use_poll=True,  # select() stops at file descriptor 1024
         )
+        self._server.channel_class = _Channel
         self.server_port: int = self._server.effective_port
         self._running = threading.Event()
         self._stopped = threading.Event()
@@ -70,5 +101,31 @@ class HttpServer:
         self._server.task_dispatcher.shutdown(timeout=timeout)
 
 
-def make_http_server(host: str, port: int, app: Any, threads: int = HTTP_THREADS) -> HttpServer:
-    return HttpServer(host, port, app, threads)
+def make_http_server(host: str, port: int, app: Any, threads: int = HTTP_THREADS,
+                     sock: socket.socket | None = None) -> HttpServer:
+    return HttpServer(host, port, app, threads, sock)
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), not yet listening.
+
+    `reuse_port`: SO_REUSEPORT, so that several processes each bind and listen on the same port
+    and the kernel spreads the incoming connections over their sockets (by a hash of the
+    client's address and port). Every socket of the group needs it: a process that binds the
+    port without it is refused, as before.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # SO_REUSEPORT alone: SO_REUSEADDR as well would let a program bind the port (with SO_REUSEADDR)
+        # whenever no socket of the group listens, e.g. while its one worker is started again.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT if reuse_port else socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

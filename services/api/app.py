@@ -202,7 +202,10 @@ def create_app(deps: ApiDeps) -> Flask:
             links.append(
                 {"relation": "previous", "url": f"{base}?{urlencode(query + [('_offset', max(0, offset - count))])}"}
             )
-        host = request.host_url.rstrip("/") + "/fhir"
+        # The FHIR base is this URL less "/<type>" (what host_url + "/fhir" gives, without working the
+        # request's URL out a second time).
+        suffix = "/" + rtype
+        host = base[: -len(suffix)] if base.endswith("/fhir" + suffix) else request.host_url.rstrip("/") + "/fhir"
         bundle: dict[str, object] = {"resourceType": "Bundle", "type": "searchset"}
         if page.total is not None:  # counted (_total=accurate) or known from the page; else left out (R4 allows)
             bundle["total"] = page.total

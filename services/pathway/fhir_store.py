@@ -7,7 +7,7 @@ parameter value so a search is an indexed intersection on both SQLite and Postgr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     Integer,
     and_,
     bindparam,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     union,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from forlop.storage import insert_rows, schema
 
@@ -314,15 +316,98 @@ def search_page(
         params["after"] = after
     total = None
     if count_total or count == 0:
-        total = conn.execute(_count_statement(*shape), params).scalar_one()
+        total = _fetch(conn, _count_statement(*shape), params)[0][0]
     if count == 0:
         return SearchPage([], False, total)
-    rows = conn.execute(_page_statement(*shape), {**params, "lim": count + 1, "off": offset}).all()
+    rows = _fetch(conn, _page_statement(*shape), {**params, "lim": count + 1, "off": offset})
     more = len(rows) > count
-    found = [StoredResource(row.resource, row.version_id, row.last_updated) for row in rows[:count]]
+    found = [StoredResource(resource, version_id, last_updated) for resource, version_id, last_updated in rows[:count]]
     if total is None and not more and after is None and (found or offset == 0):
         total = offset + len(found)
     return SearchPage(found, more, total)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A search statement compiled once for one dialect, to run on the driver's cursor."""
+
+    sql: str
+    order: tuple[str, ...] | None  # a positional paramstyle's parameter names in order; None: by name
+    fixed: dict[str, Any]  # the values the statement binds itself (resource type, parameter names)
+    processors: tuple[Callable[[Any], Any] | None, ...]  # per column: what SQLAlchemy applies to a value
+
+
+@lru_cache(maxsize=512)
+def _prepared(statement: Any, dialect: Dialect) -> _Prepared | None:
+    """None where the compiled form needs SQLAlchemy at execution (expanding or literal parameters,
+    bind processors, an unusual paramstyle): those run through `Connection.execute`."""
+    compiled = statement.compile(dialect=dialect)
+    if dialect.paramstyle in ("qmark", "format"):
+        order = tuple(compiled.positiontup or ())
+    elif dialect.paramstyle in ("pyformat", "named"):
+        order = None
+    else:
+        return None
+    if compiled.literal_execute_params or compiled.post_compile_params or getattr(compiled, "_bind_processors", None):
+        return None
+    processors = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
+                       for c in statement.selected_columns)
+    return _Prepared(compiled.string, order, dict(compiled.params), processors)
+
+
+def _fetch(conn: Connection, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """All rows of a search statement, their values what `conn.execute(statement, params)` gives.
+
+    Executed on the driver's cursor of the same connection (its transaction, if any): SQLAlchemy's
+    execute (the statement's cache key, an execution context, the result and row wrappers) cost
+    more than SQLite's query and as much as PostgreSQL's round trip, on every search. A driver
+    error is raised as SQLAlchemy's (`DBAPIError`), and a lost connection is invalidated, as there.
+    """
+    prepared = _prepared(statement, conn.dialect)
+    if prepared is None:
+        return [tuple(row) for row in conn.execute(statement, params)]
+    values = {**prepared.fixed, **params}
+    args = values if prepared.order is None else tuple(values[name] for name in prepared.order)
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    alone = _outside_transaction(conn, dbapi_conn)
+    if alone:
+        dbapi_conn.autocommit = True
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(prepared.sql, args)
+        rows = cursor.fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(prepared.sql, args, exc, conn.dialect.loaded_dbapi.Error,
+                                  connection_invalidated=lost, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+        if alone and not dbapi_conn.closed:
+            dbapi_conn.autocommit = False
+    if not rows or not any(prepared.processors):
+        return rows
+    # Column by column (as SQLAlchemy, each processor is given every value, None included)
+    columns = [col if process is None else list(map(process, col))
+               for process, col in zip(prepared.processors, zip(*rows, strict=True), strict=True)]
+    return list(zip(*columns, strict=True))
+
+
+def _outside_transaction(conn: Connection, dbapi_conn: Any) -> bool:
+    """PostgreSQL (psycopg), no transaction open: the statement may run on its own (autocommit).
+
+    Else psycopg sends BEGIN before it and the pool ROLLBACK after it, two more round trips per
+    search for what a single statement sees anyway under READ COMMITTED (the data committed when
+    it starts). Inside a transaction (`Store.transaction`, or a statement run before on `conn`)
+    it runs in that transaction, as before.
+    """
+    if conn.dialect.driver != "psycopg" or conn.in_transaction() or dbapi_conn.autocommit:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return dbapi_conn.info.transaction_status == TransactionStatus.IDLE
 
 
 # A statement per search shape (resource type, parameters and how many values each, keyset or

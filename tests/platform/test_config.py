@@ -16,6 +16,9 @@ def test_defaults_are_embedded_sqlite_in_the_data_dir(tmp_path):
     assert s.topics.esp == "ehr.esp.hendelser"
     assert s.consumer_group == "forlop"
     assert s.clock is None
+    assert s.http_workers == 1  # one API process; Kubernetes scales the API by replicas
+    assert load_settings({"FORLOP_HTTP_WORKERS": "3"}).http_workers == 3
+    assert s.http_threads == 4 and load_settings({"FORLOP_HTTP_THREADS": "8"}).http_threads == 8
 
 
 def test_topics_group_and_clock_from_environment():
@@ -48,6 +51,9 @@ def test_topics_group_and_clock_from_environment():
         ({"FORLOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FORLOP_KAFKA_SASL_MECHANISM"),
         ({"FORLOP_TRANSPORT": "http"}, "FORLOP_TRANSPORT_URL"),
         ({"FORLOP_TOPIC_PARTITIONS": "0"}, "FORLOP_TOPIC_PARTITIONS"),
+        ({"FORLOP_HTTP_WORKERS": "0"}, "FORLOP_HTTP_WORKERS"),
+        ({"FORLOP_HTTP_WORKERS": "two"}, "FORLOP_HTTP_WORKERS"),
+        ({"FORLOP_HTTP_THREADS": "0"}, "FORLOP_HTTP_THREADS"),
     ],
 )
 def test_bad_setting_fails_naming_it(env, named):

@@ -197,3 +197,33 @@ def test_migration_4_swaps_the_search_and_worklist_indexes_on_an_existing_databa
     assert store.migrate() == [4]
     assert new <= indexes() and not old & indexes()
     assert migrations.latest_version() >= 4
+
+
+def test_a_search_gives_what_sqlalchemy_gives_and_reads_inside_an_open_transaction(stocked) -> None:
+    """The page and count statements run on the driver's cursor; their rows are SQLAlchemy's, and in a
+    transaction they see its own writes (on PostgreSQL a read outside one runs as one autocommit
+    statement, the connection handed back as it was given)."""
+    store, everything = stocked
+    criteria = [("status", ["active"]), ("type", ["D11", "D12"])]
+    with store.read() as conn:
+        page = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10, count_total=True)
+        assert not conn.in_transaction()
+        if store.dialect == "postgresql":
+            from psycopg.pq import TransactionStatus
+
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn.autocommit is False and dbapi_conn.info.transaction_status == TransactionStatus.IDLE
+        shape = ("EpisodeOfCare", (("type", 2), ("status", 1)), False, conn.dialect.name)
+        params = {"v0_0": "D11", "v0_1": "D12", "v1_0": "active", "lim": 11, "off": 0}
+        rows = conn.execute(fhir_store._page_statement(*shape), params).all()
+    assert [(r.resource, r.version_id, r.last_updated) for r in page.resources] == [tuple(row) for row in rows[:10]]
+    assert page.total == len(_expected(everything, "EpisodeOfCare", criteria))
+    first = page.resources[0].resource
+    with store.transaction() as conn:
+        fhir_store.upsert_resources(conn, [dict(first, status="finished")], None, NOW)
+        inside = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
+        assert first["id"] not in [r.resource["id"] for r in inside.resources]
+        conn.rollback()
+    with store.read() as conn:
+        again = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
+    assert again.resources == page.resources
