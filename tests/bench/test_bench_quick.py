@@ -25,7 +25,7 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "forlop.cli", "bench", "--quick", "--json", "--store", "both", "--out", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -40,13 +40,16 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
         for q in ("p50", "p95", "p99"):
             number(ingest["latency_ms"][q])
             number(ingest["at_offered_load"]["latency_ms"][q])
+            number(ingest["below_capacity"]["latency_ms"][q])
     for key in ("events", "events_per_s", "peak_rss_mb"):
         number(report["replay"][key])
+    assert isinstance(report["replay"]["xsd_validated"], bool)
     for key in ("pathways", "seconds"):
         number(report["scan"][key])
     assert report["scan"]["pathways"] >= 200  # open pathways, topped up to the quick target
     for key in ("clients", "requests_per_s", "p50_ms", "p99_ms"):
         number(report["search"][key])
+    assert report["search"]["processes"] == 2 and report["search"]["errors"] == 0  # the API as 2 processes
     number(report["messaging"]["messages_per_s"])
     machine = report["machine"]
     number(machine["cores"])
