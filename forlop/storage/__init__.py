@@ -42,9 +42,10 @@ class SchemaNotReady(RuntimeError):
 class Store:
     """Owns the engine. `transaction()` is the unit of work: one commit or nothing."""
 
-    # pool_size: connections kept open between uses (opened only when needed). The API serves with
-    # forlop.wsgi.HTTP_THREADS (8) worker threads beside the metrics worker: with 5, the three past
-    # them were opened and closed again request by request (connect, PRAGMAs, schema read).
+    # pool_size: connections kept open between uses (opened only when needed). An API process serves
+    # with FORLOP_HTTP_THREADS request threads (default 4) beside the metrics worker and the outbox
+    # relay: a pool smaller than that opened and closed connections request by request (connect,
+    # PRAGMAs, schema read).
     def __init__(self, database_url: str, *, pool_size: int = 10) -> None:
         url = make_url(database_url)
         self.url = url
