@@ -54,9 +54,9 @@ def _finish(conn: Connection, row: dict[str, Any], status: str, reason: str | No
 
 def apply_changes(
     conn: Connection, changes: list[Change], pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
-    inserts: list[dict[str, Any]] | None = None,
+    inserts: list[dict[str, Any]],
 ) -> None:
-    """Apply the changes; new rows go to `inserts` for the caller to write in one go, if given."""
+    """Apply the changes; new rows go to `inserts`, which the caller writes in one go."""
     for change in changes:
         if isinstance(change, Insert):
             _insert(conn, change, pathway_key, pathway_id, now, deps, inserts)
@@ -69,7 +69,7 @@ def apply_changes(
 
 
 def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
-            inserts: list[dict[str, Any]] | None) -> None:
+            inserts: list[dict[str, Any]]) -> None:
     o = c.owed
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": o.dedupe_key, "pathway_key": pathway_key, "pathway_id": pathway_id,
@@ -80,15 +80,8 @@ def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now:
     }
     if c.status is MessageStatus.QUEUED:
         row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
-    _write_new(conn, row, inserts)
+    inserts.append(row)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
-
-
-def _write_new(conn: Connection, row: dict[str, Any], inserts: list[dict[str, Any]] | None) -> None:
-    if inserts is None:
-        repository.insert_message(conn, **row)
-    else:
-        inserts.append(row)
 
 
 def _transition(conn: Connection, c: Transition, now: datetime, deps: MessagingDeps) -> None:
@@ -108,7 +101,7 @@ def _transition(conn: Connection, c: Transition, now: datetime, deps: MessagingD
 
 
 def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps,
-             inserts: list[dict[str, Any]] | None) -> None:
+             inserts: list[dict[str, Any]]) -> None:
     o = c.original
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": c.dedupe_key, "pathway_key": o["pathway_key"],
@@ -119,7 +112,7 @@ def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps,
         "conversation_ref": o["id"], "corrects": o["id"],
     }
     row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
-    _write_new(conn, row, inserts)
+    inserts.append(row)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
 
 

@@ -45,14 +45,18 @@ def handle_status_changes(
     stored = repository.rows_for_pathways(conn, {p.get("pathway_key") or ev[0].pathway_key for p, ev in changed})
     inserts: list[dict[str, Any]] = []
     dirty: set[str] = set()  # pathways whose rows changed in this batch: `stored` is stale for them
+
+    def write_inserts() -> None:
+        repository.insert_messages(conn, inserts)
+        inserts.clear()
+
     for payload, events in changed:
         if on_each is not None:
             on_each(payload)
         pathway_key = payload.get("pathway_key") or events[0].pathway_key
         pathway_id = payload.get("pathway_id") or events[0].pathway_id
         if pathway_key in dirty:
-            repository.insert_messages(conn, inserts)
-            inserts.clear()
+            write_inserts()
             stored[pathway_key] = repository.rows_for_pathway(conn, pathway_key)
             dirty.discard(pathway_key)
         status = payload.get("status") if isinstance(payload.get("status"), dict) else None
@@ -67,15 +71,14 @@ def handle_status_changes(
         if any(r["status"] == MessageStatus.HELD for r in (*rows, *inserts[first_new:])) or any(
             not isinstance(c, Insert) for c in changes
         ):
-            repository.insert_messages(conn, inserts)
-            inserts.clear()
+            write_inserts()
             held = repository.held_ids_for_pathway(conn, pathway_key)
             if held:
                 release_held(conn, now, deps, held)
                 dirty.add(pathway_key)
         if changes:
             log.info("messages reconciled", extra=ctx(pathway=pathway_key, changes=len(changes)))
-    repository.insert_messages(conn, inserts)
+    write_inserts()
 
 
 def handle_apprec(conn: Connection, raw: bytes, now: datetime, deps: MessagingDeps) -> None:
