@@ -16,10 +16,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings()
 
 
-def _runtime(settings: Settings, *, migrate: bool = True):  # noqa: ANN202 - lazy import keeps `--help` fast
-    from forlop.runtime import Runtime
+def _runtime(settings: Settings, *, migrate: bool = True, sqlite_cache_mb: int | None = None):  # noqa: ANN202
+    from forlop.runtime import Runtime  # lazy import keeps `--help` fast
 
-    rt = Runtime.from_settings(settings)
+    rt = Runtime.from_settings(settings, sqlite_cache_mb=sqlite_cache_mb)
     if migrate:
         rt.store.migrate()
     return rt
@@ -83,7 +83,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from forlop.replay import replay_file
 
-    rt = _runtime(settings)
+    rt = _runtime(settings, sqlite_cache_mb=args.cache_mb or None)
     clock = _as_of(args.as_of, settings)
     if clock:
         rt.clock = clock
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--as-of", help="derive status as of this time (ISO 8601)")
     rep.add_argument("--batch-size", type=int, default=1000)
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.add_argument("--cache-mb", type=int, default=256,
+                     help="SQLite page cache per connection for this run, MiB (0: SQLite's default)")
     rep.set_defaults(func=cmd_replay)
 
     exp = sub.add_parser("export", help="export data")

@@ -1,10 +1,10 @@
 """`forlop replay`: a file of vendor events through the same handlers as the Kafka consumers, no broker.
 
-Ingest stores each batch and its outbox records; the outbox is then drained
-in-process into the pathway handler, which stores the events and queues their
-pathways; at the end each queued pathway is derived once and its status change
-drained into messaging, as the consumers would receive it. Replaying the same
-file twice changes nothing.
+Each batch is ingested and its accepted events stored and their pathways queued in one
+transaction; at the end each queued pathway is derived once and its status change handed to
+messaging in the same transaction as the derivation, as the consumer would receive it. The
+in-process hops write no outbox records (nothing outside would read them): an event is not
+written, read back, parsed and marked twice. Replaying the same file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from forlop.runtime import Runtime
 from forlop.storage import schema
 from services.ingest.service import InboundRecord, ingest
-from services.pathway.service import refresh_queued
+from services.pathway.service import handle_events, refresh_queued
 
 
 @dataclass
@@ -31,6 +31,7 @@ class ReplayCounts:
     duplicates: int = 0
     rejected: int = 0
     pathways: int = 0  # derived
+    status_changes: int = 0  # handed to messaging
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -88,17 +89,17 @@ def replay_file(
     The pathways wait in `pathway_refresh_queue` between the two phases, so a replay stopped
     half-way is finished by the next replay or by the pathway service's scanner.
     """
-    events_topic = runtime.settings.topics.events
-    store_only = {events_topic: runtime.pathway_handler(defer=True)}
-    messaging = runtime.topic_handlers(["messaging"])
+    # Canonical events an earlier replay or an API intake left in the outbox go first (per-patient order).
+    runtime.drain_outbox({runtime.settings.topics.events: runtime.pathway_handler(defer=True)})
     counts = ReplayCounts()
     bar = Progress(path.stat().st_size, progress) if progress else None
     started = time.perf_counter()
     done_bytes = 0
     for batch in _batches(path, batch_size):
         with runtime.store.transaction() as conn:
-            result = ingest(conn, source, batch, runtime.clock(), runtime.settings.topics)
-        runtime.drain_outbox(store_only)
+            now = runtime.clock()
+            result = ingest(conn, source, batch, now, runtime.settings.topics, forward=False)
+            handle_events(conn, result.accepted, now, runtime.pathway_deps, defer=True)
         counts.read += len(batch)
         counts.accepted += len(result.accepted)
         counts.duplicates += result.duplicates
@@ -108,27 +109,31 @@ def replay_file(
             bar.show(done_bytes, f"{counts.read:>9} events")
     if bar:
         bar.show(done_bytes, f"{counts.read:>9} events", final=True)
-    counts.pathways = derive_queued(runtime, messaging, progress)
+    counts.pathways, counts.status_changes = derive_queued(runtime, progress)
     counts.seconds = time.perf_counter() - started
     return counts
 
 
-def derive_queued(runtime: Runtime, messaging: dict, progress: TextIO | None, chunk: int = 2000) -> int:
-    """Derive the queued pathways, a chunk per transaction, and hand their status changes to messaging."""
+def derive_queued(runtime: Runtime, progress: TextIO | None, chunk: int = 2000) -> tuple[int, int]:
+    """Derive the queued pathways, a chunk per transaction, and hand their status changes to messaging
+    in the same transaction; return (pathways derived, status changes)."""
+    # Status changes still in the outbox (the pathway service's, or an earlier replay's) go first.
+    runtime.drain_outbox(runtime.topic_handlers(["messaging"]))
     q = schema.pathway_refresh_queue
     with runtime.store.read() as conn:
         total = conn.execute(select(func.count()).select_from(q)).scalar_one()
     bar = Progress(total, progress) if progress and total else None
-    derived = 0
+    derived = changes = 0
     while True:
         with runtime.store.transaction() as conn:
-            result = refresh_queued(conn, runtime.clock(), runtime.pathway_deps, limit=chunk)
-        runtime.drain_outbox(messaging)
+            result = refresh_queued(conn, runtime.clock(), runtime.pathway_deps, limit=chunk, hand_over=True)
+            runtime.hand_to_messaging(conn, result.handed_over)
         if not result.refreshed:
             break
         derived += len(result.refreshed)
+        changes += len(result.handed_over)
         if bar:
             bar.show(derived, f"{derived:>9} pathways derived")
     if bar:
         bar.show(derived, f"{derived:>9} pathways derived", final=True)
-    return derived
+    return derived, changes

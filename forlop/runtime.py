@@ -45,9 +45,9 @@ class Runtime:
                         "reversed to fødselsnummer by anyone who sees them")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, *, sqlite_cache_mb: int | None = None) -> Runtime:
         clock: Clock = FixedClock(settings.clock) if settings.clock else system_clock
-        return cls(settings, Store(settings.database_url), clock)
+        return cls(settings, Store(settings.database_url, sqlite_cache_mb=sqlite_cache_mb), clock)
 
     # --- the services' handlers -------------------------------------------------------------
     @cached_property
@@ -115,6 +115,14 @@ class Runtime:
             flush()
 
         return handle
+
+    def hand_to_messaging(self, conn: Connection, handed_over: Sequence[tuple[dict[str, Any], str]]) -> None:
+        """Status changes handed over in the caller's transaction (replay), as the consumer would get them."""
+        from services.messaging.handler import handle_status_changes
+
+        correlations = {id(payload): correlation for payload, correlation in handed_over}
+        handle_status_changes(conn, [payload for payload, _ in handed_over], self.clock(), self.messaging.deps,
+                              on_each=lambda p: correlation_id.set(correlations[id(p)]))
 
     def topic_handlers(self, services: Sequence[str]) -> dict[str, TxHandler]:
         """Which topic feeds which handler, for the given services."""

@@ -61,3 +61,14 @@ def test_a_bad_setting_stops_with_its_name(monkeypatch, capsys):
     monkeypatch.setenv("FORLOP_TOPIC_PARTITIONS", "many")
     assert cli.main(["migrate"]) == 2
     assert "FORLOP_TOPIC_PARTITIONS" in capsys.readouterr().err
+
+
+def test_replay_connections_get_the_page_cache_asked_for(tmp_path):
+    from forlop.storage import Store
+
+    sized = Store(f"sqlite:///{tmp_path / 'c.db'}", sqlite_cache_mb=64)
+    plain = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    with sized.transaction() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -64 * 1024
+    with plain.transaction() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000  # SQLite's default

@@ -79,8 +79,13 @@ def ingest(
     topics: Topics,
     *,
     dead_letter: bool = True,
+    forward: bool = True,
 ) -> IngestResult:
-    """Store the effect of a batch of vendor records in the caller's transaction."""
+    """Store the effect of a batch of vendor records in the caller's transaction.
+
+    `forward=False` (replay): the accepted events are not written to the outbox; the caller hands
+    `result.accepted` to the pathway service in the same transaction.
+    """
     result = IngestResult()
     checked: list[tuple[InboundRecord, PathwayEvent]] = []
     for record in records:
@@ -115,7 +120,8 @@ def ingest(
                 "raw": record.text(),
             }
         )
-        outbox_rows.append({**canonical_event_record(event, topics), "created_at": now})
+        if forward:
+            outbox_rows.append({**canonical_event_record(event, topics), "created_at": now})
         result.accepted.append(event)
         metrics.events_accepted.labels(source).inc()
         # The national id goes through the log filter, which masks it: a careless field cannot leak it.
@@ -124,6 +130,7 @@ def ingest(
             patient=event.patient.national_id)})
     if inbound_rows:
         conn.execute(insert(schema.inbound_events), inbound_rows)
+    if outbox_rows:
         conn.execute(insert(schema.outbox), outbox_rows)
     return result
 

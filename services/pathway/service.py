@@ -44,6 +44,9 @@ class PathwayResult:
     refreshed: list[str] = field(default_factory=list)
     status_changes: int = 0
     alerts: int = 0
+    # With `hand_over` (replay): the status-changed payloads and their correlation ids, for a
+    # handler in the same transaction, instead of outbox records.
+    handed_over: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,14 @@ def _queue(conn: Connection, keys: Sequence[str], now: datetime) -> None:
                  [{"pathway_key": k, "queued_at": now} for k in keys])
 
 
-def refresh_queued(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 2000) -> PathwayResult:
-    """Derive up to `limit` queued pathways and take them off the queue, in one transaction."""
+def refresh_queued(
+    conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 2000, *, hand_over: bool = False
+) -> PathwayResult:
+    """Derive up to `limit` queued pathways and take them off the queue, in one transaction.
+
+    `hand_over`: the status changes go to `result.handed_over` instead of the outbox (replay hands
+    them to messaging in the same transaction: no record to write, read back and mark).
+    """
     q = schema.pathway_refresh_queue
     claim = select(q.c.pathway_key).order_by(q.c.pathway_key).limit(limit)
     if conn.dialect.name == "postgresql":
@@ -132,13 +141,14 @@ def refresh_queued(conn: Connection, now: datetime, deps: PathwayDeps, limit: in
     keys = list(conn.execute(claim).scalars())
     result = PathwayResult()
     if keys:
-        refresh(conn, keys, now, deps, result)
+        refresh(conn, keys, now, deps, result, hand_over=hand_over)
         conn.execute(delete(q).where(q.c.pathway_key.in_(keys)))
     return result
 
 
 def refresh(
-    conn: Connection, pathway_keys: Sequence[str], now: datetime, deps: PathwayDeps, result: PathwayResult
+    conn: Connection, pathway_keys: Sequence[str], now: datetime, deps: PathwayDeps, result: PathwayResult,
+    *, hand_over: bool = False,
 ) -> None:
     """Re-derive the pathways from their histories and store status, FHIR, outbox and alerts.
 
@@ -172,8 +182,12 @@ def refresh(
             result.status_changes += 1
             events = [ev.to_dict() for ev in sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))]
             correlation = max(history, key=lambda ev: ev.recorded_at).event_id
-            writes.status_changed.append(_status_changed_record(status_dict, history[-1].patient.national_id,
-                                                                correlation, now, deps.topics, events))
+            payload = _status_changed_payload(status_dict, now, events)
+            if hand_over:
+                result.handed_over.append((payload, correlation))
+            else:
+                writes.status_changed.append(_status_changed_record(
+                    payload, history[-1].patient.national_id, correlation, now, deps.topics))
         latest = _latest(history)
         _collect_alerts(writes, deadline_transitions(prev_status, status_dict), status_dict, latest.unit.her_id,
                         latest.patient.national_id, now)
@@ -348,7 +362,8 @@ def _store_advanced(
             result.status_changes += 1
             # a change of the clock alone: no events (messaging owes nothing new)
             writes.status_changed.append(_status_changed_record(
-                status, row.national_id, f"{key}|clock|{now.isoformat()}", now, deps.topics, None))
+                _status_changed_payload(status, now, None), row.national_id, f"{key}|clock|{now.isoformat()}",
+                now, deps.topics))
         _collect_alerts(writes, deadline_transitions(previous, status), status, row.unit_her_id, row.national_id,
                         now)
     if retime:
@@ -365,11 +380,8 @@ def _store_advanced(
     result.alerts += _store_alerts(conn, writes.alerts, now, deps.topics)
 
 
-def _status_changed_record(
-    status: dict[str, Any], record_key: str, correlation_id: str, now: datetime, topics: Topics,
-    events: list[dict[str, Any]] | None,
-) -> dict[str, Any]:
-    """A pathway.status-changed record: the status and the history in the order it happened, or,
+def _status_changed_payload(status: dict[str, Any], now: datetime, events: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A pathway.status-changed value: the status and the history in the order it happened, or,
     for a change of the clock alone, no events and `"cause": "clock"`."""
     payload: dict[str, Any] = {
         "pathway_key": status["pathway_key"],
@@ -382,6 +394,12 @@ def _status_changed_record(
     else:
         payload["events"] = events
     payload["changed_at"] = now.isoformat()
+    return payload
+
+
+def _status_changed_record(
+    payload: dict[str, Any], record_key: str, correlation_id: str, now: datetime, topics: Topics
+) -> dict[str, Any]:
     return {
         "topic": topics.status_changed,
         "record_key": record_key,
