@@ -116,13 +116,15 @@ class Runtime:
 
         return handle
 
-    def hand_to_messaging(self, conn: Connection, handed_over: Sequence[tuple[dict[str, Any], str]]) -> None:
+    def hand_to_messaging(
+        self, conn: Connection, handed_over: Sequence[tuple[dict[str, Any], str, list[PathwayEvent]]]
+    ) -> None:
         """Status changes handed over in the caller's transaction (replay), as the consumer would get them."""
-        from services.messaging.handler import handle_status_changes
+        from services.messaging.handler import handle_parsed_status_changes
 
-        correlations = {id(payload): correlation for payload, correlation in handed_over}
-        handle_status_changes(conn, [payload for payload, _ in handed_over], self.clock(), self.messaging.deps,
-                              on_each=lambda p: correlation_id.set(correlations[id(p)]))
+        correlations = {id(payload): correlation for payload, correlation, _ in handed_over}
+        handle_parsed_status_changes(conn, [(payload, events) for payload, _, events in handed_over], self.clock(),
+                                     self.messaging.deps, on_each=lambda p: correlation_id.set(correlations[id(p)]))
 
     def topic_handlers(self, services: Sequence[str]) -> dict[str, TxHandler]:
         """Which topic feeds which handler, for the given services."""

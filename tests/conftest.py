@@ -64,6 +64,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def another_store(store: Store, tmp_path: Path) -> Iterator[Store]:
+    """A second empty store of the same kind as `store`: two ways to one state, compared."""
+    if store.dialect == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'another.db'}")
+        s.migrate()
+        yield s
+        s.dispose()
+    else:
+        yield from _postgres_store()
+
+
+@pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'forlop.db'}")
     s.migrate()

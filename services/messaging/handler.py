@@ -37,9 +37,18 @@ def handle_status_changes(
     New rows wait in `inserts` until the batch ends, unless a held message may need another look
     or the same pathway comes again after a change (both read the table).
     """
-    changed = [(p, [PathwayEvent.from_dict(e) for e in p.get("events") or []]) for p in payloads]
+    handle_parsed_status_changes(
+        conn, [(p, [PathwayEvent.from_dict(e) for e in p.get("events") or []]) for p in payloads], now, deps, on_each)
+
+
+def handle_parsed_status_changes(
+    conn: Connection, changes: Sequence[tuple[dict[str, Any], list[PathwayEvent]]], now: datetime,
+    deps: MessagingDeps, on_each: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """`handle_status_changes` for payloads whose events are at hand as events already (replay's
+    in-process hand-over: the pathway service's own history, in the order it happened)."""
     # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
-    changed = [(p, events) for p, events in changed if events]
+    changed = [(p, events) for p, events in changes if events]
     if not changed:
         return
     stored = repository.rows_for_pathways(conn, {p.get("pathway_key") or ev[0].pathway_key for p, ev in changed})

@@ -44,9 +44,9 @@ class PathwayResult:
     refreshed: list[str] = field(default_factory=list)
     status_changes: int = 0
     alerts: int = 0
-    # With `hand_over` (replay): the status-changed payloads and their correlation ids, for a
-    # handler in the same transaction, instead of outbox records.
-    handed_over: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    # With `hand_over` (replay): the status-changed payloads, their correlation ids and the events of
+    # `payload["events"]` as events, for a handler in the same transaction, instead of outbox records.
+    handed_over: list[tuple[dict[str, Any], str, list[PathwayEvent]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,11 @@ def refresh(
         )
         if changed:
             result.status_changes += 1
-            events = [ev.to_dict() for ev in sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))]
+            ordered = sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))
             correlation = max(history, key=lambda ev: ev.recorded_at).event_id
-            payload = _status_changed_payload(status_dict, now, events)
+            payload = _status_changed_payload(status_dict, now, [ev.to_dict() for ev in ordered])
             if hand_over:
-                result.handed_over.append((payload, correlation))
+                result.handed_over.append((payload, correlation, ordered))
             else:
                 writes.status_changed.append(_status_changed_record(
                     payload, history[-1].patient.national_id, correlation, now, deps.topics))

@@ -19,6 +19,7 @@ from forlop.runtime import Runtime
 from forlop.storage import Store, schema
 from forlop.synthetic import generate
 from services.ingest.normalise import parse_vendor_event
+from services.ingest.service import InboundRecord, ingest
 from services.pathway.domain.rules import RuleBook
 from services.pathway.service import PathwayDeps, handle_events, refresh_queued
 from tests.pathway.scenario import at
@@ -93,3 +94,40 @@ def test_a_replay_stopped_before_deriving_is_finished_by_the_next_one(store, dip
                                                                       rt.settings.topics.events]))
         ).scalar_one()
     assert in_outbox == 0  # the in-process hops write no outbox records
+
+
+def _messages(store: Store) -> list[tuple]:
+    m = schema.messages
+    cols = [c for c in m.c if c.name not in ("id", "xml", "corrects", "conversation_ref")]  # ids are new uuids
+    with store.read() as conn:
+        return sorted(tuple(row) for row in conn.execute(select(*cols, m.c.xml.is_not(None))))
+
+
+def test_a_replay_hands_over_what_the_outbox_records_would_deliver(store, another_store, dips_file, shared_dir):
+    """Replay skips the outbox between its in-process hops (fix 30 of docs/performance.md); the
+    outcome is what the same events give through outbox records, as the consumers receive them."""
+    settings = load_settings({"FORLOP_XSD_DIR": str(shared_dir / "xsd")})
+    replayed = Runtime(settings, store, FixedClock(AS_OF))
+    counts = replay_file(replayed, "dips", dips_file, batch_size=40, progress=None)
+
+    other = another_store
+    rt = Runtime(settings, other, FixedClock(AS_OF))
+    lines = [line for line in dips_file.read_bytes().splitlines() if line.strip()]
+    for i in range(0, len(lines), 40):
+        with other.transaction() as conn:
+            ingest(conn, "dips", [InboundRecord(raw, f"test:{i}") for raw in lines[i : i + 40]], AS_OF,
+                   settings.topics)
+        rt.drain_outbox({settings.topics.events: rt.pathway_handler(defer=True)})
+    while True:
+        with other.transaction() as conn:
+            derived = refresh_queued(conn, AS_OF, rt.pathway_deps)
+        rt.drain_outbox(rt.topic_handlers(["messaging"]))
+        if not derived.refreshed:
+            break
+
+    assert counts.pathways == 15 and counts.status_changes == 15
+    assert _statuses(store) == _statuses(other)
+    assert len(_messages(store)) > 15 and _messages(store) == _messages(other)
+    with store.read() as a, other.read() as b:
+        for table in (schema.fhir_resources, schema.alerts):
+            assert sorted(a.execute(select(table)).all()) == sorted(b.execute(select(table)).all())
