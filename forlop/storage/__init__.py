@@ -47,8 +47,8 @@ class Store:
     # relay: a pool smaller than that opened and closed connections request by request (connect,
     # PRAGMAs, schema read).
     # sqlite_cache_mb: each SQLite connection's page cache (SQLite's default is 2 MiB). A bulk load
-    # (`forlop replay`) inserts into B-trees far bigger than that; with the default, ~15 % of its
-    # time went to reading pages back from the OS cache.
+    # (`forlop replay`) inserts into B-trees far bigger than that and read pages back from the OS
+    # again and again (256 MiB: system time 30 -> 14 s on a 100k-event replay).
     def __init__(self, database_url: str, *, pool_size: int = 10, sqlite_cache_mb: int | None = None) -> None:
         url = make_url(database_url)
         self.url = url

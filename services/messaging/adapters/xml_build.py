@@ -114,7 +114,7 @@ def envelope(env: Envelope, content: etree._Element) -> etree._Element:
 
 
 # Sender and Receiver recur in every message to the same party: built once, copied into each
-# envelope (lxml's deepcopy is one C call; building them was ~40 % of an envelope). The cached
+# envelope (one C-level deepcopy instead of ~27 of an envelope's ~40 SubElement calls). The cached
 # trees hang under a MsgHead-namespaced holder, so a copy declares no namespace of its own.
 @lru_cache(maxsize=1024)
 def _sender(s: Sender) -> etree._Element:
