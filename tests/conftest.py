@@ -51,14 +51,18 @@ def _postgres_store() -> Iterator[Store]:
         admin.dispose()
 
 
+def _sqlite_store(path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{path}")
+    s.migrate()
+    yield s
+    s.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """The same test runs against the embedded default and the production store."""
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'forlop.db'}")
-        s.migrate()
-        yield s
-        s.dispose()
+        yield from _sqlite_store(tmp_path / "forlop.db")
     else:
         yield from _postgres_store()
 
@@ -67,20 +71,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def another_store(store: Store, tmp_path: Path) -> Iterator[Store]:
     """A second empty store of the same kind as `store`: two ways to one state, compared."""
     if store.dialect == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'another.db'}")
-        s.migrate()
-        yield s
-        s.dispose()
+        yield from _sqlite_store(tmp_path / "another.db")
     else:
         yield from _postgres_store()
 
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'forlop.db'}")
-    s.migrate()
-    yield s
-    s.dispose()
+    yield from _sqlite_store(tmp_path / "forlop.db")
 
 
 @pytest.fixture(scope="session")
