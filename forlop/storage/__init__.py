@@ -22,17 +22,18 @@ def json_text(value: object) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]], *,
+                skip_existing: bool = False) -> None:
     """INSERT rows of plain values (text, numbers; in the table's column order) through the driver's
     executemany. SQLAlchemy's per-row parameter processing cost more than the insert itself for the
-    search index (~90 rows per pathway)."""
+    search index (~90 rows per pathway). `skip_existing`: a row whose key is there already is left
+    as it is (ON CONFLICT DO NOTHING) instead of failing the transaction."""
     if not rows:
         return
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     names = [c.name for c in table.columns]
-    conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})", list(rows)
-    )
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+    conn.exec_driver_sql(sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""), list(rows))
 
 
 class SchemaNotReady(RuntimeError):

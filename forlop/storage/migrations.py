@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, insert, inspect, select, text
+from sqlalchemy import Connection, MetaData, delete, insert, inspect, select, text
 
 from forlop.storage import schema
 
@@ -35,8 +35,51 @@ def _search_index_by_resource(conn: Connection) -> None:
 def _search_index_match(conn: Connection) -> None:
     conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search"))  # its prefix (resource_type, param, value)
     conn.execute(text("DROP INDEX IF EXISTS ix_pathways_unit_her_id"))  # the prefix (unit_her_id)
-    for table, name in ((schema.fhir_search_index, "ix_fhir_search_match"), (schema.pathways, "ix_pathways_unit_status")):
-        next(i for i in table.indexes if i.name == name).create(conn, checkfirst=True)
+    next(i for i in schema.pathways.indexes if i.name == "ix_pathways_unit_status").create(conn, checkfirst=True)
+    if not _search_index_keyed(conn):  # a table made before step 6 (since then its key is this order)
+        # SQL, not an Index of the schema's table (that would add it to the table for good)
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_fhir_search_match "
+                          "ON fhir_search_index (resource_type, param, value, id)"))
+
+
+def _search_index_references_once(conn: Connection) -> None:
+    # A reference was indexed twice, as "Type/id" and as the bare id; searches now ask for "Type/id".
+    idx = schema.fhir_search_index
+    for resource_type, param in (("EpisodeOfCare", "patient"), ("EpisodeOfCare", "organization"),
+                                 ("Task", "focus"), ("Task", "patient"), ("Task", "owner")):
+        conn.execute(delete(idx).where(idx.c.resource_type == resource_type, idx.c.param == param,
+                                       idx.c.value.not_like("%/%")))
+
+
+def _search_index_keyed(conn: Connection) -> bool:
+    return bool(inspect(conn).get_pk_constraint("fhir_search_index")["constrained_columns"])
+
+
+def _search_index_primary_key(conn: Connection) -> None:
+    """The search index keyed by (resource_type, param, value, id); on SQLite the table is that key's
+    B-tree (WITHOUT ROWID), rebuilt here in key order; a row that was there twice is kept once."""
+    if not _search_index_keyed(conn):
+        if conn.dialect.name == "sqlite":
+            new = schema.fhir_search_index.to_metadata(MetaData(), name="fhir_search_index_keyed")
+            new.indexes.clear()  # its index's name is the old table's until that is dropped
+            new.create(conn)
+            conn.execute(text(
+                "INSERT OR IGNORE INTO fhir_search_index_keyed (resource_type, id, param, value) "
+                "SELECT resource_type, id, param, value FROM fhir_search_index ORDER BY resource_type, param, value, id"
+            ))
+            conn.execute(text("DROP TABLE fhir_search_index"))
+            conn.execute(text("ALTER TABLE fhir_search_index_keyed RENAME TO fhir_search_index"))
+        else:
+            conn.execute(text(
+                "DELETE FROM fhir_search_index a USING fhir_search_index b WHERE a.ctid < b.ctid "
+                "AND (a.resource_type, a.id, a.param, a.value) = (b.resource_type, b.id, b.param, b.value)"
+            ))
+            conn.execute(text("ALTER TABLE fhir_search_index ADD CONSTRAINT pk_fhir_search_index "
+                              "PRIMARY KEY (resource_type, param, value, id)"))
+    conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search_match"))  # the key's order, now the key's own index
+    next(i for i in schema.fhir_search_index.indexes if i.name == "ix_fhir_search_by_resource").create(
+        conn, checkfirst=True
+    )
 
 
 MIGRATIONS: list[tuple[int, str, Step]] = [
@@ -45,6 +88,9 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (3, "search index keyed by the whole row of a resource", _search_index_by_resource),
     (4, "FHIR search reads matching ids in order from (resource_type, param, value, id); worklist index",
      _search_index_match),
+    (5, "search index: a reference once, as Type/id (not also the bare id)", _search_index_references_once),
+    (6, "search index keyed by (resource_type, param, value, id); on SQLite WITHOUT ROWID",
+     _search_index_primary_key),
 ]
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -146,12 +147,15 @@ fhir_search_index = Table(
     Column("id", String(64), nullable=False),
     Column("param", String(40), nullable=False),
     Column("value", String(300), nullable=False),
-    # A search reads the ids of one value in id order from the index alone (a page is the first
-    # count + 1 of them, never all matches) and probes other parameters' values by id.
-    Index("ix_fhir_search_match", "resource_type", "param", "value", "id"),
+    # A search reads the ids of one value in id order from the key alone (a page is the first
+    # count + 1 of them, never all matches) and probes other parameters' values by id. On SQLite
+    # the table is this key's B-tree (WITHOUT ROWID): a row is written to two trees, not three
+    # (a rowid table beside two indexes that both held every column).
+    PrimaryKeyConstraint("resource_type", "param", "value", "id", name="pk_fhir_search_index"),
     # The whole row: deleting one changed value of one resource must not walk every resource with
     # that value (SQLite picked ix_fhir_search for it: a scan of all pending Tasks per deleted row).
     Index("ix_fhir_search_by_resource", "resource_type", "id", "param", "value"),
+    sqlite_with_rowid=False,
 )
 
 alerts = Table(

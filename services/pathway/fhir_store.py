@@ -55,11 +55,39 @@ def _tokens(codings: Iterable[dict[str, Any]] | None) -> list[str]:
     return out
 
 
+# The reference search parameters and the types a bare id may name (FHIR R4's targets of each,
+# of the types served here). The index holds a reference in its "Type/id" form only (a second
+# row per reference for the bare id was a quarter of all index rows); a search by a bare id asks
+# for "Type/id" of each target type instead.
+REFERENCE_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("EpisodeOfCare", "patient"): ("Patient",),
+    ("EpisodeOfCare", "organization"): ("Organization",),
+    ("Task", "focus"): tuple(SEARCH_PARAMS),  # Reference(Any)
+    ("Task", "patient"): ("Patient",),
+    ("Task", "owner"): ("Organization", "Patient", "Practitioner"),
+}
+
+
 def _ref(reference: dict[str, Any] | None) -> list[str]:
     if not reference or "reference" not in reference:
         return []
-    ref = reference["reference"]
-    return [ref, ref.split("/", 1)[-1]]
+    return [reference["reference"]]
+
+
+def reference_values(resource_type: str, param: str, values: Sequence[str]) -> list[str]:
+    """What a reference parameter's values match in the index: a bare id as "Type/id" of each target
+    type, an absolute URL as its last "Type/id"; other parameters' values as given."""
+    targets = REFERENCE_TARGETS.get((resource_type, param))
+    if targets is None:
+        return list(values)
+    out: list[str] = []
+    for value in values:
+        parts = value.rstrip("/").split("/")
+        if len(parts) == 1:
+            out += [f"{t}/{value}" for t in targets]
+        else:
+            out.append("/".join(parts[-2:]))  # Type/id as it is; of a URL, its Type/id
+    return out
 
 
 def index_values(resource: dict[str, Any], patients: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
@@ -203,7 +231,9 @@ def upsert_many(
         )
     if inserts:
         conn.execute(insert(r), inserts)
-    insert_rows(conn, idx, index_rows)
+    # PostgreSQL: another replica that updated the same shared resource (a Patient) may have added
+    # a row this one adds too (its index was read before that replica committed): the row stands.
+    insert_rows(conn, idx, index_rows, skip_existing=conn.dialect.name == "postgresql")
     owners = {pk: {(res["resourceType"], res["id"]) for res in resources} for pk, resources in batch if pk}
     if owners:
         stale: list[tuple[str, str, str]] = []
@@ -304,7 +334,7 @@ def search_page(
     a page costs the same however many resources match; the matches are counted only when
     `count_total` (FHIR `_total=accurate`) or `count` is 0.
     """
-    groups = [(param, sorted(set(values))) for param, values in criteria]
+    groups = [(param, sorted(set(reference_values(resource_type, param, values)))) for param, values in criteria]
     if any(not values for _, values in groups):  # a parameter without a value matches nothing
         return SearchPage([], False, 0)
     rank = {name: i for i, name in enumerate(_DRIVING_ORDER)}

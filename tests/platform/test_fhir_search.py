@@ -11,7 +11,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import delete, inspect, text
+from sqlalchemy import delete, insert, inspect, select, text
 
 from forlop.storage import Store, migrations, schema
 from services.pathway import fhir_store
@@ -71,6 +71,13 @@ def stocked(store: Store) -> tuple[Store, list[dict]]:
     return store, everything
 
 
+def _matches(rtype: str, param: str, wanted: str, indexed: str) -> bool:
+    """FHIR's reference search: "Type/id" as it is, a bare id of any type, an absolute URL by its Type/id."""
+    if (rtype, param) not in fhir_store.REFERENCE_TARGETS:
+        return wanted == indexed
+    return wanted == indexed or indexed.endswith(f"/{wanted}") or wanted.endswith(f"/{indexed}")
+
+
 def _expected(everything: list[dict], rtype: str, criteria: list[tuple[str, list[str]]]) -> list[str]:
     """The matches by a plain filter over each resource's index values: AND across, OR within."""
     patients = {f"Patient/{r['id']}": r for r in everything if r["resourceType"] == "Patient"}
@@ -78,8 +85,9 @@ def _expected(everything: list[dict], rtype: str, criteria: list[tuple[str, list
     for res in everything:
         if res["resourceType"] != rtype:
             continue
-        pairs = set(fhir_store.index_values(res, patients))
-        if all(any((param, v) in pairs for v in values) for param, values in criteria):
+        pairs = fhir_store.index_values(res, patients)
+        if all(any(p == param and _matches(rtype, param, v, have) for v in values for p, have in pairs)
+               for param, values in criteria):
             out.append(res["id"])
     return sorted(set(out))
 
@@ -99,6 +107,9 @@ SEARCHES: list[tuple[str, list[tuple[str, list[str]]]]] = [
     ("Task", [("business-status", ["overdue", f"{DEADLINE}|overdue", "due-soon"]), ("status", ["requested"])]),
     ("Task", [("code", ["evaluation"]), ("owner", ["o3"]), ("business-status", ["met", "late"])]),
     ("Task", [("focus", ["EpisodeOfCare/e007"])]),
+    ("Task", [("focus", ["e007", "https://elsewhere.example/fhir/EpisodeOfCare/e011"])]),  # bare id, URL
+    ("Task", [("owner", ["Organization/o3", "o1"]), ("patient", ["p4"])]),
+    ("EpisodeOfCare", [("patient", ["p5"]), ("organization", ["o0", "Organization/o2"])]),
     ("Task", [("patient", ["Patient/p2"]), ("status", ["completed"])]),
     # more values than are merged as ranges: one scan, a sort
     ("Task", [("focus", [f"EpisodeOfCare/e{i:03d}" for i in range(0, 150, 3)]), ("status", ["requested"])]),
@@ -176,27 +187,75 @@ def test_search_reads_the_covering_index_in_id_order(stocked) -> None:
         sql = stmt.compile(store.engine, compile_kwargs={"literal_binds": True})
         with store.read() as conn:
             plan = " / ".join(row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
-        # the ids come in order from the index: no sort of all matches, no scan
-        assert "COVERING INDEX ix_fhir_search_match" in plan and "TEMP B-TREE" not in plan, (shape, plan)
+        # the ids come in order from the table's key (WITHOUT ROWID): no sort of all matches, no scan
+        assert "fhir_search_index USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, (shape, plan)
         assert "SCAN" not in plan.replace("SCAN (subquery", ""), (shape, plan)
 
 
-def test_migration_4_swaps_the_search_and_worklist_indexes_on_an_existing_database(store: Store) -> None:
-    def indexes() -> set[str]:
-        with store.read() as conn:
-            return {i["name"] for t in ("fhir_search_index", "pathways") for i in inspect(conn).get_indexes(t)}
+def _indexes(store: Store) -> set[str]:
+    with store.read() as conn:
+        return {i["name"] for t in ("fhir_search_index", "pathways") for i in inspect(conn).get_indexes(t)}
 
-    new, old = {"ix_fhir_search_match", "ix_pathways_unit_status"}, {"ix_fhir_search", "ix_pathways_unit_her_id"}
-    assert new <= indexes() and not old & indexes()
-    with store.transaction() as conn:  # a database migrated before step 4 existed
-        conn.execute(text("DROP INDEX ix_fhir_search_match"))
-        conn.execute(text("DROP INDEX ix_pathways_unit_status"))
+
+def _search_index_rows(store: Store) -> list[tuple]:
+    with store.read() as conn:
+        return sorted(tuple(row) for row in conn.execute(select(schema.fhir_search_index)))
+
+
+def test_migrations_4_and_6_rebuild_a_database_of_before_step_4(stocked) -> None:
+    """Step 4 swapped the search and worklist indexes; step 6 keys the search index by (resource_type,
+    param, value, id) (on SQLite a WITHOUT ROWID table, rebuilt; a row held twice is kept once)."""
+    store, everything = stocked
+    rows = _search_index_rows(store)
+    assert "ix_fhir_search_by_resource" in _indexes(store) and "ix_pathways_unit_status" in _indexes(store)
+    assert not {"ix_fhir_search", "ix_fhir_search_match", "ix_pathways_unit_her_id"} & _indexes(store)
+    idx = schema.fhir_search_index
+    with store.transaction() as conn:  # the table and indexes as a database migrated to step 3 had them
+        conn.execute(text("DROP TABLE fhir_search_index"))
+        conn.execute(text("CREATE TABLE fhir_search_index (resource_type VARCHAR(40) NOT NULL, id VARCHAR(64) NOT NULL, "
+                          "param VARCHAR(40) NOT NULL, value VARCHAR(300) NOT NULL)"))
         conn.execute(text("CREATE INDEX ix_fhir_search ON fhir_search_index (resource_type, param, value)"))
+        conn.execute(text("CREATE INDEX ix_fhir_search_by_resource ON fhir_search_index (resource_type, id, param, value)"))
+        conn.execute(text("DROP INDEX ix_pathways_unit_status"))
         conn.execute(text("CREATE INDEX ix_pathways_unit_her_id ON pathways (unit_her_id)"))
-        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version == 4))
-    assert store.migrate() == [4]
-    assert new <= indexes() and not old & indexes()
-    assert migrations.latest_version() >= 4
+        conn.execute(insert(idx), [dict(zip(("resource_type", "id", "param", "value"), r, strict=True)) for r in rows])
+        conn.execute(insert(idx), [dict(zip(("resource_type", "id", "param", "value"), rows[0], strict=True))])  # twice
+        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version.in_([4, 5, 6])))
+    assert store.migrate() == [4, 5, 6]
+    assert "ix_fhir_search_by_resource" in _indexes(store) and "ix_pathways_unit_status" in _indexes(store)
+    assert not {"ix_fhir_search", "ix_fhir_search_match", "ix_pathways_unit_her_id"} & _indexes(store)
+    assert _search_index_rows(store) == rows
+    with store.read() as conn:
+        assert inspect(conn).get_pk_constraint("fhir_search_index")["constrained_columns"] == [
+            "resource_type", "param", "value", "id"]
+        if store.dialect == "sqlite":
+            sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'fhir_search_index'")).scalar_one()
+            assert "WITHOUT ROWID" in sql
+        total, _ = fhir_store.search(conn, "Task", [("status", ["requested"])], 10, 0)
+    assert total == len(_expected(everything, "Task", [("status", ["requested"])]))
+    assert migrations.latest_version() >= 6
+
+
+def test_a_reference_is_indexed_once_and_migration_5_drops_the_bare_id_rows(stocked) -> None:
+    store, everything = stocked
+    idx = schema.fhir_search_index
+    refs = [(t, p) for t, p in fhir_store.REFERENCE_TARGETS]
+    with store.read() as conn:
+        values = [row.value for row in conn.execute(idx.select().where(idx.c.param.in_({p for _, p in refs})))]
+    assert values and all("/" in v for v in values)
+    with store.transaction() as conn:  # a database indexed before step 5: each reference's bare id too
+        bare = [{"resource_type": rtype, "id": rid, "param": param, "value": value.split("/", 1)[1]}
+                for rtype, rid, param, value in conn.execute(
+                    select(idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value))
+                if (rtype, param) in fhir_store.REFERENCE_TARGETS]
+        conn.execute(insert(idx), bare)
+        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version == 5))
+    assert store.migrate() == [5]
+    with store.read() as conn:
+        again = [row.value for row in conn.execute(idx.select().where(idx.c.param.in_({p for _, p in refs})))]
+        assert sorted(again) == sorted(values)
+        owner = fhir_store.search_page(conn, "Task", [("owner", ["o1"])], 500).resources
+    assert sorted(r.resource["id"] for r in owner) == _expected(everything, "Task", [("owner", ["Organization/o1"])])
 
 
 def test_a_search_gives_what_sqlalchemy_gives_and_reads_inside_an_open_transaction(stocked) -> None:
