@@ -30,7 +30,7 @@ _PAGING = [
     ),
 ]
 _TOKEN_NOTE = "Token search: code or system|code; comma-separated values are ORed."
-_REF_NOTE = "Reference search: Type/id or id."
+_REF_NOTE = "Reference search: Type/id, id, or an absolute URL ending in Type/id."
 
 # (name, type, documentation) per resource type, in the order the API lists them.
 SEARCH: dict[str, list[tuple[str, str, str]]] = {
