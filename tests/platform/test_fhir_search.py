@@ -286,3 +286,52 @@ def test_a_search_gives_what_sqlalchemy_gives_and_reads_inside_an_open_transacti
     with store.read() as conn:
         again = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
     assert again.resources == page.resources
+
+
+def test_two_replicas_changing_one_shared_resource_at_once_both_commit(store: Store) -> None:
+    """PostgreSQL: B reads the Patient and its index before A commits the same change, then waits on
+    A's row lock. B's index rows are A's too: with the table's key they would be a unique-key error
+    (before the key, a duplicate); they are skipped, and the index holds each row once."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no two transactions interleave")
+    import threading
+    import time
+
+    patient = _patient(1)
+    with store.transaction() as conn:
+        fhir_store.upsert_resources(conn, [patient], None, NOW)
+    moved = dict(patient, identifier=[{"system": FNR, "value": "01010112345"}])
+    b_done, errors = threading.Event(), []
+
+    def replica_b() -> None:
+        try:
+            with store.transaction() as conn:
+                conn.execute(text("SET application_name = 'replica-b'"))
+                fhir_store.upsert_resources(conn, [moved], None, NOW)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            b_done.set()
+
+    with store.transaction() as conn:
+        fhir_store.upsert_resources(conn, [moved], None, NOW)  # A: the row is locked until commit
+        b = threading.Thread(target=replica_b)
+        b.start()
+        with store.read() as watch:  # until B waits on A's lock (no wall-clock wait in the outcome)
+            for _ in range(500):
+                waiting = watch.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replica-b' "
+                    "AND wait_event_type = 'Lock'")).scalar_one()
+                if waiting or b_done.is_set():
+                    break
+                time.sleep(0.01)
+        assert waiting, "replica B never waited on A's row lock"
+    b.join(30)
+    assert not errors, errors
+    rows = _search_index_rows(store)
+    assert len(rows) == len(set(rows))
+    assert ("Patient", "p1", "identifier", "01010112345") in rows
+    assert ("Patient", "p1", "identifier", f"{1:011d}") not in rows
+    with store.read() as conn:
+        stored = fhir_store.read_resource(conn, "Patient", "p1")
+    assert stored is not None and stored.resource["identifier"] == moved["identifier"]
