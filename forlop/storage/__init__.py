@@ -26,7 +26,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]],
                 skip_existing: bool = False) -> None:
     """INSERT rows of plain values (text, numbers; in the table's column order) through the driver's
     executemany. SQLAlchemy's per-row parameter processing cost more than the insert itself for the
-    search index (~90 rows per pathway). `skip_existing`: a row whose key is there already is left
+    search index (~56 rows per pathway). `skip_existing`: a row whose key is there already is left
     as it is (ON CONFLICT DO NOTHING) instead of failing the transaction."""
     if not rows:
         return

@@ -44,6 +44,8 @@ def _search_index_match(conn: Connection) -> None:
 
 def _search_index_references_once(conn: Connection) -> None:
     # A reference was indexed twice, as "Type/id" and as the bare id; searches now ask for "Type/id".
+    # The parameters are written out (fhir_store.REFERENCE_TARGETS of this release): a released step
+    # never changes, and storage does not import a service.
     idx = schema.fhir_search_index
     for resource_type, param in (("EpisodeOfCare", "patient"), ("EpisodeOfCare", "organization"),
                                  ("Task", "focus"), ("Task", "patient"), ("Task", "owner")):
