@@ -25,11 +25,13 @@ def _refresh_queue(conn: Connection) -> None:
     schema.pathway_refresh_queue.create(conn, checkfirst=True)  # a new database has it from step 1
 
 
+_CREATE_BY_RESOURCE = ("CREATE INDEX IF NOT EXISTS ix_fhir_search_by_resource "
+                       "ON fhir_search_index (resource_type, id, param, value)")  # steps 3 and 6; gone in 8
+
+
 def _search_index_by_resource(conn: Connection) -> None:
     conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search_resource"))  # its prefix (resource_type, id)
-    next(i for i in schema.fhir_search_index.indexes if i.name == "ix_fhir_search_by_resource").create(
-        conn, checkfirst=True
-    )
+    conn.execute(text(_CREATE_BY_RESOURCE))
 
 
 def _search_index_match(conn: Connection) -> None:
@@ -79,9 +81,18 @@ def _search_index_primary_key(conn: Connection) -> None:
             conn.execute(text("ALTER TABLE fhir_search_index ADD CONSTRAINT pk_fhir_search_index "
                               "PRIMARY KEY (resource_type, param, value, id)"))
     conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search_match"))  # the key's order, now the key's own index
-    next(i for i in schema.fhir_search_index.indexes if i.name == "ix_fhir_search_by_resource").create(
-        conn, checkfirst=True
-    )
+    conn.execute(text(_CREATE_BY_RESOURCE))
+
+
+def _search_index_without_by_resource(conn: Connection) -> None:
+    # A resource's rows are worked out from its JSON and deleted by the key (fhir_store.upsert_many).
+    conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search_by_resource"))
+
+
+def _messages_by_pathway_and_status(conn: Connection) -> None:
+    conn.execute(text("DROP INDEX IF EXISTS ix_messages_status"))  # the prefix of ix_messages_due
+    conn.execute(text("DROP INDEX IF EXISTS ix_messages_pathway_key"))  # the prefix of the new one
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_messages_pathway_status ON messages (pathway_key, status)"))
 
 
 MIGRATIONS: list[tuple[int, str, Step]] = [
@@ -93,6 +104,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (5, "search index: a reference once, as Type/id (not also the bare id)", _search_index_references_once),
     (6, "search index keyed by (resource_type, param, value, id); on SQLite WITHOUT ROWID",
      _search_index_primary_key),
+    (7, "a pathway's messages by (pathway_key, status); no index on status alone", _messages_by_pathway_and_status),
+    (8, "search index: no second index by resource", _search_index_without_by_resource),
 ]
 
 

@@ -158,7 +158,6 @@ def upsert_many(
     latest: dict[tuple[str, str], list[Any]] = {}
     changed = 0
     for pathway_key, resources in batch:
-        patients = {f"Patient/{res['id']}": res for res in resources if res["resourceType"] == "Patient"}
         for res in resources:
             key = (res["resourceType"], res["id"])
             now_state = latest.get(key)
@@ -174,9 +173,9 @@ def upsert_many(
             owner = pathway_key if key[0] in ("EpisodeOfCare", "Task") else None
             if now_state is not None:
                 owner = now_state[2]
-            latest[key] = [version + 1, res, owner, index_values(res, patients)]
+            latest[key] = [version + 1, res, owner]
     inserts, updates, index_rows = [], [], []
-    for key, (version, res, owner, _) in sorted(latest.items(), key=lambda item: item[0]):  # one lock order
+    for key, (version, res, owner) in sorted(latest.items(), key=lambda item: item[0]):  # one lock order
         if key in stored:
             updates.append({"k_type": key[0], "k_id": key[1], "version_id": version, "last_updated": now,
                             "resource": res})
@@ -184,16 +183,12 @@ def upsert_many(
             inserts.append({"resource_type": key[0], "id": key[1], "pathway_key": owner, "version_id": version,
                             "last_updated": now, "resource": res})
     # The search index of an updated resource changes by a value or two (a Task's status): only the
-    # difference is written, the rows that stay are not deleted and inserted again.
-    indexed: dict[tuple[str, str], set[tuple[str, str]]] = {}
-    changed_stored = [key for key in latest if key in stored]
-    for i in range(0, len(changed_stored), 500):
-        chunk = changed_stored[i : i + 500]
-        query = select(idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value).where(
-            idx.c.resource_type.in_(sorted({k[0] for k in chunk})), idx.c.id.in_([k[1] for k in chunk])
-        )
-        for row in conn.execute(query):
-            indexed.setdefault((row.resource_type, row.id), set()).add((row.param, row.value))
+    # difference is written. The rows it has are those of its stored JSON (`index_values`, the
+    # function that wrote them), so they are worked out here, not read: an index of the table by
+    # resource, for that read alone, was a second random-order B-tree beside the key's, as big as
+    # it, written with every row (half the index's share of a 1M-event replay).
+    patients = _patients_of(conn, [state[1] for state in latest.values()]
+                            + [stored[key][1] for key in latest if key in stored], latest, stored)
     if inserts and conn.dialect.name == "postgresql":
         # Another replica may insert the same shared resource (Patient, Organization) between our
         # lookup and our insert: its row stands (the next refresh compares against it) and only the
@@ -208,11 +203,14 @@ def upsert_many(
         changed -= len(raced)
         inserts = []
     gone: list[dict[str, Any]] = []
-    for key, (_, _, _, pairs) in latest.items():
-        wanted = {(p, v[:300]) for p, v in pairs}
-        have = indexed.get(key, set()) if key in stored else set()
-        index_rows += [(key[0], key[1], p, v) for p, v in sorted(wanted - have)]
-        gone += [{"k_type": key[0], "k_id": key[1], "k_param": p, "k_value": v} for p, v in sorted(have - wanted)]
+    for key, (_, res, _) in latest.items():
+        wanted = _indexed(res, patients)
+        have = _indexed(stored[key][1], patients) if key in stored else set()
+        index_rows += [(key[0], key[1], p, v) for p, v in wanted - have]
+        gone += [{"k_type": key[0], "k_id": key[1], "k_param": p, "k_value": v} for p, v in have - wanted]
+    # In the key's order: a batch's rows go into the index's B-tree leaf after leaf, not at random.
+    index_rows.sort(key=_index_key)
+    gone.sort(key=lambda g: (g["k_type"], g["k_param"], g["k_value"], g["k_id"]))
     if updates:
         conn.execute(
             update(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))), updates
@@ -248,16 +246,69 @@ def upsert_many(
                 if (row.resource_type, row.id) not in owners[row.pathway_key]
             ]
         if stale:
+            # their index rows, from their JSON (the resource is read only when it goes: rarely)
+            gone_resources = _resources(conn, [(t, i) for t, i, _ in stale])
+            patients = _patients_of(conn, list(gone_resources.values()), latest, stored)
+            unindex = sorted((key[0], p, v, key[1]) for key, res in gone_resources.items()
+                             for p, v in _indexed(res, patients))
             conn.execute(
                 delete(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))),
                 [{"k_type": t, "k_id": i} for t, i, _ in stale],
             )
-            conn.execute(
-                delete(idx).where(and_(idx.c.resource_type == bindparam("k_type"), idx.c.id == bindparam("k_id"))),
-                [{"k_type": t, "k_id": i} for t, i, _ in stale],
-            )
+            if unindex:
+                conn.execute(delete(idx).where(and_(
+                    idx.c.resource_type == bindparam("k_type"), idx.c.param == bindparam("k_param"),
+                    idx.c.value == bindparam("k_value"), idx.c.id == bindparam("k_id"),
+                )), [{"k_type": t, "k_param": p, "k_value": v, "k_id": i} for t, p, v, i in unindex])
             changed += len(stale)
     return changed
+
+
+def _index_key(row: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
+    return row[0], row[2], row[3], row[1]  # (resource_type, id, param, value) in the key's order
+
+
+def _indexed(resource: dict[str, Any], patients: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+    """A resource's (param, value) rows in the index. Of a stored resource, the rows it got when it
+    was written: its values, and an EpisodeOfCare's patient.identifier from its Patient (found by
+    `_patients_of` then as now; its identifier never changes under its id)."""
+    return {(p, v[:300]) for p, v in index_values(resource, patients)}
+
+
+def _resources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    r = schema.fhir_resources
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        query = select(r.c.resource_type, r.c.id, r.c.resource).where(
+            r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk]))
+        out.update({(row.resource_type, row.id): row.resource for row in conn.execute(query)})
+    return out
+
+
+def _patients_of(
+    conn: Connection, resources: Sequence[dict[str, Any]], latest: dict[tuple[str, str], list[Any]],
+    stored: dict[tuple[str, str], tuple[int, Any]],
+) -> dict[str, dict[str, Any]]:
+    """The Patients the EpisodeOfCares among `resources` refer to ("Patient/<id>" -> resource), from
+    this batch, else as stored, else none (a Patient's identifier never changes under its id: both
+    come from the national id, so any version of it gives the same patient.identifier rows)."""
+    refs = {res.get("patient", {}).get("reference", "") for res in resources if res["resourceType"] == "EpisodeOfCare"}
+    out: dict[str, dict[str, Any]] = {}
+    missing = []
+    for ref in refs:
+        kind, _, pid = ref.partition("/")
+        if kind != "Patient" or not pid:
+            continue
+        key = ("Patient", pid)
+        found = latest[key][1] if key in latest else stored[key][1] if key in stored else None
+        if found is not None:
+            out[ref] = found
+        else:
+            missing.append(key)
+    if missing:
+        out.update({f"Patient/{k[1]}": res for k, res in _resources(conn, missing).items()})
+    return out
 
 
 def _same(stored: Any, new: dict[str, Any]) -> bool:

@@ -204,11 +204,13 @@ def _search_index_rows(store: Store) -> list[tuple]:
 
 def test_migrations_4_and_6_rebuild_a_database_of_before_step_4(stocked) -> None:
     """Step 4 swapped the search and worklist indexes; step 6 keys the search index by (resource_type,
-    param, value, id) (on SQLite a WITHOUT ROWID table, rebuilt; a row held twice is kept once)."""
+    param, value, id) (on SQLite a WITHOUT ROWID table, rebuilt; a row held twice is kept once);
+    step 8 drops the index by resource that steps 3 and 6 made."""
     store, everything = stocked
     rows = _search_index_rows(store)
-    assert "ix_fhir_search_by_resource" in _indexes(store) and "ix_pathways_unit_status" in _indexes(store)
-    assert not {"ix_fhir_search", "ix_fhir_search_match", "ix_pathways_unit_her_id"} & _indexes(store)
+    assert "ix_pathways_unit_status" in _indexes(store)
+    assert not {"ix_fhir_search", "ix_fhir_search_match", "ix_pathways_unit_her_id", "ix_fhir_search_by_resource"
+                } & _indexes(store)
     idx = schema.fhir_search_index
     with store.transaction() as conn:  # the table and indexes as a database migrated to step 3 had them
         conn.execute(text("DROP TABLE fhir_search_index"))
@@ -220,10 +222,11 @@ def test_migrations_4_and_6_rebuild_a_database_of_before_step_4(stocked) -> None
         conn.execute(text("CREATE INDEX ix_pathways_unit_her_id ON pathways (unit_her_id)"))
         conn.execute(insert(idx), [dict(zip(("resource_type", "id", "param", "value"), r, strict=True)) for r in rows])
         conn.execute(insert(idx), [dict(zip(("resource_type", "id", "param", "value"), rows[0], strict=True))])  # twice
-        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version.in_([4, 5, 6])))
-    assert store.migrate() == [4, 5, 6]
-    assert "ix_fhir_search_by_resource" in _indexes(store) and "ix_pathways_unit_status" in _indexes(store)
-    assert not {"ix_fhir_search", "ix_fhir_search_match", "ix_pathways_unit_her_id"} & _indexes(store)
+        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version.in_([4, 5, 6, 8])))
+    assert store.migrate() == [4, 5, 6, 8]
+    assert "ix_pathways_unit_status" in _indexes(store)
+    assert not {"ix_fhir_search", "ix_fhir_search_match", "ix_pathways_unit_her_id", "ix_fhir_search_by_resource"
+                } & _indexes(store)
     assert _search_index_rows(store) == rows
     with store.read() as conn:
         assert inspect(conn).get_pk_constraint("fhir_search_index")["constrained_columns"] == [
@@ -233,7 +236,7 @@ def test_migrations_4_and_6_rebuild_a_database_of_before_step_4(stocked) -> None
             assert "WITHOUT ROWID" in sql
         total, _ = fhir_store.search(conn, "Task", [("status", ["requested"])], 10, 0)
     assert total == len(_expected(everything, "Task", [("status", ["requested"])]))
-    assert migrations.latest_version() >= 6
+    assert migrations.latest_version() >= 8
 
 
 def test_a_reference_is_indexed_once_and_migration_5_drops_the_bare_id_rows(stocked) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, inspect, select, text
 
 from forlop.storage import SchemaNotReady, Store, migrations, schema
 from services.pathway import fhir_store
@@ -93,3 +93,27 @@ def test_resources_no_longer_produced_for_a_pathway_are_removed(store: Store):
     with store.read() as conn:
         assert fhir_store.read_resource(conn, "Task", "t1") is None
         assert fhir_store.search(conn, "Task", [("focus", ["EpisodeOfCare/e1"])], 10, 0)[0] == 0
+
+
+def _message_indexes(store: Store) -> set[str]:
+    with store.read() as conn:
+        return {i["name"] for i in inspect(conn).get_indexes("messages")}
+
+
+def test_migration_7_reads_a_pathways_held_messages_by_pathway_and_status(store: Store):
+    with store.transaction() as conn:  # the indexes as a database of before step 7 had them
+        conn.execute(text("DROP INDEX ix_messages_pathway_status"))
+        conn.execute(text("CREATE INDEX ix_messages_pathway_key ON messages (pathway_key)"))
+        conn.execute(text("CREATE INDEX ix_messages_status ON messages (status)"))
+        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version == 7))
+    assert store.migrate() == [7]
+    assert {"ix_messages_due", "ix_messages_pathway_status"} <= _message_indexes(store)
+    assert not {"ix_messages_pathway_key", "ix_messages_status"} & _message_indexes(store)
+    if store.dialect == "sqlite":  # PostgreSQL plans by its statistics
+        m = schema.messages
+        query = select(m.c.id).where(m.c.pathway_key == "dips:P1", m.c.status == "held")
+        sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+        with store.read() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+        # not every held message of every pathway (the status index it took before)
+        assert "ix_messages_pathway_status (pathway_key=? AND status=?)" in plan, plan
