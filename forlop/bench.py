@@ -291,10 +291,10 @@ def _clone_open_pathways(store: Any, target: int) -> int:
     (with their search index) and alerts that deriving and mapping those histories would have
     stored (tests/bench/test_clone.py). SQLite only (the replay database).
 
-    The search index's own two indexes are dropped while the copies go in and built again at
-    the end (their SQL from sqlite_master): filled copy by copy, nearly every page of them was
-    written again per copy (WAL and checkpoint: ~150 GB written for 200,000 open pathways,
-    and each copy slower than the one before).
+    Any index of the search index's table (none since migration 8; two before) is dropped while
+    the copies go in and built again at the end (its SQL from sqlite_master): filled copy by copy,
+    nearly every page of one was written again per copy (WAL and checkpoint: ~150 GB written for
+    200,000 open pathways, and each copy slower than the one before).
     """
     from sqlalchemy import func, select
 
@@ -334,10 +334,12 @@ _ORIGINAL_OPEN = "p.episode_status IN ('waitlist', 'active') AND p.pathway_key N
 def _unindex_search(conn: Any) -> list[str]:
     """temp.clone_index: the open originals' search index rows (what `_clone_fhir` copies); then drop
     the search index's own indexes and return the SQL that makes them."""
+    # One pass over the index, each row's resource and pathway by their keys (CROSS JOIN keeps that
+    # order): the index has no index by resource, so the other way round reads a type's rows per resource.
     conn.exec_driver_sql(
         "CREATE TEMP TABLE clone_index AS SELECT i.resource_type, i.id, i.param, i.value "
-        "FROM pathways p JOIN fhir_resources r ON r.pathway_key = p.pathway_key "
-        f"JOIN fhir_search_index i ON i.resource_type = r.resource_type AND i.id = r.id WHERE {_ORIGINAL_OPEN}"
+        "FROM fhir_search_index i CROSS JOIN fhir_resources r ON r.resource_type = i.resource_type AND r.id = i.id "
+        f"CROSS JOIN pathways p ON p.pathway_key = r.pathway_key WHERE {_ORIGINAL_OPEN}"
     )
     conn.exec_driver_sql("CREATE INDEX temp.ix_clone_index ON clone_index (resource_type, id, param, value)")
     indexes = list(conn.exec_driver_sql(
