@@ -265,7 +265,7 @@ def upsert_many(
 
 
 def _index_key(row: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
-    return row[0], row[2], row[3], row[1]  # (resource_type, id, param, value) in the key's order
+    return row[0], row[2], row[3], row[1]  # a row (resource_type, id, param, value) as the key orders it
 
 
 def _indexed(resource: dict[str, Any], patients: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
