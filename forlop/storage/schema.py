@@ -149,8 +149,8 @@ fhir_search_index = Table(
     Column("value", String(300), nullable=False),
     # A search reads the ids of one value in id order from the key alone (a page is the first
     # count + 1 of them, never all matches) and probes other parameters' values by id. On SQLite
-    # the table is this key's B-tree (WITHOUT ROWID): a row is written to two trees, not three
-    # (a rowid table beside two indexes that both held every column).
+    # the table is this key's B-tree (WITHOUT ROWID): a row is written to one tree (it was three:
+    # a rowid table beside two indexes that both held every column).
     # A resource's own rows are worked out from its JSON (`fhir_store.index_values`) and deleted by
     # this key, so no second index by resource is kept (it was as big as the table, in random order).
     PrimaryKeyConstraint("resource_type", "param", "value", "id", name="pk_fhir_search_index"),
