@@ -291,10 +291,9 @@ def _clone_open_pathways(store: Any, target: int) -> int:
     (with their search index) and alerts that deriving and mapping those histories would have
     stored (tests/bench/test_clone.py). SQLite only (the replay database).
 
-    Any index of the search index's table (none since migration 8; two before) is dropped while
-    the copies go in and built again at the end (its SQL from sqlite_master): filled copy by copy,
-    nearly every page of one was written again per copy (WAL and checkpoint: ~150 GB written for
-    200,000 open pathways, and each copy slower than the one before).
+    The search index's table has no index of its own to fill copy by copy since migration 8 (its
+    two indexes were dropped here while the copies went in: filled copy by copy, nearly every page
+    was written again per copy, ~150 GB for 200,000 open pathways).
     """
     from sqlalchemy import func, select
 
@@ -312,7 +311,7 @@ def _clone_open_pathways(store: Any, target: int) -> int:
         with conn.begin():
             cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
             conn.exec_driver_sql("PRAGMA cache_size=-1048576")  # 1 GiB while copying; as it was after
-            indexes = _unindex_search(conn)
+            _clone_index_rows(conn)
         try:
             for n in range(1, copies + 1):
                 with conn.begin():  # a copy per transaction: SQLite's WAL stays one copy big
@@ -320,8 +319,6 @@ def _clone_open_pathways(store: Any, target: int) -> int:
                     _clone_fhir(conn, n)
         finally:
             with conn.begin():
-                for sql in indexes:
-                    conn.exec_driver_sql(sql)
                 conn.exec_driver_sql("DROP TABLE temp.clone_index")
                 conn.exec_driver_sql(f"PRAGMA cache_size={cache}")
     return open_n * (copies + 1)
@@ -331,9 +328,8 @@ def _clone_open_pathways(store: Any, target: int) -> int:
 _ORIGINAL_OPEN = "p.episode_status IN ('waitlist', 'active') AND p.pathway_key NOT LIKE '%~c%'"
 
 
-def _unindex_search(conn: Any) -> list[str]:
-    """temp.clone_index: the open originals' search index rows (what `_clone_fhir` copies); then drop
-    the search index's own indexes and return the SQL that makes them."""
+def _clone_index_rows(conn: Any) -> None:
+    """temp.clone_index: the open originals' search index rows (what `_clone_fhir` copies)."""
     # One pass over the index, each row's resource and pathway by their keys (CROSS JOIN keeps that
     # order): the index has no index by resource, so the other way round reads a type's rows per resource.
     conn.exec_driver_sql(
@@ -342,13 +338,6 @@ def _unindex_search(conn: Any) -> list[str]:
         f"CROSS JOIN pathways p ON p.pathway_key = r.pathway_key WHERE {_ORIGINAL_OPEN}"
     )
     conn.exec_driver_sql("CREATE INDEX temp.ix_clone_index ON clone_index (resource_type, id, param, value)")
-    indexes = list(conn.exec_driver_sql(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'fhir_search_index' "
-        "AND sql IS NOT NULL ORDER BY name"
-    ))
-    for name, _ in indexes:
-        conn.exec_driver_sql(f'DROP INDEX "{name}"')
-    return [sql for _, sql in indexes]
 
 
 def _clone_pathway_rows(conn: Any, suffix: str) -> None:
@@ -418,7 +407,7 @@ def _clone_fhir(conn: Any, n: int) -> None:
     the new key (computed here, into a temporary table, like the old ids they replace); the JSON text is
     the original's with replace() of the EpisodeOfCare id, the pathway id (a whole JSON string), the
     "<key>/" of the milestone identifier and the resource's own id (no resource names another Task of
-    its pathway); the search index rows are the original's (temp.clone_index, `_unindex_search`) with
+    its pathway); the search index rows are the original's (temp.clone_index, `_clone_index_rows`) with
     the values that hold those ids replaced alike (EpisodeOfCare identifier: the pathway id alone and
     after its system; Task focus: the EpisodeOfCare id).
 

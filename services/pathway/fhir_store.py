@@ -7,7 +7,7 @@ parameter value so a search is an indexed intersection on both SQLite and Postgr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -146,14 +146,8 @@ def upsert_many(
     keys = list(dict.fromkeys((res["resourceType"], res["id"]) for _, resources in batch for res in resources))
     if not keys:
         return 0
-    stored: dict[tuple[str, str], tuple[int, Any]] = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        query = select(r.c.resource_type, r.c.id, r.c.version_id, r.c.resource).where(
-            r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk])
-        )
-        for row in conn.execute(query):
-            stored[(row.resource_type, row.id)] = (row.version_id, row.resource)
+    stored = {(row.resource_type, row.id): (row.version_id, row.resource)
+              for row in _rows_by_key(conn, keys, r.c.version_id, r.c.resource)}
     # key -> [version, resource, owning pathway, index rows]: the state after each pathway in turn
     latest: dict[tuple[str, str], list[Any]] = {}
     changed = 0
@@ -202,31 +196,19 @@ def upsert_many(
             del latest[key]
         changed -= len(raced)
         inserts = []
-    gone: list[dict[str, Any]] = []
+    gone: list[tuple[str, str, str, str]] = []
     for key, (_, res, _) in latest.items():
         wanted = _indexed(res, patients)
         have = _indexed(stored[key][1], patients) if key in stored else set()
         index_rows += [(key[0], key[1], p, v) for p, v in wanted - have]
-        gone += [{"k_type": key[0], "k_id": key[1], "k_param": p, "k_value": v} for p, v in have - wanted]
+        gone += [(key[0], key[1], p, v) for p, v in have - wanted]
     # In the key's order: a batch's rows go into the index's B-tree leaf after leaf, not at random.
     index_rows.sort(key=_index_key)
-    gone.sort(key=lambda g: (g["k_type"], g["k_param"], g["k_value"], g["k_id"]))
     if updates:
         conn.execute(
             update(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))), updates
         )
-    if gone:
-        conn.execute(
-            delete(idx).where(
-                and_(
-                    idx.c.resource_type == bindparam("k_type"),
-                    idx.c.id == bindparam("k_id"),
-                    idx.c.param == bindparam("k_param"),
-                    idx.c.value == bindparam("k_value"),
-                )
-            ),
-            gone,
-        )
+    _unindex(conn, gone)
     if inserts:
         conn.execute(insert(r), inserts)
     # PostgreSQL: another replica that updated the same shared resource (a Patient) may have added
@@ -249,17 +231,12 @@ def upsert_many(
             # their index rows, from their JSON (the resource is read only when it goes: rarely)
             gone_resources = _resources(conn, [(t, i) for t, i, _ in stale])
             patients = _patients_of(conn, list(gone_resources.values()), latest, stored)
-            unindex = sorted((key[0], p, v, key[1]) for key, res in gone_resources.items()
-                             for p, v in _indexed(res, patients))
             conn.execute(
                 delete(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))),
                 [{"k_type": t, "k_id": i} for t, i, _ in stale],
             )
-            if unindex:
-                conn.execute(delete(idx).where(and_(
-                    idx.c.resource_type == bindparam("k_type"), idx.c.param == bindparam("k_param"),
-                    idx.c.value == bindparam("k_value"), idx.c.id == bindparam("k_id"),
-                )), [{"k_type": t, "k_param": p, "k_value": v, "k_id": i} for t, p, v, i in unindex])
+            _unindex(conn, [(key[0], key[1], p, v) for key, res in gone_resources.items()
+                            for p, v in _indexed(res, patients)])
             changed += len(stale)
     return changed
 
@@ -275,15 +252,30 @@ def _indexed(resource: dict[str, Any], patients: dict[str, dict[str, Any]]) -> s
     return {(p, v[:300]) for p, v in index_values(resource, patients)}
 
 
-def _resources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+def _unindex(conn: Connection, rows: list[tuple[str, str, str, str]]) -> None:
+    """Delete index rows (resource_type, id, param, value) by the table's key, in its order."""
+    if not rows:
+        return
+    idx = schema.fhir_search_index
+    rows.sort(key=_index_key)
+    conn.execute(delete(idx).where(and_(
+        idx.c.resource_type == bindparam("k_type"), idx.c.param == bindparam("k_param"),
+        idx.c.value == bindparam("k_value"), idx.c.id == bindparam("k_id"),
+    )), [{"k_type": t, "k_id": i, "k_param": p, "k_value": v} for t, i, p, v in rows])
+
+
+def _rows_by_key(conn: Connection, keys: Sequence[tuple[str, str]], *columns: Any) -> Iterator[Any]:
+    """Rows of fhir_resources by the whole primary key (resource_type, id), 500 keys per query."""
     r = schema.fhir_resources
-    out: dict[tuple[str, str], dict[str, Any]] = {}
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
-        query = select(r.c.resource_type, r.c.id, r.c.resource).where(
-            r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk]))
-        out.update({(row.resource_type, row.id): row.resource for row in conn.execute(query)})
-    return out
+        yield from conn.execute(select(r.c.resource_type, r.c.id, *columns).where(
+            r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk])))
+
+
+def _resources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    r = schema.fhir_resources
+    return {(row.resource_type, row.id): row.resource for row in _rows_by_key(conn, keys, r.c.resource)}
 
 
 def _patients_of(
