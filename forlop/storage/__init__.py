@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Column, Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from forlop.storage import migrations, schema
@@ -30,10 +30,24 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]],
     as it is (ON CONFLICT DO NOTHING) instead of failing the transaction."""
     if not rows:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     names = [c.name for c in table.columns]
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-    conn.exec_driver_sql(sql + (" ON CONFLICT DO NOTHING" if skip_existing else ""), list(rows))
+    head = f"INSERT INTO {table.name} ({', '.join(names)}) "
+    tail = " ON CONFLICT DO NOTHING" if skip_existing else ""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(head + f"SELECT * FROM {unnest_arrays(conn, table.columns)}" + tail,
+                             tuple(list(column) for column in zip(*rows, strict=True)))
+        return
+    conn.exec_driver_sql(head + f"VALUES ({', '.join(['?'] * len(names))})" + tail, list(rows))
+
+
+def unnest_arrays(conn: Connection, columns: Iterable[Column]) -> str:
+    """PostgreSQL: `unnest(%s::T1[], %s::T2[], ..)`, the rows of a batch as one array per column.
+
+    One statement for the whole batch: an executemany (even pipelined) is a statement per row that
+    the server executes and psycopg sends one by one; 320,000 index rows of a Kafka ingest run were
+    a sixth of the pathway process's time, waiting on them.
+    """
+    return "unnest(" + ", ".join(f"%s::{c.type.compile(dialect=conn.dialect)}[]" for c in columns) + ")"
 
 
 class SchemaNotReady(RuntimeError):

@@ -17,19 +17,24 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Integer,
+    String,
     and_,
     bindparam,
     delete,
     func,
     insert,
     intersect,
+    literal,
     select,
     union,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
-from forlop.storage import insert_rows, schema
+from forlop.storage import insert_rows, schema, unnest_arrays
+
+_TEXT_ARRAY = ARRAY(String)
 
 FNR_SYSTEMS = ("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")
 
@@ -258,6 +263,13 @@ def _unindex(conn: Connection, rows: list[tuple[str, str, str, str]]) -> None:
         return
     idx = schema.fhir_search_index
     rows.sort(key=_index_key)
+    if conn.dialect.name == "postgresql":  # one statement for the batch (see `unnest_arrays`)
+        key = [idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value]
+        conn.exec_driver_sql(
+            f"DELETE FROM {idx.name} USING {unnest_arrays(conn, key)} AS gone(resource_type, id, param, value) "
+            "WHERE " + " AND ".join(f"{idx.name}.{c.name} = gone.{c.name}" for c in key),
+            tuple(list(column) for column in zip(*rows, strict=True)))
+        return
     conn.execute(delete(idx).where(and_(
         idx.c.resource_type == bindparam("k_type"), idx.c.param == bindparam("k_param"),
         idx.c.value == bindparam("k_value"), idx.c.id == bindparam("k_id"),
@@ -265,12 +277,26 @@ def _unindex(conn: Connection, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def _rows_by_key(conn: Connection, keys: Sequence[tuple[str, str]], *columns: Any) -> Iterator[Any]:
-    """Rows of fhir_resources by the whole primary key (resource_type, id), 500 keys per query."""
+    """Rows of fhir_resources by the whole primary key (resource_type, id), 500 keys per query.
+
+    PostgreSQL gets the keys as two arrays joined to the table, one primary-key probe each: given
+    `resource_type IN (..) AND id IN (..)` it probed by type alone and filtered the ids, reading
+    every resource of those types (64 ms a query at 45k resources, half its time under Kafka
+    ingest, and growing with the table). SQLite probes each (type, id) pair of the two lists.
+    """
     r = schema.fhir_resources
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
-        yield from conn.execute(select(r.c.resource_type, r.c.id, *columns).where(
-            r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk])))
+        if conn.dialect.name == "postgresql":
+            wanted = func.unnest(
+                literal([k[0] for k in chunk], _TEXT_ARRAY), literal([k[1] for k in chunk], _TEXT_ARRAY)
+            ).table_valued("resource_type", "id").render_derived("wanted")
+            query = select(r.c.resource_type, r.c.id, *columns).join(
+                wanted, and_(r.c.resource_type == wanted.c.resource_type, r.c.id == wanted.c.id))
+        else:
+            query = select(r.c.resource_type, r.c.id, *columns).where(
+                r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk]))
+        yield from conn.execute(query)
 
 
 def _resources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
