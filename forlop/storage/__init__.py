@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
-from sqlalchemy import Column, Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from forlop.storage import migrations, schema
@@ -20,34 +19,6 @@ def json_text(value: object) -> str:
     """JSON columns and records: orjson, several times faster than json on statuses and FHIR resources
     (a fifth of the scanner's and replay's time went to json); UTF-8 text like ensure_ascii=False."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]], *,
-                skip_existing: bool = False) -> None:
-    """INSERT rows of plain values (text, numbers; in the table's column order) through the driver's
-    executemany. SQLAlchemy's per-row parameter processing cost more than the insert itself for the
-    search index (~56 rows per pathway). `skip_existing`: a row whose key is there already is left
-    as it is (ON CONFLICT DO NOTHING) instead of failing the transaction."""
-    if not rows:
-        return
-    names = [c.name for c in table.columns]
-    head = f"INSERT INTO {table.name} ({', '.join(names)}) "
-    tail = " ON CONFLICT DO NOTHING" if skip_existing else ""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(head + f"SELECT * FROM {unnest_arrays(conn, table.columns)}" + tail,
-                             tuple(list(column) for column in zip(*rows, strict=True)))
-        return
-    conn.exec_driver_sql(head + f"VALUES ({', '.join(['?'] * len(names))})" + tail, list(rows))
-
-
-def unnest_arrays(conn: Connection, columns: Iterable[Column]) -> str:
-    """PostgreSQL: `unnest(%s::T1[], %s::T2[], ..)`, the rows of a batch as one array per column.
-
-    One statement for the whole batch: an executemany (even pipelined) is a statement per row that
-    the server executes and psycopg sends one by one; 320,000 index rows of a Kafka ingest run were
-    a sixth of the pathway process's time, waiting on them.
-    """
-    return "unnest(" + ", ".join(f"%s::{c.type.compile(dialect=conn.dialect)}[]" for c in columns) + ")"
 
 
 class SchemaNotReady(RuntimeError):

@@ -20,6 +20,7 @@ from forlop.config import Topics
 from forlop.events import PathwayEvent
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
+from forlop.storage.bulk import among, insert_many
 from services.ingest.normalise import RejectedEvent, parse_vendor_event
 from services.ingest.validation import Problem
 
@@ -100,7 +101,8 @@ def ingest(
 
     ids = [event.event_id for _, event in checked]
     seen = set(
-        conn.execute(select(schema.inbound_events.c.event_id).where(schema.inbound_events.c.event_id.in_(ids)))
+        conn.execute(select(schema.inbound_events.c.event_id).where(
+            among(schema.inbound_events.c.event_id, ids, conn.dialect.name)))
         .scalars()
         .all()
     ) if ids else set()
@@ -128,10 +130,8 @@ def ingest(
         log.info("event accepted", extra={"correlation_id": event.event_id, **ctx(
             source=source, pathway=event.pathway_key, kind=event.kind.value, code=event.code,
             patient=event.patient.national_id)})
-    if inbound_rows:
-        conn.execute(insert(schema.inbound_events), inbound_rows)
-    if outbox_rows:
-        conn.execute(insert(schema.outbox), outbox_rows)
+    insert_many(conn, schema.inbound_events, inbound_rows)
+    insert_many(conn, schema.outbox, outbox_rows)
     return result
 
 

@@ -32,7 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
-from forlop.storage import insert_rows, schema, unnest_arrays
+from forlop.storage import schema
+from forlop.storage.bulk import among, insert_rows, unnest_arrays
 
 _TEXT_ARRAY = ARRAY(String)
 
@@ -225,7 +226,7 @@ def upsert_many(
         owner_keys = list(owners)
         for i in range(0, len(owner_keys), 500):
             query = select(r.c.resource_type, r.c.id, r.c.pathway_key).where(
-                r.c.pathway_key.in_(owner_keys[i : i + 500])
+                among(r.c.pathway_key, owner_keys[i : i + 500], conn.dialect.name)
             )
             stale += [
                 (row.resource_type, row.id, row.pathway_key)

@@ -25,6 +25,7 @@ from forlop.events import PathwayEvent
 from forlop.fhir import ids
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
+from forlop.storage.bulk import among, insert_many, update_many
 from services.pathway.domain.derive import derive
 from services.pathway.domain.living import Transition, advance, deadline_transitions
 from services.pathway.domain.rules import RuleBook
@@ -61,12 +62,12 @@ def store_events(conn: Connection, events: Sequence[PathwayEvent], now: datetime
     e = schema.pathway_events
     unique = {ev.event_id: ev for ev in events}
     known = set(
-        conn.execute(select(e.c.event_id).where(e.c.event_id.in_(list(unique)))).scalars()
+        conn.execute(select(e.c.event_id).where(among(e.c.event_id, list(unique), conn.dialect.name))).scalars()
     ) if unique else set()
     new = [ev for eid, ev in unique.items() if eid not in known]
     if new:
-        conn.execute(
-            insert(e),
+        insert_many(
+            conn, e,
             [
                 {
                     "event_id": ev.event_id,
@@ -89,7 +90,7 @@ def load_history(conn: Connection, pathway_keys: Iterable[str]) -> dict[str, lis
     out: dict[str, list[PathwayEvent]] = {k: [] for k in keys}
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
-        for row in conn.execute(select(e.c.pathway_key, e.c.event).where(e.c.pathway_key.in_(chunk))):
+        for row in conn.execute(select(e.c.pathway_key, e.c.event).where(among(e.c.pathway_key, chunk, conn.dialect.name))):
             out[row.pathway_key].append(PathwayEvent.from_dict(row.event))
     return out
 
@@ -157,7 +158,8 @@ def refresh(
     """
     histories = load_history(conn, pathway_keys)
     p = schema.pathways
-    current = select(p.c.pathway_key, p.c.status, p.c.history_hash).where(p.c.pathway_key.in_(list(pathway_keys)))
+    current = select(p.c.pathway_key, p.c.status, p.c.history_hash).where(
+        among(p.c.pathway_key, list(pathway_keys), conn.dialect.name))
     if conn.dialect.name == "postgresql":
         current = current.with_for_update()  # serialise with the scanner and other replicas per pathway
     previous_rows = {row.pathway_key: row for row in conn.execute(current)}
@@ -192,12 +194,9 @@ def refresh(
         _collect_alerts(writes, deadline_transitions(prev_status, status_dict), status_dict, latest.unit.her_id,
                         latest.patient.national_id, now)
     upsert_many(conn, writes.resources, now)
-    if writes.inserts:
-        conn.execute(insert(p), writes.inserts)
-    if writes.updates:
-        conn.execute(update(p).where(p.c.pathway_key == bindparam("k_pathway_key")), writes.updates)
-    if writes.status_changed:
-        conn.execute(insert(schema.outbox), writes.status_changed)
+    insert_many(conn, p, writes.inserts)
+    update_many(conn, p, "pathway_key", writes.updates)  # their rows are locked (FOR UPDATE above)
+    insert_many(conn, schema.outbox, writes.status_changed)
     result.alerts += _store_alerts(conn, writes.alerts, now, deps.topics)
 
 
@@ -449,7 +448,8 @@ def _store_alerts(
     keys = [c[0] for c in candidates]
     seen: set[str] = set()
     for i in range(0, len(keys), 500):
-        seen.update(conn.execute(select(a.c.alert_key).where(a.c.alert_key.in_(keys[i : i + 500]))).scalars())
+        seen.update(conn.execute(select(a.c.alert_key).where(
+            among(a.c.alert_key, keys[i : i + 500], conn.dialect.name))).scalars())
     rows, outbox = [], []
     for alert_key, alert, record_key, to_status in candidates:
         if alert_key in seen:
@@ -475,9 +475,8 @@ def _store_alerts(
         )
         metrics.alerts_emitted.labels(to_status).inc()
         log.info("deadline alert", extra=ctx(pathway=alert["pathwayKey"], milestone=alert["milestone"], to=to_status))
-    if rows:
-        conn.execute(insert(a), rows)
-        conn.execute(insert(schema.outbox), outbox)
+    insert_many(conn, a, rows)
+    insert_many(conn, schema.outbox, outbox)
     return len(rows)
 
 
