@@ -1,0 +1,78 @@
+"""Batch writes (`forlop.storage.bulk`): the same rows on both stores as SQLAlchemy's executemany."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import insert, select
+
+from forlop.storage import Store, schema
+from forlop.storage.bulk import among, insert_many, insert_rows, update_many
+
+NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+def _event(i: int, pathway: str) -> dict:
+    return {"event_id": f"dips:e{i}", "pathway_key": pathway, "kind": "milestone",
+            "occurred_on": date(2026, 10, i % 28 + 1), "recorded_at": NOW, "stored_at": NOW,
+            "event": {"n": i, "text": 'a "quoted" \\ value', "nested": {"list": [1, None]}}}
+
+
+def test_insert_many_keeps_order_values_and_defaults(store: Store) -> None:
+    o = schema.outbox
+    records = [{"topic": "t", "record_key": f"k{i % 3}", "value": f'{{"n": {i}, "s": "\\"x\\""}}',
+                "created_at": NOW} for i in range(700)]  # no "headers": its Python default applies
+    with store.transaction() as conn:
+        insert_many(conn, o, records)
+        insert_many(conn, o, [])
+    with store.read() as conn:
+        rows = conn.execute(select(o).order_by(o.c.id)).all()
+    # ids are drawn in the rows' order: the relay publishes by id, per-patient order depends on it
+    assert [r.value for r in rows] == [r["value"] for r in records]
+    assert [r.record_key for r in rows] == [r["record_key"] for r in records]
+    assert all(r.headers == {} and r.published_at is None for r in rows)
+    assert rows[0].created_at.replace(tzinfo=rows[0].created_at.tzinfo or UTC) == NOW
+
+
+def test_insert_many_reads_back_as_an_executemany_wrote(store: Store) -> None:
+    e = schema.pathway_events
+    with store.transaction() as conn:
+        insert_many(conn, e, [_event(i, "p1") for i in range(5)])
+        conn.execute(insert(e), [_event(i, "p2") for i in range(5, 10)])
+    with store.read() as conn:
+        rows = {r.event_id: r for r in conn.execute(select(e))}
+    for i in range(10):
+        row, want = rows[f"dips:e{i}"], _event(i, "p1" if i < 5 else "p2")
+        assert (row.pathway_key, row.kind, row.occurred_on, row.event) == (
+            want["pathway_key"], want["kind"], want["occurred_on"], want["event"])
+
+
+def test_update_many_sets_each_row_by_its_key_and_the_last_row_of_a_key_wins(store: Store) -> None:
+    a = schema.alerts
+    base = {"milestone_key": "m", "to_status": "due_soon", "emitted_at": NOW}
+    with store.transaction() as conn:
+        conn.execute(insert(a), [{"alert_key": f"a{i}", "pathway_key": f"p{i}", **base} for i in range(4)])
+        update_many(conn, a, "alert_key", [
+            {"k_alert_key": "a1", "to_status": "overdue", "milestone_key": "m1"},
+            {"k_alert_key": "a2", "to_status": "overdue", "milestone_key": "m2"},
+            {"k_alert_key": "a2", "to_status": "met", "milestone_key": "m2b"},
+            {"k_alert_key": "missing", "to_status": "overdue", "milestone_key": "x"},
+        ])
+    with store.read() as conn:
+        got = {r.alert_key: (r.to_status, r.milestone_key, r.pathway_key) for r in conn.execute(select(a))}
+    assert got == {"a0": ("due_soon", "m", "p0"), "a1": ("overdue", "m1", "p1"),
+                   "a2": ("met", "m2b", "p2"), "a3": ("due_soon", "m", "p3")}
+
+
+def test_insert_rows_skips_existing_keys_and_among_matches_a_key_list(store: Store) -> None:
+    idx = schema.fhir_search_index
+    rows = [("Task", f"t{i}", "status", "ready" if i % 2 else 'with "quotes"') for i in range(6)]
+    with store.transaction() as conn:
+        insert_rows(conn, idx, rows[:4])
+        insert_rows(conn, idx, rows, skip_existing=True)
+    with store.read() as conn:
+        assert sorted(conn.execute(select(idx)).all()) == sorted(rows)
+        wanted = ["t1", "t4", "nope"]
+        found = conn.execute(select(idx.c.id).where(among(idx.c.id, wanted, conn.dialect.name))).scalars().all()
+        assert sorted(found) == ["t1", "t4"]
+        assert conn.execute(select(idx.c.id).where(among(idx.c.id, [], conn.dialect.name))).all() == []
