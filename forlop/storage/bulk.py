@@ -77,46 +77,56 @@ def _defaults(table: Table, given: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
+                skip_existing: bool = False, returning: Sequence[str] = ()) -> list[Any]:
     """INSERT dict rows (all with the same keys), in their order: on PostgreSQL a serial id is drawn
-    in the rows' order (the outbox relays by id, and a patient's records must keep theirs)."""
+    in the rows' order (the outbox relays by id, and a patient's records must keep theirs).
+    `skip_existing` (PostgreSQL only): ON CONFLICT DO NOTHING; `returning`: the inserted rows' columns."""
     if not rows:
-        return
+        return []
+    tail = " ON CONFLICT DO NOTHING" if skip_existing else ""
     if conn.dialect.name != "postgresql":
+        if returning:
+            return conn.execute(insert(table).returning(*(table.c[n] for n in returning)), list(rows)).all()
         conn.execute(insert(table), list(rows))
-        return
+        return []
     defaults = _defaults(table, rows[0])
     names = [*rows[0], *defaults]
     columns = [table.c[name] for name in names]
     values = [tuple(row[name] for name in rows[0]) + tuple(defaults.values()) for row in rows]
     listed = ", ".join(names)
-    conn.exec_driver_sql(
+    result = conn.exec_driver_sql(
         f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {unnest_arrays(conn, columns)} "
-        f"WITH ORDINALITY AS batch({listed}, batch_row) ORDER BY batch_row",
+        f"WITH ORDINALITY AS batch({listed}, batch_row) ORDER BY batch_row" + tail
+        + (f" RETURNING {', '.join(returning)}" if returning else ""),
         _arrays(columns, values),
     )
+    return result.all() if returning else []
 
 
-def update_many(conn: Connection, table: Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """UPDATE the rows whose `key` column equals each row's "k_<key>" to the row's other values.
+def update_many(conn: Connection, table: Table, key: str | Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """UPDATE the rows whose `key` column(s) equal each row's "k_<key>" values to the row's other values.
 
     On PostgreSQL one UPDATE ... FROM the arrays: only where the transaction holds the rows' locks
-    already (the pathway rows, read FOR UPDATE first), since the join picks the order it locks in.
+    already, or no other writer takes them without holding the same lock first (a pathway's own
+    rows, whose pathway row it reads FOR UPDATE first), since the join picks the order it locks in.
     """
     if not rows:
         return
-    marker = f"k_{key}"
+    keys = [key] if isinstance(key, str) else list(key)
+    markers = [f"k_{k}" for k in keys]
     if conn.dialect.name != "postgresql":
-        conn.execute(update(table).where(table.c[key] == bindparam(marker)), list(rows))
+        conn.execute(update(table).where(*(table.c[k] == bindparam(m) for k, m in zip(keys, markers, strict=True))),
+                     list(rows))
         return
-    last = {row[marker]: row for row in rows}  # a key twice: the last row wins, as in an executemany
-    names = [name for name in rows[0] if name != marker]
-    columns = [table.c[key], *(table.c[name] for name in names)]
-    values = [(k, *(row[name] for name in names)) for k, row in last.items()]
+    last = {tuple(row[m] for m in markers): row for row in rows}  # a key twice: the last row wins, as in an executemany
+    names = [name for name in rows[0] if name not in markers]
+    columns = [*(table.c[k] for k in keys), *(table.c[name] for name in names)]
+    values = [(*k, *(row[name] for name in names)) for k, row in last.items()]
     conn.exec_driver_sql(
         f"UPDATE {table.name} SET {', '.join(f'{n} = batch.{n}' for n in names)} "
-        f"FROM {unnest_arrays(conn, columns)} AS batch({marker}, {', '.join(names)}) "
-        f"WHERE {table.name}.{key} = batch.{marker}",
+        f"FROM {unnest_arrays(conn, columns)} AS batch({', '.join([*markers, *names])}) "
+        f"WHERE " + " AND ".join(f"{table.name}.{k} = batch.{m}" for k, m in zip(keys, markers, strict=True)),
         _arrays(columns, values),
     )
 

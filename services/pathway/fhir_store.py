@@ -33,9 +33,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from forlop.storage import schema
-from forlop.storage.bulk import among, insert_rows, unnest_arrays
+from forlop.storage.bulk import among, insert_many, insert_rows, unnest_arrays, update_many
 
 _TEXT_ARRAY = ARRAY(String)
+
+# The types a pathway owns (its pathway_key column is set); the others are shared between pathways.
+OWNED_TYPES = ("EpisodeOfCare", "Task")
 
 FNR_SYSTEMS = ("urn:oid:2.16.578.1.12.4.1.4.1", "urn:oid:2.16.578.1.12.4.1.4.2")
 
@@ -170,14 +173,14 @@ def upsert_many(
             if old is not None and _same(old, res):
                 continue
             changed += 1
-            owner = pathway_key if key[0] in ("EpisodeOfCare", "Task") else None
+            owner = pathway_key if key[0] in OWNED_TYPES else None
             if now_state is not None:
                 owner = now_state[2]
             latest[key] = [version + 1, res, owner]
     inserts, updates, index_rows = [], [], []
     for key, (version, res, owner) in sorted(latest.items(), key=lambda item: item[0]):  # one lock order
         if key in stored:
-            updates.append({"k_type": key[0], "k_id": key[1], "version_id": version, "last_updated": now,
+            updates.append({"k_resource_type": key[0], "k_id": key[1], "version_id": version, "last_updated": now,
                             "resource": res})
         else:
             inserts.append({"resource_type": key[0], "id": key[1], "pathway_key": owner, "version_id": version,
@@ -193,10 +196,8 @@ def upsert_many(
         # Another replica may insert the same shared resource (Patient, Organization) between our
         # lookup and our insert: its row stands (the next refresh compares against it) and only the
         # rows this transaction really inserted get their search index.
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(r).on_conflict_do_nothing(index_elements=["resource_type", "id"])
-        done = {(row.resource_type, row.id) for row in conn.execute(stmt.returning(r.c.resource_type, r.c.id), inserts)}
+        done = {(row.resource_type, row.id)
+                for row in insert_many(conn, r, inserts, skip_existing=True, returning=("resource_type", "id"))}
         raced = {(i["resource_type"], i["id"]) for i in inserts} - done
         for key in raced:
             del latest[key]
@@ -210,10 +211,14 @@ def upsert_many(
         gone += [(key[0], key[1], p, v) for p, v in have - wanted]
     # In the key's order: a batch's rows go into the index's B-tree leaf after leaf, not at random.
     index_rows.sort(key=_index_key)
-    if updates:
-        conn.execute(
-            update(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))), updates
-        )
+    # A pathway's own resources are written only by a transaction that holds its pathway row (FOR
+    # UPDATE): one statement for them. Shared ones (a Patient two replicas may both update) go one by
+    # one in the key's order, so two transactions lock them in the same order.
+    shared = [u for u in updates if u["k_resource_type"] not in OWNED_TYPES]
+    update_many(conn, r, ("resource_type", "id"), [u for u in updates if u["k_resource_type"] in OWNED_TYPES])
+    if shared:
+        conn.execute(update(r).where(and_(r.c.resource_type == bindparam("k_resource_type"),
+                                          r.c.id == bindparam("k_id"))), shared)
     _unindex(conn, gone)
     if inserts:
         conn.execute(insert(r), inserts)
