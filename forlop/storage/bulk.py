@@ -25,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from forlop.storage import json_text
 
@@ -65,6 +66,20 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]],
     conn.exec_driver_sql(head + f"VALUES ({', '.join(['?'] * len(columns))})" + tail, list(rows))
 
 
+def delete_rows(conn: Connection, table: Table, key: Sequence[Column], rows: Sequence[tuple[Any, ...]]) -> None:
+    """DELETE the rows whose `key` columns equal each tuple of `rows` (in the key's column order)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        names = [c.name for c in key]
+        conn.exec_driver_sql(
+            f"DELETE FROM {table.name} USING {unnest_arrays(conn, key)} AS gone({', '.join(names)}) WHERE "
+            + " AND ".join(f"{table.name}.{n} = gone.{n}" for n in names),
+            _arrays(key, rows))
+        return
+    conn.exec_driver_sql(f"DELETE FROM {table.name} WHERE " + " AND ".join(f"{c.name} = ?" for c in key), list(rows))
+
+
 def _defaults(table: Table, given: Iterable[str]) -> dict[str, Any]:
     """The Python-side defaults (`default=`) of the columns the rows leave out: SQLAlchemy fills them in
     on an executemany, and an array statement has to do the same."""
@@ -81,14 +96,15 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
                 skip_existing: bool = False, returning: Sequence[str] = ()) -> list[Any]:
     """INSERT dict rows (all with the same keys), in their order: on PostgreSQL a serial id is drawn
     in the rows' order (the outbox relays by id, and a patient's records must keep theirs).
-    `skip_existing` (PostgreSQL only): ON CONFLICT DO NOTHING; `returning`: the inserted rows' columns."""
+    `skip_existing`: ON CONFLICT DO NOTHING; `returning`: the columns of the rows really inserted."""
     if not rows:
         return []
     tail = " ON CONFLICT DO NOTHING" if skip_existing else ""
     if conn.dialect.name != "postgresql":
+        stmt = sqlite_insert(table).on_conflict_do_nothing() if skip_existing else insert(table)
         if returning:
-            return conn.execute(insert(table).returning(*(table.c[n] for n in returning)), list(rows)).all()
-        conn.execute(insert(table), list(rows))
+            return conn.execute(stmt.returning(*(table.c[n] for n in returning)), list(rows)).all()
+        conn.execute(stmt, list(rows))
         return []
     defaults = _defaults(table, rows[0])
     names = [*rows[0], *defaults]

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from forlop.storage import schema
-from forlop.storage.bulk import among, insert_many, insert_rows, unnest_arrays, update_many
+from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, update_many
 
 _TEXT_ARRAY = ARRAY(String)
 
@@ -265,21 +265,8 @@ def _indexed(resource: dict[str, Any], patients: dict[str, dict[str, Any]]) -> s
 
 def _unindex(conn: Connection, rows: list[tuple[str, str, str, str]]) -> None:
     """Delete index rows (resource_type, id, param, value) by the table's key, in its order."""
-    if not rows:
-        return
     idx = schema.fhir_search_index
-    rows.sort(key=_index_key)
-    if conn.dialect.name == "postgresql":  # one statement for the batch (see `unnest_arrays`)
-        key = [idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value]
-        conn.exec_driver_sql(
-            f"DELETE FROM {idx.name} USING {unnest_arrays(conn, key)} AS gone(resource_type, id, param, value) "
-            "WHERE " + " AND ".join(f"{idx.name}.{c.name} = gone.{c.name}" for c in key),
-            tuple(list(column) for column in zip(*rows, strict=True)))
-        return
-    conn.execute(delete(idx).where(and_(
-        idx.c.resource_type == bindparam("k_type"), idx.c.param == bindparam("k_param"),
-        idx.c.value == bindparam("k_value"), idx.c.id == bindparam("k_id"),
-    )), [{"k_type": t, "k_id": i, "k_param": p, "k_value": v} for t, i, p, v in rows])
+    delete_rows(conn, idx, [idx.c.resource_type, idx.c.param, idx.c.value, idx.c.id], sorted(map(_index_key, rows)))
 
 
 def _rows_by_key(conn: Connection, keys: Sequence[tuple[str, str]], *columns: Any) -> Iterator[Any]:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import insert, select
 
 from forlop.storage import Store, schema
-from forlop.storage.bulk import among, insert_many, insert_rows, update_many
+from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, update_many
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -76,3 +76,35 @@ def test_insert_rows_skips_existing_keys_and_among_matches_a_key_list(store: Sto
         found = conn.execute(select(idx.c.id).where(among(idx.c.id, wanted, conn.dialect.name))).scalars().all()
         assert sorted(found) == ["t1", "t4"]
         assert conn.execute(select(idx.c.id).where(among(idx.c.id, [], conn.dialect.name))).all() == []
+
+
+def test_insert_many_skipping_existing_returns_only_the_rows_it_inserted(store: Store) -> None:
+    r = schema.fhir_resources
+
+    def resource(i: int, text: str) -> dict:
+        return {"resource_type": "Patient", "id": f"p{i}", "pathway_key": None, "version_id": 1,
+                "last_updated": NOW, "resource": {"resourceType": "Patient", "id": f"p{i}", "text": text}}
+
+    with store.transaction() as conn:
+        insert_many(conn, r, [resource(1, "first")])
+        done = insert_many(conn, r, [resource(i, "second") for i in range(3)], skip_existing=True,
+                           returning=("resource_type", "id"))
+    assert sorted(tuple(row) for row in done) == [("Patient", "p0"), ("Patient", "p2")]
+    with store.read() as conn:
+        texts = {row.id: row.resource["text"] for row in conn.execute(select(r))}
+    assert texts == {"p0": "second", "p1": "first", "p2": "second"}  # the row already there stands
+
+
+def test_delete_rows_deletes_by_the_whole_key(store: Store) -> None:
+    idx = schema.fhir_search_index
+    rows = [("Task", f"t{i}", "status", v) for i in range(3) for v in ("ready", 'a "b"')]
+    key = [idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value]
+    with store.transaction() as conn:
+        insert_rows(conn, idx, rows)
+        delete_rows(conn, idx, key, [("Task", "t1", "status", "ready"), ("Task", "t2", "status", 'a "b"'),
+                                     ("Task", "t9", "status", "ready")])
+        delete_rows(conn, idx, key, [])
+    with store.read() as conn:
+        left = sorted(tuple(row) for row in conn.execute(select(idx.c.resource_type, idx.c.id, idx.c.param,
+                                                                 idx.c.value)))
+    assert left == sorted(set(rows) - {("Task", "t1", "status", "ready"), ("Task", "t2", "status", 'a "b"')})
