@@ -322,13 +322,16 @@ def test_two_replicas_changing_one_shared_resource_at_once_both_commit(store: St
         b.start()
         with store.read() as watch:  # until B waits on A's lock (no wall-clock wait in the outcome)
             for _ in range(500):
+                # pg_stat_activity is read once per transaction and kept: without clearing it, a
+                # first look before B got to its UPDATE never saw B wait (1 run in 6 failed so).
+                watch.execute(text("SELECT pg_stat_clear_snapshot()"))
                 waiting = watch.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'replica-b' "
                     "AND wait_event_type = 'Lock'")).scalar_one()
                 if waiting or b_done.is_set():
                     break
                 time.sleep(0.01)
-        assert waiting, "replica B never waited on A's row lock"
+        assert waiting, f"replica B never waited on A's row lock (B: {errors or 'no error'}, done: {b_done.is_set()})"
     b.join(30)
     assert not errors, errors
     rows = _search_index_rows(store)
