@@ -1,8 +1,9 @@
 """A batch of rows in one statement: arrays on PostgreSQL, executemany on SQLite.
 
 An executemany, even through psycopg's pipeline, is one statement per row that PostgreSQL parses
-(or binds), plans and executes, and that psycopg converts and sends one by one. Under Kafka ingest
-the pathway process spent a third of its time waiting on those round trips. On PostgreSQL a batch
+(or binds), plans and executes, and that psycopg converts and sends one by one: under Kafka ingest
+320,000 search-index rows a run went out so, and the pathway process waited on PostgreSQL a third
+of its time. On PostgreSQL a batch
 goes out as one array per column (`unnest`), key lists as one array (`= ANY`). SQLite runs in
 the process: its executemany has no round trips to save.
 """
