@@ -17,25 +17,18 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Integer,
-    String,
     and_,
     bindparam,
-    delete,
     func,
     insert,
     intersect,
-    literal,
     select,
     union,
-    update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from forlop.storage import schema
-from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, update_many
-
-_TEXT_ARRAY = ARRAY(String)
+from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, rows_by_key, update_many
 
 # The types a pathway owns (its pathway_key column is set); the others are shared between pathways.
 OWNED_TYPES = ("EpisodeOfCare", "Task")
@@ -214,11 +207,10 @@ def upsert_many(
     # A pathway's own resources are written only by a transaction that holds its pathway row (FOR
     # UPDATE): one statement for them. Shared ones (a Patient two replicas may both update) go one by
     # one in the key's order, so two transactions lock them in the same order.
-    shared = [u for u in updates if u["k_resource_type"] not in OWNED_TYPES]
-    update_many(conn, r, ("resource_type", "id"), [u for u in updates if u["k_resource_type"] in OWNED_TYPES])
-    if shared:
-        conn.execute(update(r).where(and_(r.c.resource_type == bindparam("k_resource_type"),
-                                          r.c.id == bindparam("k_id"))), shared)
+    owned = [u["k_resource_type"] in OWNED_TYPES for u in updates]
+    update_many(conn, r, ("resource_type", "id"), [u for u, o in zip(updates, owned, strict=True) if o])
+    update_many(conn, r, ("resource_type", "id"), [u for u, o in zip(updates, owned, strict=True) if not o],
+                row_by_row=True)
     _unindex(conn, gone)
     if inserts:
         conn.execute(insert(r), inserts)
@@ -242,10 +234,8 @@ def upsert_many(
             # their index rows, from their JSON (the resource is read only when it goes: rarely)
             gone_resources = _resources(conn, [(t, i) for t, i, _ in stale])
             patients = _patients_of(conn, list(gone_resources.values()), latest, stored)
-            conn.execute(
-                delete(r).where(and_(r.c.resource_type == bindparam("k_type"), r.c.id == bindparam("k_id"))),
-                [{"k_type": t, "k_id": i} for t, i, _ in stale],
-            )
+            # stale resources are a pathway's own (Tasks): behind its pathway row's lock, one statement
+            delete_rows(conn, r, [r.c.resource_type, r.c.id], sorted((t, i) for t, i, _ in stale))
             _unindex(conn, [(key[0], key[1], p, v) for key, res in gone_resources.items()
                             for p, v in _indexed(res, patients)])
             changed += len(stale)
@@ -270,27 +260,10 @@ def _unindex(conn: Connection, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def _rows_by_key(conn: Connection, keys: Sequence[tuple[str, str]], *columns: Any) -> Iterator[Any]:
-    """Rows of fhir_resources by the whole primary key (resource_type, id), 500 keys per query.
-
-    PostgreSQL gets the keys as two arrays joined to the table, one primary-key probe each: given
-    `resource_type IN (..) AND id IN (..)` it probed by type alone and filtered the ids, reading
-    every resource of those types (64 ms a query at 45k resources, half of PostgreSQL's statement
-    time under Kafka ingest, and growing with the table). SQLite probes the key for each type and
-    id of the two lists.
-    """
+    """Rows of fhir_resources by the whole primary key (resource_type, id), 500 keys per query."""
     r = schema.fhir_resources
     for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        if conn.dialect.name == "postgresql":
-            wanted = func.unnest(
-                literal([k[0] for k in chunk], _TEXT_ARRAY), literal([k[1] for k in chunk], _TEXT_ARRAY)
-            ).table_valued("resource_type", "id").render_derived("wanted")
-            query = select(r.c.resource_type, r.c.id, *columns).join(
-                wanted, and_(r.c.resource_type == wanted.c.resource_type, r.c.id == wanted.c.id))
-        else:
-            query = select(r.c.resource_type, r.c.id, *columns).where(
-                r.c.resource_type.in_(sorted({k[0] for k in chunk})), r.c.id.in_([k[1] for k in chunk]))
-        yield from conn.execute(query)
+        yield from rows_by_key(conn, r, [r.c.resource_type, r.c.id], keys[i : i + 500], *columns)
 
 
 def _resources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
