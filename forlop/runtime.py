@@ -146,14 +146,18 @@ class Runtime:
         ensure_topics(self.settings, [getattr(t, name) for name in t.__dataclass_fields__])
 
     def consumer(self, service: str, after_commit: Callable[[], None] | None = None) -> ConsumerLoop:
-        """The service's consumer; `after_commit` runs after each batch's transaction (wakes the outbox relay)."""
+        """The service's consumer: each poll's records, of every topic, in one transaction; `after_commit`
+        runs after it (wakes the outbox relay)."""
         handlers = self.topic_handlers([service])
 
         def on_batch(batch: Sequence[Record]) -> None:
-            handler = handlers[batch[0].topic]
+            by_topic: dict[str, list[Record]] = {}
+            for record in batch:  # a partition's records keep their order within their topic
+                by_topic.setdefault(record.topic, []).append(record)
             correlation_id.set(batch[0].headers.get("correlation-id"))
             with self.store.transaction() as conn:
-                handler(conn, batch)
+                for topic, records in by_topic.items():
+                    handlers[topic](conn, records)
             if after_commit is not None:
                 after_commit()
 
