@@ -234,6 +234,9 @@ class PeriodicWorker:
 
     def run(self) -> None:
         while not self._stop.is_set():
+            # Cleared before the step, not after the wait: a wake() while the step runs (a commit
+            # of rows the step did not see) runs the next step at once instead of being lost.
+            self._wake.clear()
             try:
                 busy = self.step()
                 self.last_error = None
@@ -243,7 +246,6 @@ class PeriodicWorker:
                 busy = 0
             if not busy and not self._stop.is_set():
                 self._wake.wait(self.interval)
-            self._wake.clear()
 
     def wake(self) -> None:
         self._wake.set()

@@ -33,6 +33,7 @@ from forlop.wsgi import HttpServer, listen_socket, make_http_server
 log = logging.getLogger(__name__)
 
 SERVICES = ("ingest", "pathway", "messaging", "api")
+RELAY_PAGE = 1000  # outbox rows a relay pass publishes at most
 
 # Which API process answered a scrape (FORLOP_HTTP_WORKERS > 1: each has its own registry).
 http_worker = Gauge("forlop_http_worker", "The API process that answered: its index among FORLOP_HTTP_WORKERS "
@@ -82,7 +83,10 @@ class ServiceProcess:
         if self.relay_outbox:
             outbox = rt.outbox_relay(self.service)
             self.closers.append(outbox.producer.close)
-            relay = PeriodicWorker("outbox-relay", outbox.run_once, 0.2)
+            # Busy (run again at once) only after a full page: a partial one left nothing behind,
+            # and the next commit wakes the relay. Running again after every page was an empty
+            # transaction per wake-up (PostgreSQL's log: 5,010 outbox reads in a 30 s run).
+            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once(RELAY_PAGE) >= RELAY_PAGE, 0.2)
         if self.service in ("ingest", "pathway", "messaging"):
             self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
         if self.service == "pathway":
