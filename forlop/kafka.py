@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 
 from forlop import metrics
 from forlop.config import Settings
-from forlop.logging import correlation_id
+from forlop.logging import correlation_id, ctx
 from forlop.storage import Store, schema
 from forlop.storage.bulk import among
 
@@ -187,7 +187,8 @@ class ConsumerLoop:
                     self.handler(batch)
                 except Exception as exc:  # nothing of the batch is committed: it all comes back
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("batch failed; seeking back to retry")
+                    log.exception("batch failed; seeking back to retry", extra=ctx(
+                        topics=sorted({tp.topic for tp, _ in pending}), records=len(batch)))
                     self._rewind(consumer, pending)
                     self._stop.wait(1.0)
                     continue
@@ -199,7 +200,8 @@ class ConsumerLoop:
                     # max.poll.interval.ms): the effect is stored, the batch comes back to
                     # whoever owns the partitions now and the idempotent handler changes nothing.
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("offset commit failed after a rebalance; the batch will be redelivered")
+                    log.warning("offset commit failed after a rebalance; the batch will be redelivered",
+                                extra=ctx(topics=sorted({tp.topic for tp, _ in pending}), records=len(batch)))
         finally:
             consumer.close(autocommit=False)
 
