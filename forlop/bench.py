@@ -88,7 +88,8 @@ def _fresh_store_url(kind: str, workdir: Path, tag: str) -> tuple[str, Any]:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE'))
         admin.dispose()
 
-    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema_name}", cleanup
+    # application_name marks the run's backends: the bench reads their CPU time (`_ingest_cpu`)
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema_name}&application_name={schema_name}", cleanup
 
 
 # --- 1. ingest through Kafka ---------------------------------------------------------------------
@@ -179,6 +180,8 @@ def bench_ingest(
                     if hasattr(w, "joined"):
                         w.joined.wait(30)
             producer = make_producer(settings)
+            meter = _ingest_cpu(store, broker, children)
+            meter.start()
             sent_at: dict[str, float] = {}
             started = time.time()
             for i, (vendor, ev) in enumerate(events):
@@ -206,6 +209,7 @@ def bench_ingest(
                 # from stored_at, so only the end of the run is this coarse.
                 time.sleep(0.25)
             finished = time.time()
+            cpu = meter.stop()  # empty where there is no /proc
             with store.read() as conn:
                 stored = {row.event_id: row.stored_at for row in conn.execute(select(e.c.event_id, e.c.stored_at))}
             latencies = []
@@ -239,7 +243,37 @@ def bench_ingest(
             "p95": round(_pct(latencies, 0.95), 1),
             "p99": round(_pct(latencies, 0.99), 1),
         },
+        # CPU per event from the first event produced until the last status stored, per process group
+        # (Linux); "all" is their sum. On a shared machine throughput is this figure against the cores.
+        "cpu_ms_per_event": {
+            group: round(seconds * 1000 / max(1, len(events)), 3)
+            for group, seconds in {**cpu, **({"all": sum(cpu.values())} if cpu else {})}.items()
+        },
     }
+
+
+def _ingest_cpu(store: Any, broker: Any, children: list[subprocess.Popen]) -> Any:
+    """A CPU meter over an ingest run's processes: the service replicas (or, with the services on
+    threads, this process), the broker, the run's PostgreSQL backends and this process (the load
+    generator and its completion poll)."""
+    from sqlalchemy import text
+
+    from forlop.process_cpu import CpuMeter
+
+    def groups() -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {"broker": [broker.pid] if broker.pid else []}
+        for child in children:
+            service = child.args[-1]  # [python, -m, forlop.cli, serve, <service>]
+            out.setdefault(service, []).append(child.pid)
+        out["load_generator" if children else "bench_process"] = [os.getpid()]
+        if store.dialect == "postgresql":
+            with store.read() as conn:
+                out["postgresql"] = list(conn.execute(text(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = current_setting('application_name')"
+                )).scalars())
+        return out
+
+    return CpuMeter(groups, expect={"postgresql": "postgres"})
 
 
 # --- 2. replay -----------------------------------------------------------------------------------
@@ -766,6 +800,10 @@ def print_table(report: dict[str, Any], out=sys.stdout) -> None:  # noqa: ANN001
     out.write(f"{'section':<34} {'figure':>14}  unit\n")
     for kind, r in report["ingest"].items():
         out.write(f"{'ingest via Kafka, ' + kind:<34} {r['events_per_s']:>14,.0f}  events/s ({r['events']} events)\n")
+        cpu = r.get("cpu_ms_per_event") or {}
+        if cpu:
+            parts = ", ".join(f"{group} {ms:.2f}" for group, ms in cpu.items() if group != "all")
+            out.write(f"{'  CPU per event, all processes':<34} {cpu['all']:>14,.2f}  ms ({parts})\n")
         for lo in (r["at_offered_load"], r["below_capacity"]):
             for q in ("p50", "p95", "p99"):
                 out.write(f"{'  latency at ' + str(int(lo['offered_per_s'])) + '/s ' + q:<34} "

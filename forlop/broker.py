@@ -51,6 +51,11 @@ class EmbeddedBroker:
         self.stop()
         raise RuntimeError(f"the bundled broker did not listen on {self.bootstrap} within {timeout}s")
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's pid while it runs (the bench reads its CPU time)."""
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()

@@ -41,6 +41,13 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
             number(ingest["latency_ms"][q])
             number(ingest["at_offered_load"]["latency_ms"][q])
             number(ingest["below_capacity"]["latency_ms"][q])
+        # whose CPU an event costs, per process (the services run as separate processes by default)
+        cpu = ingest["cpu_ms_per_event"]
+        expected = {"pathway", "ingest", "broker", "load_generator", "all"} | ({"postgresql"} if store == "postgresql" else set())
+        assert set(cpu) == expected, cpu
+        for ms in cpu.values():
+            number(ms)
+        assert cpu["pathway"] > 0 and cpu["all"] == pytest.approx(sum(v for g, v in cpu.items() if g != "all"), abs=0.01)
     for key in ("events", "events_per_s", "peak_rss_mb"):
         number(report["replay"][key])
     assert isinstance(report["replay"]["xsd_validated"], bool)
