@@ -164,9 +164,9 @@ class ConsumerLoop:
                 if not polled:
                     continue
                 # The whole poll (every partition and topic it returned) is one batch: one
-                # transaction and one offset commit. Per partition, at 500 events/s offered, the
-                # ingest consumer ran ~8 tiny transactions and commits a poll (2 topics x 4
-                # partitions), and that fixed cost, not the events, filled the machine.
+                # transaction and one offset commit. One per partition, a poll of the two vendor
+                # topics (2 x 4 partitions) waited for up to 8 transactions and commits in turn:
+                # one per poll took produce->status at 100 events/s from p50 ~85 to ~47 ms.
                 pending = [(tp, raws) for tp, raws in polled.items() if raws]
                 batch = [
                     Record(

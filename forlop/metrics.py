@@ -11,7 +11,7 @@ events_rejected = Counter("forlop_events_rejected", "Vendor events rejected", ["
 dead_letter = Counter("forlop_dead_letter", "Records written to the dead-letter table", ["source"])
 processing_seconds = Histogram(
     "forlop_processing_seconds",
-    "Time to handle one consumed batch, transaction included",
+    "Time to handle one consumed batch (a poll, of all its partitions), transaction included",
     ["service"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
