@@ -61,8 +61,12 @@ def test_a_failed_batch_of_several_partitions_and_topics_comes_back_whole(broker
         ends = {}
         for r in stored:
             ends[(r.topic, r.partition)] = max(ends.get((r.topic, r.partition), -1), r.offset + 1)
-        eventually(lambda: _committed(settings, "looptest", topics) == {
-            k: ends.get(k) for k in _committed(settings, "looptest", topics)}, timeout=30)
+
+        def committed_at_the_ends() -> bool:
+            committed = _committed(settings, "looptest", topics)
+            return committed == {k: ends.get(k) for k in committed}
+
+        eventually(committed_at_the_ends, timeout=30)
     finally:
         loop.stop()
         thread.join(15)
