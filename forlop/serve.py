@@ -25,7 +25,7 @@ from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from forlop.auth import SCOPE_READ, TokenVerifier
-from forlop.kafka import ConsumerLoop, client_options
+from forlop.kafka import RELAY_PAGE, ConsumerLoop, client_options
 from forlop.metrics import refresh_gauges
 from forlop.runtime import PeriodicWorker, Runtime, start_thread
 from forlop.wsgi import HttpServer, listen_socket, make_http_server
@@ -33,7 +33,6 @@ from forlop.wsgi import HttpServer, listen_socket, make_http_server
 log = logging.getLogger(__name__)
 
 SERVICES = ("ingest", "pathway", "messaging", "api")
-RELAY_PAGE = 1000  # outbox rows a relay pass publishes at most
 
 # Which API process answered a scrape (FORLOP_HTTP_WORKERS > 1: each has its own registry).
 http_worker = Gauge("forlop_http_worker", "The API process that answered: its index among FORLOP_HTTP_WORKERS "
@@ -86,7 +85,7 @@ class ServiceProcess:
             # Busy (run again at once) only after a full page: a partial one left nothing behind,
             # and the next commit wakes the relay. Running again after every page was an empty
             # transaction per wake-up (PostgreSQL's log: 5,010 outbox reads in a 30 s run).
-            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once(RELAY_PAGE) >= RELAY_PAGE, 0.2)
+            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once() >= RELAY_PAGE, 0.2)
         if self.service in ("ingest", "pathway", "messaging"):
             self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
         if self.service == "pathway":

@@ -20,7 +20,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     intersect,
     select,
     union,
@@ -212,8 +211,7 @@ def upsert_many(
     update_many(conn, r, ("resource_type", "id"), [u for u, o in zip(updates, owned, strict=True) if not o],
                 row_by_row=True)
     _unindex(conn, gone)
-    if inserts:
-        conn.execute(insert(r), inserts)
+    insert_many(conn, r, inserts)  # SQLite's (PostgreSQL's went in above, skipping raced rows)
     # PostgreSQL: another replica that updated the same shared resource (a Patient) may have added
     # a row this one adds too (its index was read before that replica committed): the row stands.
     insert_rows(conn, idx, index_rows, skip_existing=conn.dialect.name == "postgresql")

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import insert, select
 
 from forlop.storage import Store, schema
-from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, update_many
+from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, rows_by_key, update_many
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -108,3 +108,14 @@ def test_delete_rows_deletes_by_the_whole_key(store: Store) -> None:
         left = sorted(tuple(row) for row in conn.execute(select(idx.c.resource_type, idx.c.id, idx.c.param,
                                                                  idx.c.value)))
     assert left == sorted(set(rows) - {("Task", "t1", "status", "ready"), ("Task", "t2", "status", 'a "b"')})
+
+
+def test_rows_by_key_gives_the_pairs_asked_for_not_every_combination(store: Store) -> None:
+    r = schema.fhir_resources
+    rows = [{"resource_type": t, "id": i, "pathway_key": None, "version_id": 1, "last_updated": NOW,
+             "resource": {"resourceType": t, "id": i}} for t in ("Patient", "Task") for i in ("a", "b")]
+    with store.transaction() as conn:
+        insert_many(conn, r, rows)
+        found = sorted(tuple(row) for row in rows_by_key(conn, r, [r.c.resource_type, r.c.id],
+                                                          [("Patient", "a"), ("Task", "b"), ("Task", "x")]))
+    assert found == [("Patient", "a"), ("Task", "b")]  # not ("Patient", "b") nor ("Task", "a")
