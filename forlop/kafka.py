@@ -107,6 +107,7 @@ class _JoinedListener(ConsumerRebalanceListener):
 
 
 FETCH_MAX_WAIT_MS = 50
+BATCH_MIN_BYTES = 64 * 1024  # what a fetch that may wait for a batch waits for (Settings.ingest_batch_wait_ms)
 
 
 class ConsumerLoop:
@@ -120,12 +121,14 @@ class ConsumerLoop:
         handler: BatchHandler,
         *,
         max_records: int = 500,
+        batch_wait_ms: int = 0,
     ) -> None:
         self.settings = settings
         self.service = service
         self.topics = list(topics)
         self.handler = handler
         self.max_records = max_records
+        self.batch_wait_ms = batch_wait_ms
         self._stop = threading.Event()
         self.joined = threading.Event()
         self.consumer: KafkaConsumer | None = None
@@ -146,7 +149,9 @@ class ConsumerLoop:
             # A fetch on a quiet partition waits at the broker up to this long for data: with the
             # default 500 ms each hop (vendor topic, events topic) added up to half a second to
             # produce->status latency below capacity (p50 275 ms, p99 547 ms at 100 events/s).
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            # `batch_wait_ms` > 0: the fetch waits that long for BATCH_MIN_BYTES unless they are there.
+            fetch_max_wait_ms=self.batch_wait_ms or FETCH_MAX_WAIT_MS,
+            fetch_min_bytes=BATCH_MIN_BYTES if self.batch_wait_ms else 1,
         )
         consumer.subscribe(self.topics, listener=_JoinedListener(self.joined))
         return consumer

@@ -161,7 +161,10 @@ class Runtime:
             if after_commit is not None:
                 after_commit()
 
-        return ConsumerLoop(self.settings, service, list(handlers), on_batch)
+        # Only the vendor topics' consumer waits for a batch: its work per event is small beside a
+        # batch's fixed cost. The pathway consumer's is not, and under load its polls are full anyway.
+        wait = self.settings.ingest_batch_wait_ms if service == "ingest" else 0
+        return ConsumerLoop(self.settings, service, list(handlers), on_batch, batch_wait_ms=wait)
 
     def outbox_topics(self, service: str) -> list[str]:
         """The topics a service writes to the outbox: its relay publishes only those (least privilege)."""

@@ -82,3 +82,50 @@ def test_a_failed_batch_of_several_partitions_and_topics_comes_back_whole(broker
         assert offsets == sorted(offsets) == list(range(offsets[0], offsets[0] + len(offsets)))
     # A poll is one batch: some batch held records of more than one partition.
     assert any(len({(r.topic, r.partition) for r in batch}) > 1 for batch in calls)
+
+
+def _batches_of_a_trickle(broker: str, tmp_path, batch_wait_ms: int) -> list[int]:  # noqa: ANN001
+    """Batch sizes a loop hands over while 24 records arrive one every 20 ms (about half a second)."""
+    settings = _settings(broker, tmp_path)
+    topic = f"loop-trickle.{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings, [topic])
+    sizes: list[int] = []
+    loop = ConsumerLoop(settings, "trickle", [topic], lambda batch: sizes.append(len(batch)),
+                        batch_wait_ms=batch_wait_ms)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    producer = make_producer(settings)
+    try:
+        assert loop.joined.wait(60)
+        for i in range(24):
+            producer.send(topic, key=b"patient-1", value=str(i).encode())
+            producer.flush()
+            threading.Event().wait(0.02)  # the trickle's pace, not a wait for a result
+        eventually(lambda: sum(sizes) >= 24, timeout=30)
+    finally:
+        producer.close()
+        loop.stop()
+        thread.join(15)
+    assert sum(sizes) == 24
+    return sizes
+
+
+def test_a_loop_that_may_wait_for_a_batch_takes_a_trickle_in_a_few_polls(broker: str, tmp_path) -> None:
+    # The broker holds the fetch up to batch_wait_ms for BATCH_MIN_BYTES: half a second of
+    # records comes in one or two batches instead of one poll per record or two.
+    waiting = _batches_of_a_trickle(broker, tmp_path, batch_wait_ms=1500)
+    assert len(waiting) <= 3, waiting
+    eager = _batches_of_a_trickle(broker, tmp_path, batch_wait_ms=0)
+    assert len(eager) >= 8, eager
+
+
+def test_only_the_vendor_topics_consumer_waits_for_a_batch(tmp_path) -> None:
+    from forlop.runtime import Runtime
+    from forlop.storage import Store
+
+    settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path), "FORLOP_INGEST_BATCH_WAIT_MS": "25"})
+    rt = Runtime(settings, Store(f"sqlite:///{tmp_path}/w.db"))
+    assert rt.consumer("ingest").batch_wait_ms == 25
+    assert rt.consumer("pathway").batch_wait_ms == 0
+    assert rt.consumer("messaging").batch_wait_ms == 0
+    assert load_settings({"FORLOP_DATA_DIR": str(tmp_path)}).ingest_batch_wait_ms == 40

@@ -103,6 +103,7 @@ FORLOP_HTTP_PORT: {{ $c.httpPort | toString | quote }}
 FORLOP_DATA_DIR: "/tmp/forlop"
 FORLOP_CONSUMER_GROUP: {{ $c.consumerGroup | quote }}
 FORLOP_MAX_POLL_INTERVAL_MS: {{ $c.maxPollIntervalMs | int64 | toString | quote }}
+FORLOP_INGEST_BATCH_WAIT_MS: {{ $c.ingestBatchWaitMs | int64 | toString | quote }}
 FORLOP_SCAN_INTERVAL_S: {{ $c.scanIntervalSeconds | int64 | toString | quote }}
 FORLOP_TRANSPORT: {{ $c.transport | quote }}
 FORLOP_APPREC_TIMEOUT_S: {{ $c.apprecTimeoutSeconds | int64 | toString | quote }}
