@@ -128,4 +128,4 @@ def test_only_the_vendor_topics_consumer_waits_for_a_batch(tmp_path) -> None:
     assert rt.consumer("ingest").batch_wait_ms == 25
     assert rt.consumer("pathway").batch_wait_ms == 0
     assert rt.consumer("messaging").batch_wait_ms == 0
-    assert load_settings({"FORLOP_DATA_DIR": str(tmp_path)}).ingest_batch_wait_ms == 40
+    assert load_settings({"FORLOP_DATA_DIR": str(tmp_path)}).ingest_batch_wait_ms == 20
