@@ -95,6 +95,8 @@ def _fresh_store_url(kind: str, workdir: Path, tag: str) -> tuple[str, Any]:
 
 # --- 1. ingest through Kafka ---------------------------------------------------------------------
 GENERATOR_TICK_S = 0.01  # at offered load, events due this close together are produced together
+
+
 def _spawn_services(settings: Settings, url: str, workdir: Path, consumers: int) -> list[subprocess.Popen]:
     """`consumers` replicas each of `forlop serve ingest` and `forlop serve pathway`, as separate OS processes."""
     from forlop.broker import free_port
