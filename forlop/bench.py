@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from forlop.collector import collector_paused
 from forlop.config import Settings, load_settings
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -537,7 +536,7 @@ def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any
     def one_pass(now: datetime) -> tuple[float, int, int]:
         started, refreshed, changed = time.perf_counter(), 0, 0
         while True:
-            with collector_paused(), store.transaction() as conn:  # as the service's scanner
+            with store.transaction() as conn:
                 result = scan(conn, now, rt.pathway_deps, limit=5000)
             refreshed += len(result.refreshed)
             changed += result.status_changes

@@ -1,6 +1,6 @@
-"""The cyclic garbage collector paused while a batch is handled.
+"""The cyclic garbage collector paused while a batch is handled (`Store.transaction`, the unit of work).
 
-A batch (a consumer poll, a replay chunk) allocates tens of thousands of dicts and lists (events,
+A batch (a consumer poll, a replay chunk, a scanner pass) allocates tens of thousands of dicts and lists (events,
 statuses, FHIR resources, rows) that all live until the batch ends and are then freed by reference
 counting. With automatic collection on, every 700 allocations the collector walked them again
 (and again as they aged into the older generations): 5.5 s of a 40 s, 34,000-event Kafka run in

@@ -24,7 +24,6 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy import select, update
 
 from forlop import metrics
-from forlop.collector import collector_paused
 from forlop.config import Settings
 from forlop.logging import correlation_id, ctx
 from forlop.storage import Store, schema
@@ -190,8 +189,7 @@ class ConsumerLoop:
                 ]
                 started = time.perf_counter()
                 try:
-                    with collector_paused():
-                        self.handler(batch)
+                    self.handler(batch)
                 except Exception as exc:  # nothing of the batch is committed: it all comes back
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("batch failed; seeking back to retry", extra=ctx(

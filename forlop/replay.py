@@ -18,7 +18,6 @@ from typing import TextIO
 
 from sqlalchemy import func, select
 
-from forlop.collector import collector_paused
 from forlop.runtime import Runtime
 from forlop.storage import schema
 from services.ingest.service import InboundRecord, ingest
@@ -97,7 +96,7 @@ def replay_file(
     started = time.perf_counter()
     done_bytes = 0
     for batch in _batches(path, batch_size):
-        with collector_paused(), runtime.store.transaction() as conn:
+        with runtime.store.transaction() as conn:
             now = runtime.clock()
             result = ingest(conn, source, batch, now, runtime.settings.topics, forward=False)
             handle_events(conn, result.accepted, now, runtime.pathway_deps, defer=True)
@@ -126,7 +125,7 @@ def derive_queued(runtime: Runtime, progress: TextIO | None, chunk: int = 2000) 
     bar = Progress(total, progress) if progress and total else None
     derived = changes = 0
     while True:
-        with collector_paused(), runtime.store.transaction() as conn:
+        with runtime.store.transaction() as conn:
             result = refresh_queued(conn, runtime.clock(), runtime.pathway_deps, limit=chunk, hand_over=True)
             runtime.hand_to_messaging(conn, result.handed_over)
         if not result.refreshed:

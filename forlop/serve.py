@@ -25,7 +25,6 @@ from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from forlop.auth import SCOPE_READ, TokenVerifier
-from forlop.collector import collector_paused
 from forlop.kafka import RELAY_PAGE, ConsumerLoop, client_options
 from forlop.metrics import refresh_gauges
 from forlop.runtime import PeriodicWorker, Runtime, start_thread
@@ -94,9 +93,9 @@ class ServiceProcess:
 
             def scan_step() -> int:
                 # first the pathways a replay stored but did not derive (it was stopped before the end)
-                with collector_paused(), rt.store.transaction() as conn:
+                with rt.store.transaction() as conn:
                     queued = len(refresh_queued(conn, rt.clock(), rt.pathway_deps).refreshed)
-                with collector_paused(), rt.store.transaction() as conn:
+                with rt.store.transaction() as conn:
                     return queued + len(scan(conn, rt.clock(), rt.pathway_deps).refreshed)
 
             self.workers.append(PeriodicWorker("deadline-scanner", scan_step, rt.settings.scan_interval_s))

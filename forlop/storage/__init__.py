@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from forlop.collector import collector_paused
 from forlop.storage import migrations, schema
 
 __all__ = ["Store", "schema"]
@@ -62,7 +63,9 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        # A unit of work is a batch (a consumer poll, a replay chunk, a scanner pass): the cyclic
+        # collector waits until its objects are freed (forlop.collector).
+        with collector_paused(), self.engine.begin() as conn:
             yield conn
 
     @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -36,27 +38,9 @@ def test_a_collector_that_was_off_stays_off() -> None:
     assert not gc.isenabled()
 
 
-def test_on_again_only_when_the_last_of_overlapping_batches_ends() -> None:
-    entered, release = threading.Event(), threading.Event()
-
-    def other_batch() -> None:
-        with collector_paused():
-            entered.set()
-            release.wait(10)
-
-    t = threading.Thread(target=other_batch)
-    t.start()
-    assert entered.wait(10)
-    with collector_paused():
-        pass
-    assert not gc.isenabled()  # the other thread's batch still runs
-    release.set()
-    t.join(10)
-    assert gc.isenabled()
-
-
-def test_overlapping_batches_still_collect_the_young_generation(monkeypatch) -> None:
-    monkeypatch.setattr(collector, "YOUNG_LIMIT", 1000)
+@contextmanager
+def _another_batch_running() -> Iterator[None]:
+    """A batch on another thread holds the pause until the block ends."""
     entered, release = threading.Event(), threading.Event()
 
     def other_batch() -> None:
@@ -68,6 +52,23 @@ def test_overlapping_batches_still_collect_the_young_generation(monkeypatch) -> 
     t.start()
     assert entered.wait(10)
     try:
+        yield
+    finally:
+        release.set()
+        t.join(10)
+
+
+def test_on_again_only_when_the_last_of_overlapping_batches_ends() -> None:
+    with _another_batch_running():
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # the other thread's batch still runs
+    assert gc.isenabled()
+
+
+def test_overlapping_batches_still_collect_the_young_generation(monkeypatch) -> None:
+    monkeypatch.setattr(collector, "YOUNG_LIMIT", 1000)
+    with _another_batch_running():
         kept = []
         with collector_paused():
             for _ in range(5000):  # cycles: only the collector frees them
@@ -79,6 +80,17 @@ def test_overlapping_batches_still_collect_the_young_generation(monkeypatch) -> 
         # the other batch still holds the pause, but this one's end collected the young generation
         assert not gc.isenabled()
         assert gc.get_count()[0] < 1000
+
+
+def test_a_store_transaction_is_a_batch(tmp_path) -> None:
+    from forlop.storage import Store
+
+    store = Store(f"sqlite:///{tmp_path}/gc.db")
+    try:
+        with store.transaction():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with store.read():  # a read (an API request) leaves the collector alone
+            assert gc.isenabled()
     finally:
-        release.set()
-        t.join(10)
+        store.dispose()
