@@ -77,11 +77,19 @@ def ensure_topics(settings: Settings, names: Sequence[str]) -> None:
         admin.close()
 
 
+# Records of one partition the producer packs into one batch. kafka-python's default (16 KiB) holds
+# two or three status-changed records (~6 KiB each), so a relay page went out as dozens of
+# requests one after another (one in flight per connection): 16 % of the pathway process's CPU
+# was its sender thread. Well under the broker's default limit on a batch (1 MiB).
+PRODUCER_BATCH_BYTES = 256 * 1024
+
+
 def make_producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(
         **client_options(settings),
         acks="all",
         linger_ms=5,
+        batch_size=PRODUCER_BATCH_BYTES,
         retries=5,
         max_in_flight_requests_per_connection=1,  # keeps per-key order across retries
     )
