@@ -129,3 +129,34 @@ def test_only_the_vendor_topics_consumer_waits_for_a_batch(tmp_path) -> None:
     assert rt.consumer("pathway").batch_wait_ms == 0
     assert rt.consumer("messaging").batch_wait_ms == 0
     assert load_settings({"FORLOP_DATA_DIR": str(tmp_path)}).ingest_batch_wait_ms == 20
+
+
+class _CountingConsumer:
+    """Just what the lag report asks of a consumer, counting the position lookups."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("lag.t", 0), TopicPartition("lag.t", 1)}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 10
+
+    def position(self, tp: TopicPartition, timeout_ms: int) -> int:
+        self.lookups += 1
+        return 4
+
+
+def test_the_lag_gauge_is_set_at_most_once_a_second_not_after_every_poll(tmp_path) -> None:
+    from forlop import metrics
+    from forlop.kafka import LAG_REPORT_INTERVAL_S
+
+    loop = ConsumerLoop(_settings("127.0.0.1:9", tmp_path), "lagtest", ["lag.t"], lambda batch: None)
+    consumer = _CountingConsumer()
+    for step in range(50):  # 50 polls within one interval
+        loop._report_lag(consumer, 100.0 + step * LAG_REPORT_INTERVAL_S / 100)
+    assert consumer.lookups == 2  # once per partition
+    assert metrics.consumer_lag.labels("lag.t", "1")._value.get() == 6
+    loop._report_lag(consumer, 100.0 + LAG_REPORT_INTERVAL_S)
+    assert consumer.lookups == 4
