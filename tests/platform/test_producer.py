@@ -20,7 +20,8 @@ def test_a_page_of_large_records_for_one_partition_goes_out_in_few_requests(brok
         producer.flush()
         assert all(f.get(timeout=30).topic == topic for f in futures)
         figures = producer.metrics()["producer-metrics"]
-        # 16 KiB batches (kafka-python's default) would carry 2 of these per request
-        assert figures["records-per-request-avg"] >= 20, figures["records-per-request-avg"]
+        # 16 KiB batches (kafka-python's default) carry 2 of these per request; 256 KiB take all 40
+        # at once, or in a few requests where the 5 ms linger ends before the last send
+        assert figures["records-per-request-avg"] >= 8, figures["records-per-request-avg"]
     finally:
         producer.close()
