@@ -115,11 +115,11 @@ class _JoinedListener(ConsumerRebalanceListener):
 
 
 FETCH_MAX_WAIT_MS = 50
+BATCH_MIN_BYTES = 64 * 1024  # what a fetch that may wait for a batch waits for (Settings.ingest_batch_wait_ms)
 # The lag gauge is set at most this often: a position lookup per partition after every poll (8
 # partitions, ~50 polls/s at 350 events/s offered) was 3 % of the ingest process's CPU, for a
 # gauge Prometheus reads every 15-30 s.
 LAG_REPORT_INTERVAL_S = 1.0
-BATCH_MIN_BYTES = 64 * 1024  # what a fetch that may wait for a batch waits for (Settings.ingest_batch_wait_ms)
 
 
 class ConsumerLoop:
@@ -238,15 +238,16 @@ class ConsumerLoop:
         """Set the lag gauge of each assigned partition, unless it was set less than LAG_REPORT_INTERVAL_S ago."""
         if self._lag_reported_at is not None and now - self._lag_reported_at < LAG_REPORT_INTERVAL_S:
             return
-        if not consumer.assignment():
+        assigned = consumer.assignment()
+        if not assigned:
             return
         self._lag_reported_at = now
         try:
-            for tp in consumer.assignment():
+            for tp in assigned:
                 end = consumer.highwater(tp)
                 if end is None:
                     continue
-                position = consumer.position(tp, timeout_ms=100) if hasattr(consumer, "position") else None
+                position = consumer.position(tp, timeout_ms=100)
                 if position is not None:
                     metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
         except Exception:  # lag is advisory; never let it stop consumption

@@ -131,33 +131,43 @@ def test_only_the_vendor_topics_consumer_waits_for_a_batch(tmp_path) -> None:
     assert load_settings({"FORLOP_DATA_DIR": str(tmp_path)}).ingest_batch_wait_ms == 20
 
 
-class _CountingConsumer:
-    """Just what the lag report asks of a consumer, counting the position lookups."""
-
-    def __init__(self) -> None:
-        self.lookups = 0
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition("lag.t", 0), TopicPartition("lag.t", 1)}
-
-    def highwater(self, tp: TopicPartition) -> int:
-        return 10
-
-    def position(self, tp: TopicPartition, timeout_ms: int) -> int:
-        self.lookups += 1
-        return 4
-
-
-def test_the_lag_gauge_is_set_at_most_once_a_second_not_after_every_poll(tmp_path) -> None:
+def test_the_lag_gauge_is_set_at_most_once_a_second_not_after_every_poll(broker: str, tmp_path) -> None:
     from prometheus_client import REGISTRY
 
     from forlop.kafka import LAG_REPORT_INTERVAL_S
 
-    loop = ConsumerLoop(_settings("127.0.0.1:9", tmp_path), "lagtest", ["lag.t"], lambda batch: None)
-    consumer = _CountingConsumer()
-    for step in range(50):  # 50 polls within one interval
-        loop._report_lag(consumer, 100.0 + step * LAG_REPORT_INTERVAL_S / 100)
-    assert consumer.lookups == 2  # once per partition
-    assert REGISTRY.get_sample_value("forlop_consumer_lag", {"topic": "lag.t", "partition": "1"}) == 6
-    loop._report_lag(consumer, 100.0 + LAG_REPORT_INTERVAL_S)
-    assert consumer.lookups == 4
+    settings = _settings(broker, tmp_path)
+    topic = f"lag.{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings, [topic])
+    producer = make_producer(settings)
+    for i in range(10):
+        producer.send(topic, key=b"patient-1", value=str(i).encode(), partition=0)
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(**client_options(settings), enable_auto_commit=False, max_poll_records=4)
+    partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    lookups = 0
+    real_position = consumer.position
+
+    def counted_position(tp, timeout_ms=None):  # noqa: ANN001, ANN202
+        nonlocal lookups
+        lookups += 1
+        return real_position(tp, timeout_ms=timeout_ms)
+
+    consumer.position = counted_position
+    loop = ConsumerLoop(settings, "lagtest", [topic], lambda batch: None)
+    try:
+        # the first poll returns 4 records and learns partition 0's end (10); the others stay unknown
+        eventually(lambda: bool(consumer.poll(timeout_ms=500)), timeout=30)
+        eventually(lambda: consumer.highwater(partitions[0]) is not None, timeout=30)
+        for step in range(50):  # 50 polls within one interval
+            loop._report_lag(consumer, 100.0 + step * LAG_REPORT_INTERVAL_S / 100)
+        known = sum(1 for tp in partitions if consumer.highwater(tp) is not None)
+        assert lookups == known  # once per partition whose end is known, not 50 times
+        assert REGISTRY.get_sample_value("forlop_consumer_lag", {"topic": topic, "partition": "0"}) == 6
+        loop._report_lag(consumer, 100.0 + LAG_REPORT_INTERVAL_S)
+        assert lookups == 2 * known
+    finally:
+        consumer.close()
