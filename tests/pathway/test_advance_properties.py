@@ -8,7 +8,7 @@ scanner derives). Checked over the same generated pathways as the arrival-order 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +26,10 @@ RULES = RuleBook.load()
 @settings(max_examples=300, deadline=None)
 @given(pathways(), st.integers(0, 400), st.integers(0, 24 * 60))
 def test_advancing_a_stored_status_equals_deriving_it_later(g: Generated, days: int, minutes: int) -> None:
-    later = g.now + timedelta(days=days, minutes=minutes)
+    # Later in absolute time: aware datetimes add wall-clock time, and across the spring DST gap
+    # (2025-03-30 02:01 Oslo + 59 min = 03:00 CEST, a minute *before* 02:01 CET) that went back,
+    # which `advance` rightly declines.
+    later = (g.now.astimezone(UTC) + timedelta(days=days, minutes=minutes)).astimezone(g.now.tzinfo)
     stored = derive(g.events, RULES, g.now).to_dict()
     moved = advance(json.loads(json.dumps(stored)), later)  # as stored: through JSON
     if moved is None:
@@ -65,3 +68,15 @@ def test_advance_moves_deadlines_and_the_passive_finding_without_the_history() -
         assert moved == derive(events, RULES, at(day)).to_dict()
     assert [f["kind"] for f in moved["findings"]] == ["passive-pathway"]
     assert {m["key"]: m["deadline_status"] for m in moved["milestones"]}["decision-basic"] == "overdue"
+
+
+def test_advance_across_the_spring_dst_gap_moves_forward() -> None:
+    # the case hypothesis found: a clock in the gap (02:01 does not exist on 2025-03-30 in Oslo)
+    events = pathway("D11").start("2025-03-20").first_attendance("2025-03-25").events
+    now = at("2025-03-30T02:01")
+    stored = derive(events, RULES, now).to_dict()
+    later = (now.astimezone(UTC) + timedelta(minutes=59)).astimezone(now.tzinfo)
+    assert later > now
+    moved = advance(json.loads(json.dumps(stored)), later)
+    assert moved == derive(events, RULES, later).to_dict()
+    assert advance(stored, now + timedelta(minutes=59)) is None  # wall-clock 03:00 CEST is a minute earlier
