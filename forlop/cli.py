@@ -88,7 +88,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if clock:
         rt.clock = clock
     counts = replay_file(rt, args.source, Path(args.file), batch_size=args.batch_size,
-                         progress=None if args.quiet else sys.stderr)
+                         progress=None if args.quiet else sys.stderr, workers=args.workers)
     print(counts.line())
     return 0
 
@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.add_argument("--cache-mb", type=int, default=256,
                      help="SQLite page cache per connection for this run, MiB (0: SQLite's default)")
+    rep.add_argument("--workers", type=int, default=1 if (os.cpu_count() or 1) > 1 else 0,
+                     help="worker processes that check, derive and build messages ahead of the writes "
+                          "(0: all in this process; default 1 with more than one core; each is ~180 MiB)")
     rep.set_defaults(func=cmd_replay)
 
     exp = sub.add_parser("export", help="export data")

@@ -6,6 +6,7 @@ Throughput on a shared machine is CPU per event: this says whose CPU it is, from
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,3 +52,57 @@ class CpuMeter:
         for (group, pid), now in self._read().items():
             used[group] = used.get(group, 0.0) + max(0.0, now - self._start.get((group, pid), 0.0))
         return used
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and every process below it, from /proc (empty if it is gone)."""
+    found, i = [pid], 0
+    while i < len(found):
+        try:
+            tasks = os.listdir(f"/proc/{found[i]}/task")
+        except OSError:
+            tasks = []
+        for task in tasks:
+            with contextlib.suppress(OSError):  # the task ended meanwhile
+                found += [int(child) for child in Path(f"/proc/{found[i]}/task/{task}/children").read_text().split()]
+        i += 1
+    return found if Path(f"/proc/{pid}").exists() else []
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+class TreeRss:
+    """The peak of the summed resident memory of a process and its children (a replay and its
+    workers), sampled every `interval` seconds on a thread until `stop()`; 0 where /proc is missing."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.peak_kib = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> int:
+        """Read the tree's resident memory now; returns it (KiB) and keeps the peak."""
+        now = sum(rss_kib(p) for p in descendants(self.pid))
+        self.peak_kib = max(self.peak_kib, now)
+        return now
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak_kib

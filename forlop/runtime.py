@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 TxHandler = Callable[[Connection, Sequence[Record]], None]
 
 
+def pathway_deps_from(settings: Settings) -> Any:
+    """The pathway service's rules and options (also a replay worker's, which has no Runtime)."""
+    from services.pathway.domain.rules import RuleBook
+    from services.pathway.service import PathwayDeps
+
+    return PathwayDeps(RuleBook.load(settings.due_soon_days), settings.topics, validate_fhir=settings.fhir_validate)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -52,14 +60,7 @@ class Runtime:
     # --- the services' handlers -------------------------------------------------------------
     @cached_property
     def pathway_deps(self) -> Any:
-        from services.pathway.domain.rules import RuleBook
-        from services.pathway.service import PathwayDeps
-
-        return PathwayDeps(
-            RuleBook.load(self.settings.due_soon_days),
-            self.settings.topics,
-            validate_fhir=self.settings.fhir_validate,
-        )
+        return pathway_deps_from(self.settings)
 
     def ingest_handler(self, source: str) -> TxHandler:
         from services.ingest.service import InboundRecord, ingest
@@ -117,14 +118,16 @@ class Runtime:
         return handle
 
     def hand_to_messaging(
-        self, conn: Connection, handed_over: Sequence[tuple[dict[str, Any], str, list[PathwayEvent]]]
+        self, conn: Connection, handed_over: Sequence[tuple[dict[str, Any], str, list[PathwayEvent]]],
+        now: datetime | None = None, prebuilt: dict[str, Any] | None = None,
     ) -> None:
         """Status changes handed over in the caller's transaction (replay), as the consumer would get them."""
         from services.messaging.handler import handle_parsed_status_changes
 
         correlations = {id(payload): correlation for payload, correlation, _ in handed_over}
-        handle_parsed_status_changes(conn, [(payload, events) for payload, _, events in handed_over], self.clock(),
-                                     self.messaging.deps, on_each=lambda p: correlation_id.set(correlations[id(p)]))
+        handle_parsed_status_changes(
+            conn, [(payload, events) for payload, _, events in handed_over], now or self.clock(),
+            self.messaging.deps, on_each=lambda p: correlation_id.set(correlations[id(p)]), prebuilt=prebuilt)
 
     def topic_handlers(self, services: Sequence[str]) -> dict[str, TxHandler]:
         """Which topic feeds which handler, for the given services."""

@@ -62,6 +62,18 @@ def check_record(source: str, record: InboundRecord) -> PathwayEvent:
     return parse_vendor_event(source, raw)
 
 
+def check_records(source: str, records: Sequence[InboundRecord]) -> list[PathwayEvent | list[Problem]]:
+    """`check_record` for each record: its event, or the problems that reject it (picklable, so a
+    replay's worker process can check the next batch while the main process stores this one)."""
+    out: list[PathwayEvent | list[Problem]] = []
+    for record in records:
+        try:
+            out.append(check_record(source, record))
+        except RejectedEvent as rejected:
+            out.append(rejected.problems)
+    return out
+
+
 def canonical_event_record(event: PathwayEvent, topics: Topics) -> dict:
     """The outbox row that carries a canonical event to the pathway and messaging services."""
     return {
@@ -81,25 +93,27 @@ def ingest(
     *,
     dead_letter: bool = True,
     forward: bool = True,
+    checked: Sequence[PathwayEvent | list[Problem]] | None = None,
 ) -> IngestResult:
     """Store the effect of a batch of vendor records in the caller's transaction.
 
     `forward=False` (replay): the accepted events are not written to the outbox; the caller hands
-    `result.accepted` to the pathway service in the same transaction.
+    `result.accepted` to the pathway service in the same transaction. `checked`: what
+    `check_records` gave for these records, when it ran before the transaction.
     """
     result = IngestResult()
-    checked: list[tuple[InboundRecord, PathwayEvent]] = []
-    for record in records:
+    accepted: list[tuple[InboundRecord, PathwayEvent]] = []
+    for record, outcome in zip(records, checked if checked is not None else check_records(source, records), strict=True):
         metrics.events_consumed.labels(source).inc()
-        try:
-            checked.append((record, check_record(source, record)))
-        except RejectedEvent as rejected:
-            result.rejected.append((record, rejected.problems))
-            metrics.events_rejected.labels(source, rejected.problems[0].rule).inc()
-            if dead_letter:
-                result.dead_letter_ids.append(_dead_letter(conn, source, record, rejected.problems, now, topics))
+        if isinstance(outcome, PathwayEvent):
+            accepted.append((record, outcome))
+            continue
+        result.rejected.append((record, outcome))
+        metrics.events_rejected.labels(source, outcome[0].rule).inc()
+        if dead_letter:
+            result.dead_letter_ids.append(_dead_letter(conn, source, record, outcome, now, topics))
 
-    ids = [event.event_id for _, event in checked]
+    ids = [event.event_id for _, event in accepted]
     seen = set(
         conn.execute(select(schema.inbound_events.c.event_id).where(
             among(schema.inbound_events.c.event_id, ids, conn.dialect.name)))
@@ -107,7 +121,7 @@ def ingest(
         .all()
     ) if ids else set()
     inbound_rows, outbox_rows = [], []
-    for record, event in checked:
+    for record, event in accepted:
         if event.event_id in seen:
             result.duplicates += 1
             metrics.events_duplicate.labels(source).inc()

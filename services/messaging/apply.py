@@ -7,6 +7,7 @@ The XML is built when a message becomes queued and stored with it: a resend is b
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -54,12 +55,15 @@ def _finish(conn: Connection, row: dict[str, Any], status: str, reason: str | No
 
 def apply_changes(
     conn: Connection, changes: list[Change], pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
-    inserts: list[dict[str, Any]],
+    inserts: list[dict[str, Any]], prebuilt: Mapping[str, Any] | None = None,
 ) -> None:
-    """Apply the changes; new rows go to `inserts`, which the caller writes in one go."""
+    """Apply the changes; new rows go to `inserts`, which the caller writes in one go.
+
+    `prebuilt`: `PrebuiltMessage`s by dedupe key (`services.messaging.prebuild`), used for the new
+    rows they were built for."""
     for change in changes:
         if isinstance(change, Insert):
-            _insert(conn, change, pathway_key, pathway_id, now, deps, inserts)
+            _insert(conn, change, pathway_key, pathway_id, now, deps, inserts, prebuilt)
         elif isinstance(change, Transition):
             _transition(conn, change, now, deps)
         elif isinstance(change, Correct):
@@ -69,7 +73,7 @@ def apply_changes(
 
 
 def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
-            inserts: list[dict[str, Any]]) -> None:
+            inserts: list[dict[str, Any]], prebuilt: Mapping[str, Any] | None = None) -> None:
     o = c.owed
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": o.dedupe_key, "pathway_key": pathway_key, "pathway_id": pathway_id,
@@ -79,7 +83,11 @@ def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now:
         "created_at": now, "xml": None, "conversation_ref": None, "corrects": None,
     }
     if c.status is MessageStatus.QUEUED:
-        row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
+        ready = prebuilt.get(o.dedupe_key) if prebuilt else None
+        if ready is not None and ready.gen_date == now and ready.details == row["details"]:
+            row["id"], row["status"], row["status_reason"], row["xml"] = ready.msg_id, ready.status, ready.reason, ready.xml
+        else:
+            row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
     inserts.append(row)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
 

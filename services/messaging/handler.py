@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,9 +44,11 @@ def handle_status_changes(
 def handle_parsed_status_changes(
     conn: Connection, changes: Sequence[tuple[dict[str, Any], list[PathwayEvent]]], now: datetime,
     deps: MessagingDeps, on_each: Callable[[dict[str, Any]], None] | None = None,
+    prebuilt: Mapping[str, Any] | None = None,
 ) -> None:
     """`handle_status_changes` for payloads whose events are at hand as events already (replay's
-    in-process hand-over: the pathway service's own history, in the order it happened)."""
+    in-process hand-over: the pathway service's own history, in the order it happened), with the
+    messages a worker built ahead (`prebuilt`, see `services.messaging.prebuild`)."""
     # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
     changed = [(p, events) for p, events in changes if events]
     if not changed:
@@ -73,7 +75,7 @@ def handle_parsed_status_changes(
         rows = stored.get(pathway_key, [])
         changes = reconcile(owed, rows, withdrawn_registrations(events))
         first_new = len(inserts)
-        apply_changes(conn, changes, pathway_key, pathway_id, now, deps, inserts)
+        apply_changes(conn, changes, pathway_key, pathway_id, now, deps, inserts, prebuilt)
         if changes:
             dirty.add(pathway_key)
         # Held rows the reconciliation did not touch (e.g. PLO schema now present) get another chance.

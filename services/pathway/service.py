@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from forlop.storage.bulk import among, insert_many, update_many
 from services.pathway.domain.derive import derive
 from services.pathway.domain.living import Transition, advance, deadline_transitions
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import DeadlineStatus, MilestoneState, PathwayStatus
+from services.pathway.domain.status import DeadlineStatus, MilestoneState
 from services.pathway.fhir_mapping import map_pathway, retimed_task
 from services.pathway.fhir_store import upsert_many
 
@@ -48,6 +48,7 @@ class PathwayResult:
     # With `hand_over` (replay): the status-changed payloads, their correlation ids and the events of
     # `payload["events"]` as events, for a handler in the same transaction, instead of outbox records.
     handed_over: list[tuple[dict[str, Any], str, list[PathwayEvent]]] = field(default_factory=list)
+    prebuilt: dict[str, Any] = field(default_factory=dict)  # with `hand_over`: the derivations' prebuilt messages
 
 
 @dataclass(frozen=True)
@@ -147,14 +148,78 @@ def refresh_queued(
     return result
 
 
+@dataclass
+class Derivation:
+    """One pathway derived from its history: everything `refresh` stores for it that needs no database.
+
+    Pure and picklable, so a replay can compute it in a worker process (`forlop.replay_workers`)
+    while the main process writes the chunk before.
+    """
+
+    key: str
+    as_of: datetime  # the `now` it was derived at
+    status: dict[str, Any]
+    history_hash: str  # of the history it was derived from
+    resources: list[dict[str, Any]]
+    row: dict[str, Any]  # the pathways row, without its key
+    unit_her_id: str  # of the event recorded last: the alerts' unit
+    national_id: str  # of the event recorded last: the alerts' record key
+    record_key: str  # the status-changed record's key
+    correlation: str  # the event recorded last: the status change's correlation id
+    # prebuilt messages by dedupe key (`services.messaging.prebuild`), when a worker built them
+    messages: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_pathway(
+    key: str, history: Sequence[PathwayEvent], now: datetime, deps: PathwayDeps, history_hash: str | None = None
+) -> Derivation:
+    """Derive one pathway's status and FHIR resources and the row that holds them (as of `now`:
+    the same history and `now` give the same derivation)."""
+    status = derive(history, deps.rules, now)
+    status_dict = status.to_dict()
+    latest = _latest(history)
+    facts = patient_facts(history)
+    row = {
+        "source": latest.source.value,
+        "pathway_id": latest.pathway_id,
+        "pathway_type": latest.pathway_type,
+        "national_id": latest.patient.national_id,
+        "municipality": latest.patient.municipality,
+        "unit_her_id": latest.unit.her_id,
+        "consent_municipality": bool(facts["consentMunicipality"]),
+        "episode_status": status.episode_status.value,
+        "start_date": status.start_date,
+        **clock_columns(status_dict),
+        "status": status_dict,
+        "patient": facts,
+        "history_hash": history_hash or _history_hash(history),
+        "derived_at": now,
+        "updated_at": now,
+    }
+    return Derivation(
+        key=key,
+        as_of=now,
+        status=status_dict,
+        history_hash=row["history_hash"],
+        resources=map_pathway(status, list(history), validate=deps.validate_fhir),
+        row=row,
+        unit_her_id=latest.unit.her_id,
+        national_id=latest.patient.national_id,
+        record_key=history[-1].patient.national_id,
+        correlation=max(history, key=lambda ev: ev.recorded_at).event_id,
+    )
+
+
 def refresh(
     conn: Connection, pathway_keys: Sequence[str], now: datetime, deps: PathwayDeps, result: PathwayResult,
-    *, hand_over: bool = False,
+    *, hand_over: bool = False, derived: Mapping[str, Derivation] | None = None,
 ) -> None:
     """Re-derive the pathways from their histories and store status, FHIR, outbox and alerts.
 
     Every pathway is derived on its own; the writes of the whole batch go out as one
     executemany per statement kind (a few round trips per batch, not a few per pathway).
+    `derived`: derivations computed before this transaction (by a replay's workers), used for the
+    pathways whose history is still the one they were derived from.
     """
     histories = load_history(conn, pathway_keys)
     p = schema.pathways
@@ -168,31 +233,35 @@ def refresh(
         history = histories.get(key) or []
         if not history:
             continue
-        status = derive(history, deps.rules, now)
+        history_hash = _history_hash(history)
+        d = derived.get(key) if derived else None
+        if d is None or d.history_hash != history_hash or d.as_of != now:
+            d = derive_pathway(key, history, now, deps, history_hash)
         previous = previous_rows.get(key)
         prev_status = previous.status if previous is not None else None
-        status_dict = status.to_dict()
-        history_hash = _history_hash(history)
-        _save(writes, key, history, status, status_dict, history_hash, now, deps, previous is not None)
+        writes.resources.append((key, d.resources))
+        if previous is not None:
+            writes.updates.append({"k_pathway_key": key, **d.row})
+        else:
+            writes.inserts.append({"pathway_key": key, **d.row})
         result.refreshed.append(key)
         changed = (
             prev_status is None
-            or _comparable(prev_status) != _comparable(status_dict)
-            or previous.history_hash != history_hash
+            or _comparable(prev_status) != _comparable(d.status)
+            or previous.history_hash != d.history_hash
         )
         if changed:
             result.status_changes += 1
             ordered = sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))
-            correlation = max(history, key=lambda ev: ev.recorded_at).event_id
-            payload = _status_changed_payload(status_dict, now, [ev.to_dict() for ev in ordered])
+            payload = _status_changed_payload(d.status, now, [ev.to_dict() for ev in ordered])
             if hand_over:
-                result.handed_over.append((payload, correlation, ordered))
+                result.handed_over.append((payload, d.correlation, ordered))
+                result.prebuilt.update(d.messages)
             else:
                 writes.status_changed.append(_status_changed_record(
-                    payload, history[-1].patient.national_id, correlation, now, deps.topics))
-        latest = _latest(history)
-        _collect_alerts(writes, deadline_transitions(prev_status, status_dict), status_dict, latest.unit.her_id,
-                        latest.patient.national_id, now)
+                    payload, d.record_key, d.correlation, now, deps.topics))
+        _collect_alerts(writes, deadline_transitions(prev_status, d.status), d.status, d.unit_her_id,
+                        d.national_id, now)
     upsert_many(conn, writes.resources, now)
     insert_many(conn, p, writes.inserts)
     update_many(conn, p, "pathway_key", writes.updates)  # their rows are locked (FOR UPDATE above)
@@ -209,43 +278,6 @@ class _Writes:
     updates: list[dict[str, Any]] = field(default_factory=list)
     status_changed: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[tuple[str, dict[str, Any], str, str]] = field(default_factory=list)  # key, alert, record key, to
-
-
-def _save(
-    writes: _Writes,
-    key: str,
-    history: list[PathwayEvent],
-    status: PathwayStatus,
-    status_dict: dict[str, Any],
-    history_hash: str,
-    now: datetime,
-    deps: PathwayDeps,
-    exists: bool,
-) -> None:
-    latest = _latest(history)
-    writes.resources.append((key, map_pathway(status, history, validate=deps.validate_fhir)))
-    facts = patient_facts(history)
-    row = {
-        "source": latest.source.value,
-        "pathway_id": latest.pathway_id,
-        "pathway_type": latest.pathway_type,
-        "national_id": latest.patient.national_id,
-        "municipality": latest.patient.municipality,
-        "unit_her_id": latest.unit.her_id,
-        "consent_municipality": bool(facts["consentMunicipality"]),
-        "episode_status": status.episode_status.value,
-        "start_date": status.start_date,
-        **clock_columns(status_dict),
-        "status": status_dict,
-        "patient": facts,
-        "history_hash": history_hash,
-        "derived_at": now,
-        "updated_at": now,
-    }
-    if exists:
-        writes.updates.append({"k_pathway_key": key, **row})
-    else:
-        writes.inserts.append({"pathway_key": key, **row})
 
 
 def _latest(history: Sequence[PathwayEvent]) -> PathwayEvent:

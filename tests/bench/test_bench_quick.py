@@ -48,8 +48,10 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
         for ms in cpu.values():
             number(ms)
         assert cpu["pathway"] > 0 and cpu["all"] == pytest.approx(sum(v for g, v in cpu.items() if g != "all"), abs=0.01)
-    for key in ("events", "events_per_s", "peak_rss_mb"):
+    for key in ("events", "events_per_s", "peak_rss_mb", "main_process_peak_rss_mb"):
         number(report["replay"][key])
+    assert report["replay"]["peak_rss_mb"] >= report["replay"]["main_process_peak_rss_mb"] > 0
+    assert isinstance(report["replay"]["workers"], int)
     assert isinstance(report["replay"]["xsd_validated"], bool)
     for key in ("pathways", "seconds"):
         number(report["scan"][key])
