@@ -124,7 +124,8 @@ def replay_file(
     The pathways wait in `pathway_refresh_queue` between the two phases, so a replay stopped
     half-way is finished by the next replay or by the pathway service's scanner.
     `workers`: processes that check, derive and build messages for the next batch while this
-    one is written (`forlop.replay_workers`); 0 computes everything in this process.
+    one is written (`forlop.replay_workers`); 0 computes everything in this process. They are
+    spawned, so a script that calls this with workers needs the `if __name__ == "__main__"` guard.
     """
     # Canonical events an earlier replay or an API intake left in the outbox go first (per-patient order).
     runtime.drain_outbox({runtime.settings.topics.events: runtime.pathway_handler(defer=True)})
