@@ -129,8 +129,12 @@ def replay_file(
     """
     # Canonical events an earlier replay or an API intake left in the outbox go first (per-patient order).
     runtime.drain_outbox({runtime.settings.topics.events: runtime.pathway_handler(defer=True)})
-    pool = (ReplayWorkers(runtime.settings, runtime.store.url.render_as_string(hide_password=False), workers)
-            if workers > 0 else None)
+    pool = None
+    if workers > 0:
+        # The workers wire the same messaging from the same settings: a configuration error (the
+        # XSD directory, say) shows here, not as a worker that died starting.
+        _ = runtime.messaging
+        pool = ReplayWorkers(runtime.settings, runtime.store.url.render_as_string(hide_password=False), workers)
     try:
         return _replay(runtime, source, path, batch_size, progress, pool)
     finally:
@@ -168,7 +172,8 @@ def derive_queued(
     runtime: Runtime, progress: TextIO | None, chunk: int = 2000, workers: ReplayWorkers | None = None
 ) -> tuple[int, int]:
     """Derive the queued pathways, a chunk per transaction, and hand their status changes to messaging
-    in the same transaction; return (pathways derived, status changes)."""
+    in the same transaction; return (pathways derived, status changes). With `workers`, chunks are
+    `AHEAD_CHUNK` pathways instead of `chunk`."""
     # Status changes still in the outbox (the pathway service's, or an earlier replay's) go first.
     runtime.drain_outbox(runtime.topic_handlers(["messaging"]))
     q = schema.pathway_refresh_queue

@@ -201,3 +201,19 @@ def _with(message: PrebuiltMessage, **changes) -> PrebuiltMessage:
     from dataclasses import replace
 
     return replace(message, **changes)
+
+
+def test_a_configuration_error_stops_the_replay_before_any_worker_starts(sqlite_store, tmp_path, shared_dir):
+    """The workers wire messaging as the main process does; where that fails (here the XSD directory
+    went away after the settings were read) the replay stops with the reason, before storing anything."""
+    from dataclasses import replace
+
+    from forlop.config import ConfigError
+
+    path = tmp_path / "dips.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in generate("dips", 2, 61, as_of=AS_OF)))
+    settings = replace(load_settings({"FORLOP_XSD_DIR": str(shared_dir / "xsd")}), xsd_dir=str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match="FORLOP_XSD_DIR"):
+        replay_file(Runtime(settings, sqlite_store, FixedClock(AS_OF)), "dips", path, progress=None, workers=1)
+    with sqlite_store.read() as conn:
+        assert conn.execute(select(schema.pathway_events)).all() == []
