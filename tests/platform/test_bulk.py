@@ -47,6 +47,28 @@ def test_insert_many_reads_back_as_an_executemany_wrote(store: Store) -> None:
             want["pathway_key"], want["kind"], want["occurred_on"], want["event"])
 
 
+def test_insert_many_stores_the_very_values_sqlalchemy_stores(store: Store) -> None:
+    """Read back raw, through the driver: the same text for datetimes (SQLite keeps them as text,
+    and queries compare it), JSON (None as JSON null) and the Python-side defaults."""
+    m = schema.messages
+
+    def message(i: int) -> dict:
+        return {"id": f"m{i}", "dedupe_key": f"k{i}", "pathway_key": "p", "pathway_id": "1", "registration_id": None,
+                "trigger": "decision", "role": "gp", "recipient_her_id": None, "message_type": "DIALOG_HELSEFAGLIG",
+                "status": "held", "status_reason": "no GP", "details": {"event": {"n": i % 2, "æøå": None}, "list": []},
+                "created_at": NOW, "next_attempt_at": None, "xml": None}  # no "attempts": its default applies
+
+    with store.transaction() as conn:
+        insert_many(conn, m, [message(1), message(2)])
+        conn.execute(insert(m), [message(3), message(4)])
+        insert_many(conn, schema.receipts, [])
+    with store.read() as conn:
+        raw = {row[0]: row[1:] for row in conn.exec_driver_sql(
+            "SELECT id, attempts, details, created_at, next_attempt_at, xml, registration_id FROM messages")}
+    assert raw["m1"] == raw["m3"] and raw["m2"] == raw["m4"] and raw["m1"] != raw["m2"]
+    assert raw["m1"][0] == 0
+
+
 def test_update_many_sets_each_row_by_its_key_and_the_last_row_of_a_key_wins(store: Store) -> None:
     a = schema.alerts
     base = {"milestone_key": "m", "to_status": "due_soon", "emitted_at": NOW}
