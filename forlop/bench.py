@@ -27,9 +27,6 @@ from typing import Any
 from forlop.config import Settings, load_settings
 from forlop.process_cpu import TreeRss
 
-# `forlop replay`'s own default: one worker process beside it where there is a second core.
-REPLAY_WORKERS = 1 if (os.cpu_count() or 1) > 1 else 0
-
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -288,7 +285,10 @@ def _ingest_cpu(store: Any, broker: Any, children: list[subprocess.Popen]) -> An
 
 
 # --- 2. replay -----------------------------------------------------------------------------------
-def bench_replay(pathways: int, workdir: Path, as_of: datetime, workers: int = REPLAY_WORKERS) -> tuple[dict[str, Any], str]:
+def bench_replay(pathways: int, workdir: Path, as_of: datetime, workers: int | None = None) -> tuple[dict[str, Any], str]:
+    from forlop.replay_workers import default_count
+
+    workers = default_count() if workers is None else workers  # `forlop replay`'s own default
     path = workdir / "replay-dips.ndjson"
     n = _write_events(path, "dips", pathways, 7, as_of)
     db = workdir / "replay.db"

@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.add_argument("--cache-mb", type=int, default=256,
                      help="SQLite page cache per connection for this run, MiB (0: SQLite's default)")
-    rep.add_argument("--workers", type=int, default=1 if (os.cpu_count() or 1) > 1 else 0,
+    from forlop.replay_workers import default_count
+
+    rep.add_argument("--workers", type=int, default=default_count(),
                      help="worker processes that check, derive and build messages ahead of the writes "
                           "(0: all in this process; default 1 with more than one core; each is ~180 MiB)")
     rep.set_defaults(func=cmd_replay)

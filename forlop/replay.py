@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from forlop.events import PathwayEvent
 from forlop.replay_workers import ReplayWorkers, check_batch, derive_batch, unpacked
@@ -27,7 +27,7 @@ from forlop.runtime import Runtime
 from forlop.storage import schema
 from services.ingest.service import InboundRecord, ingest
 from services.ingest.validation import Problem
-from services.pathway.service import PathwayResult, handle_events, refresh, refresh_queued
+from services.pathway.service import PathwayResult, handle_events, refresh_queued
 
 # Pathways per chunk when workers derive ahead. Smaller than the chunk without workers: the
 # worker's result waits in memory while the chunk before is written, and the first and last
@@ -180,15 +180,8 @@ def derive_queued(
     with runtime.store.read() as conn:
         total = conn.execute(select(func.count()).select_from(q)).scalar_one()
     bar = Progress(total, progress) if progress and total else None
-    if workers is not None:
-        return _derive_ahead(runtime, workers, AHEAD_CHUNK, bar)
     derived = changes = 0
-    while True:
-        with runtime.store.transaction() as conn:
-            result = refresh_queued(conn, runtime.clock(), runtime.pathway_deps, limit=chunk, hand_over=True)
-            runtime.hand_to_messaging(conn, result.handed_over)
-        if not result.refreshed:
-            break
+    for result in _derive_ahead(runtime, workers) if workers is not None else _derive_in_turn(runtime, chunk):
         derived += len(result.refreshed)
         changes += len(result.handed_over)
         if bar:
@@ -198,8 +191,24 @@ def derive_queued(
     return derived, changes
 
 
-def _derive_ahead(runtime: Runtime, workers: ReplayWorkers, chunk: int, bar: Progress | None) -> tuple[int, int]:
-    """`derive_queued` with the workers deriving the next chunks (in key order) while this one is written.
+def _derive_chunk(
+    runtime: Runtime, now: datetime, limit: int, keys: list[str] | None = None, derived: dict[str, Any] | None = None
+) -> PathwayResult:
+    """One transaction: queued pathways derived, their status changes handed to messaging."""
+    with runtime.store.transaction() as conn:
+        result = refresh_queued(conn, now, runtime.pathway_deps, limit=limit, hand_over=True, among_keys=keys,
+                                derived=derived)
+        runtime.hand_to_messaging(conn, result.handed_over, now, result.prebuilt)
+    return result
+
+
+def _derive_in_turn(runtime: Runtime, chunk: int) -> Iterator[PathwayResult]:
+    while (result := _derive_chunk(runtime, runtime.clock(), chunk)).refreshed:
+        yield result
+
+
+def _derive_ahead(runtime: Runtime, workers: ReplayWorkers) -> Iterator[PathwayResult]:
+    """The workers derive the next chunks (in key order) while this one is written.
 
     The queue is read ahead without claiming; each write transaction takes the chunk's pathways
     still queued (on PostgreSQL those no other deriver holds) and derives again those whose
@@ -208,9 +217,8 @@ def _derive_ahead(runtime: Runtime, workers: ReplayWorkers, chunk: int, bar: Pro
     q = schema.pathway_refresh_queue
     ahead: deque[tuple[list[str], datetime, Future[Any]]] = deque()
     after: str | None = None
-    derived = changes = 0
     while True:
-        claim = select(q.c.pathway_key).order_by(q.c.pathway_key).limit(chunk)
+        claim = select(q.c.pathway_key).order_by(q.c.pathway_key).limit(AHEAD_CHUNK)
         with runtime.store.read() as conn:
             keys = list(conn.execute(claim if after is None else claim.where(q.c.pathway_key > after)).scalars())
         if keys:
@@ -221,25 +229,8 @@ def _derive_ahead(runtime: Runtime, workers: ReplayWorkers, chunk: int, bar: Pro
                 continue
         if not ahead:
             if after is None:
-                break
+                return
             after = None  # once more from the first key: pathways queued meanwhile
             continue
         keys, now, future = ahead.popleft()
-        derivations = {d.key: d for d in unpacked(future)}
-        with runtime.store.transaction() as conn:
-            mine = select(q.c.pathway_key).where(q.c.pathway_key.in_(keys))
-            if conn.dialect.name == "postgresql":
-                mine = mine.with_for_update(skip_locked=True)
-            claimed = sorted(conn.execute(mine).scalars())
-            result = PathwayResult()
-            if claimed:
-                refresh(conn, claimed, now, runtime.pathway_deps, result, hand_over=True, derived=derivations)
-                conn.execute(delete(q).where(q.c.pathway_key.in_(claimed)))
-                runtime.hand_to_messaging(conn, result.handed_over, now, result.prebuilt)
-        derived += len(result.refreshed)
-        changes += len(result.handed_over)
-        if bar:
-            bar.show(derived, f"{derived:>9} pathways derived")
-    if bar:
-        bar.show(derived, f"{derived:>9} pathways derived", final=True)
-    return derived, changes
+        yield _derive_chunk(runtime, now, len(keys), keys, {d.key: d for d in unpacked(future)})

@@ -14,6 +14,7 @@ Workers are spawned, not forked: the main process holds a database engine and th
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +23,12 @@ from typing import Any
 
 from forlop.collector import collector_paused
 from forlop.config import Settings
+
+
+def default_count() -> int:
+    """One worker beside the replay where there is a second core; none on one core."""
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
 
 # One worker's wiring, set up once by `_start` in the worker process.
 _worker: dict[str, Any] = {}

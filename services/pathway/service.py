@@ -129,21 +129,25 @@ def _queue(conn: Connection, keys: Sequence[str], now: datetime) -> None:
 
 
 def refresh_queued(
-    conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 2000, *, hand_over: bool = False
+    conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 2000, *, hand_over: bool = False,
+    among_keys: Sequence[str] | None = None, derived: Mapping[str, Derivation] | None = None,
 ) -> PathwayResult:
     """Derive up to `limit` queued pathways and take them off the queue, in one transaction.
 
     `hand_over`: the status changes go to `result.handed_over` instead of the outbox (replay hands
     them to messaging in the same transaction: no record to write, read back and mark).
+    `among_keys`: only those of these still queued (a replay's chunk read ahead); `derived`: see `refresh`.
     """
     q = schema.pathway_refresh_queue
     claim = select(q.c.pathway_key).order_by(q.c.pathway_key).limit(limit)
+    if among_keys is not None:
+        claim = claim.where(among(q.c.pathway_key, list(among_keys), conn.dialect.name))
     if conn.dialect.name == "postgresql":
         claim = claim.with_for_update(skip_locked=True)  # several workers share the queue
     keys = list(conn.execute(claim).scalars())
     result = PathwayResult()
     if keys:
-        refresh(conn, keys, now, deps, result, hand_over=hand_over)
+        refresh(conn, keys, now, deps, result, hand_over=hand_over, derived=derived)
         conn.execute(delete(q).where(q.c.pathway_key.in_(keys)))
     return result
 
