@@ -95,6 +95,10 @@ def _messages_by_pathway_and_status(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_messages_pathway_status ON messages (pathway_key, status)"))
 
 
+def _pathways_overdue(conn: Connection) -> None:
+    next(i for i in schema.pathways.indexes if i.name == "ix_pathways_overdue").create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
     (2, "pathway refresh queue (replay derives each pathway once)", _refresh_queue),
@@ -106,6 +110,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
      _search_index_primary_key),
     (7, "a pathway's messages by (pathway_key, status); no index on status alone", _messages_by_pathway_and_status),
     (8, "search index: no second index by resource", _search_index_without_by_resource),
+    (9, "the pathways with overdue milestones (partial index; the gauge reads them only)", _pathways_overdue),
 ]
 
 
