@@ -164,6 +164,9 @@ def _replay(
     if bar:
         bar.show(done_bytes, f"{counts.read:>9} events", final=True)
     counts.pathways, counts.status_changes = derive_queued(runtime, progress, workers=pool)
+    # What the replay wrote is most of what the tables hold: the queries that follow (the API's,
+    # the services') plan by it, not by statistics of the tables before it.
+    runtime.store.analyze()
     counts.seconds = time.perf_counter() - started
     return counts
 

@@ -80,6 +80,23 @@ class Store:
         with self.engine.connect() as conn:
             yield conn.execution_options(forlop_read=True) if self.dialect == "sqlite" else conn  # see _on_begin
 
+    def analyze(self) -> list[str]:
+        """Refresh PostgreSQL's planner statistics of every table, after a bulk load (`forlop replay`);
+        return the tables analyzed (none on SQLite, whose plans here need no statistics).
+
+        A database loaded by a replay had none until autovacuum came round (never, where it is off):
+        the API then planned its searches over 15k pathways as if the tables were empty, 32 requests/s
+        against 476 after ANALYZE. ANALYZE reads a sample of each table (30,000 rows by default), so
+        its cost does not grow with the load.
+        """
+        if self.dialect != "postgresql":
+            return []
+        tables = [t.name for t in schema.metadata.sorted_tables]
+        with self.transaction() as conn:
+            for name in tables:
+                conn.execute(text(f'ANALYZE "{name}"'))
+        return tables
+
     def migrate(self) -> list[int]:
         with self.transaction() as conn:
             return migrations.migrate(conn)

@@ -131,3 +131,18 @@ def test_a_replay_hands_over_what_the_outbox_records_would_deliver(store, anothe
     with store.read() as a, other.read() as b:
         for table in (schema.fhir_resources, schema.alerts):
             assert sorted(a.execute(select(table)).all()) == sorted(b.execute(select(table)).all())
+
+
+def test_a_replay_leaves_the_planner_statistics_of_what_it_loaded(store, dips_file):
+    """PostgreSQL plans the queries after a replay by what it loaded, not as if the tables were empty
+    (autovacuum may be off, and is a minute away at best); SQLite's plans here use no statistics."""
+    from sqlalchemy import text
+
+    replay_file(Runtime(load_settings({}), store, FixedClock(AS_OF)), "dips", dips_file, progress=None)
+    with store.read() as conn:
+        if store.dialect == "postgresql":
+            analyzed = set(conn.execute(text(
+                "SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = current_schema()")).scalars())
+            assert {"pathways", "pathway_events", "fhir_resources", "fhir_search_index", "messages"} <= analyzed
+        else:
+            assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")).scalar() == 0
