@@ -30,7 +30,7 @@ class Store:
     """Owns the engine. `transaction()` is the unit of work: one commit or nothing."""
 
     # pool_size: connections kept open between uses (opened only when needed). An API process serves
-    # with FORLOP_HTTP_THREADS request threads (default 4) beside the metrics worker and the outbox
+    # with FORLOP_HTTP_THREADS request threads (default 2) beside the metrics worker and the outbox
     # relay: a pool smaller than that opened and closed connections request by request (connect,
     # PRAGMAs, schema read).
     # sqlite_cache_mb: each SQLite connection's page cache (SQLite's default is 2 MiB). A bulk load

@@ -18,7 +18,7 @@ def test_defaults_are_embedded_sqlite_in_the_data_dir(tmp_path):
     assert s.clock is None
     assert s.http_workers == 1  # one API process; Kubernetes scales the API by replicas
     assert load_settings({"FORLOP_HTTP_WORKERS": "3"}).http_workers == 3
-    assert s.http_threads == 4 and load_settings({"FORLOP_HTTP_THREADS": "8"}).http_threads == 8
+    assert s.http_threads == 2 and load_settings({"FORLOP_HTTP_THREADS": "8"}).http_threads == 8
 
 
 def test_topics_group_and_clock_from_environment():
