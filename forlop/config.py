@@ -66,8 +66,8 @@ class Settings:
     http_workers: int = 1
     # Request threads per API process (waitress). Few: the work is Python on one GIL, and with many
     # threads runnable the GIL's unfair hand-over left some requests waiting several times the median
-    # (search p99 ~90 ms with 8 threads, ~60 with 4, p50 about the same); enough that a slow report
-    # or a database round trip does not hold the rest up.
+    # (search p99 ~90 ms with 8 threads, ~60 with 4, ~50 with 2 on a slower machine, p50 about the
+    # same); two, so that a slow report or a database round trip does not hold the rest up.
     http_threads: int = 2  # forlop.wsgi.HTTP_THREADS
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
