@@ -68,7 +68,7 @@ class Settings:
     # threads runnable the GIL's unfair hand-over left some requests waiting several times the median
     # (search p99 ~90 ms with 8 threads, ~60 with 4, ~50 with 2 on a slower machine, p50 about the
     # same); two, so that a slow report or a database round trip does not hold the rest up.
-    http_threads: int = 2  # forlop.wsgi.HTTP_THREADS
+    http_threads: int = 2  # why two: forlop.wsgi.HTTP_THREADS
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
@@ -210,7 +210,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_host=env.get("FORLOP_HTTP_HOST") or "0.0.0.0",
         http_port=_int(env, "FORLOP_HTTP_PORT", 8080, minimum=0),
         http_workers=_int(env, "FORLOP_HTTP_WORKERS", 1, minimum=1),
-        http_threads=_int(env, "FORLOP_HTTP_THREADS", 2, minimum=1),
+        http_threads=_int(env, "FORLOP_HTTP_THREADS", Settings.http_threads, minimum=1),
         jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
         jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
         jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,

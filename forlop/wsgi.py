@@ -18,6 +18,8 @@ from typing import Any
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
+from forlop.config import Settings
+
 # Worker threads per process (the API's: FORLOP_HTTP_THREADS, `Settings.http_threads`). The work per
 # request is CPU in Python (one GIL): more threads than a few only add switching and an unfair
 # hand-over of the GIL (the tail latency), while a request waiting on the database lets another run.
@@ -25,7 +27,7 @@ from waitress.server import create_server
 # 34-65 ms (mean 53) with two against 60-78 (mean 66) with four, throughput within the noise; one
 # thread was as good (41-53) but lets one slow request (a large unit's worklist) hold up every other.
 # The store's connection pool holds at least this many, so no request opens a connection.
-HTTP_THREADS = 2
+HTTP_THREADS = Settings.http_threads
 
 # "Task queue depth is N" on every request that waits for a worker thread: with a fixed pool that
 # is how a burst is absorbed, not a fault (the latency histogram shows it), and under load it
