@@ -64,11 +64,8 @@ class Settings:
     # a whole API (its own connection pool and metrics), under one supervising parent. 1 in Kubernetes,
     # where replicas scale the API (forlop.serve.ApiWorkers).
     http_workers: int = 1
-    # Request threads per API process (waitress). Few: the work is Python on one GIL, and with many
-    # threads runnable the GIL's unfair hand-over left some requests waiting several times the median
-    # (search p99 ~90 ms with 8 threads, ~60 with 4, ~50 with 2 on a slower machine, p50 about the
-    # same); two, so that a slow report or a database round trip does not hold the rest up.
-    http_threads: int = 2  # why two: forlop.wsgi.HTTP_THREADS
+    # Request threads per API process (waitress): two, and why, in forlop.wsgi (HTTP_THREADS).
+    http_threads: int = 2
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint

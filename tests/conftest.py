@@ -88,3 +88,12 @@ def broker() -> Iterator[str]:
 
     with EmbeddedBroker() as b:
         yield b.bootstrap
+
+
+def query_plan(conn, sql: object) -> str:  # noqa: ANN001 - a SQLAlchemy Connection
+    """The plan the database chooses for `sql` (compiled with literal binds), its lines joined by " / "."""
+    if conn.dialect.name == "sqlite":
+        rows = [row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
+    else:
+        rows = [row[0] for row in conn.execute(text(f"EXPLAIN {sql}"))]
+    return " / ".join(str(r) for r in rows)

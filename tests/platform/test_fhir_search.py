@@ -15,6 +15,7 @@ from sqlalchemy import delete, insert, inspect, select, text
 
 from forlop.storage import Store, migrations, schema
 from services.pathway import fhir_store
+from tests.conftest import query_plan
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 PATHWAY_TYPE = "urn:oid:2.16.578.1.12.4.1.1.9321"
@@ -186,7 +187,7 @@ def test_search_reads_the_covering_index_in_id_order(stocked) -> None:
         stmt = ids.order_by(ids.selected_columns.id).limit(21).params(**values, after="a")
         sql = stmt.compile(store.engine, compile_kwargs={"literal_binds": True})
         with store.read() as conn:
-            plan = " / ".join(row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            plan = query_plan(conn, sql)
         # the ids come in order from the table's key (WITHOUT ROWID): no sort of all matches, no scan
         assert "fhir_search_index USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, (shape, plan)
         assert "SCAN" not in plan.replace("SCAN (subquery", ""), (shape, plan)

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, insert, inspect, select, text
 
 from forlop.storage import SchemaNotReady, Store, migrations, schema
 from services.pathway import fhir_store
+from tests.conftest import query_plan
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -114,7 +115,7 @@ def test_migration_7_reads_a_pathways_held_messages_by_pathway_and_status(store:
         query = select(m.c.id).where(m.c.pathway_key == "dips:P1", m.c.status == "held")
         sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
         with store.read() as conn:
-            plan = " ".join(str(row[-1]) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            plan = query_plan(conn, sql)
         # not every held message of every pathway (the status index it took before)
         assert "ix_messages_pathway_status (pathway_key=? AND status=?)" in plan, plan
 
@@ -141,9 +142,7 @@ def test_migration_9_the_overdue_gauge_reads_only_the_pathways_with_overdue_mile
     assert REGISTRY.get_sample_value("forlop_milestones_overdue") == 5
     sql = str(overdue_milestones_query().compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
     with store.read() as conn:
-        if store.dialect == "sqlite":
-            plan = " ".join(str(row[-1]) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
-        else:  # on a table this small PostgreSQL would scan it anyway: can it use the index at all?
+        if store.dialect == "postgresql":  # on a table this small it would scan it anyway: can it use the index at all?
             conn.execute(text("SET LOCAL enable_seqscan = off"))
-            plan = " ".join(str(row[0]) for row in conn.execute(text(f"EXPLAIN {sql}")))
+        plan = query_plan(conn, sql)
     assert "ix_pathways_overdue" in plan, plan  # not a scan of every pathway (0.42 s over 203k on SQLite)
