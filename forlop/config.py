@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -17,6 +18,11 @@ from sqlalchemy.engine import make_url
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+def shipped_xsd_dir() -> str:
+    """The official e-message schemas shipped in `profiles/xsd` (their README names each file's source)."""
+    return str(Path(str(resources.files("profiles") / "xsd")))
 
 
 def default_data_dir() -> Path:
@@ -70,7 +76,7 @@ class Settings:
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
     jwt_jwks_file: str | None = None  # or a local JWKS file
-    xsd_dir: str | None = None  # official e-message schemas (not shipped with forlop)
+    xsd_dir: str = field(default_factory=shipped_xsd_dir)  # official e-message schemas; FORLOP_XSD_DIR overrides
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = "INFO"
     log_format: str = "json"
@@ -175,14 +181,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"when FORLOP_KAFKA_SECURITY_PROTOCOL={protocol}"
         )
 
-    xsd_dir = env.get("FORLOP_XSD_DIR") or None
-    if xsd_dir and not Path(xsd_dir).is_dir():
-        raise ConfigError(f"FORLOP_XSD_DIR={xsd_dir!r} is not a directory")
-    if mode == "production" and not xsd_dir:
-        raise ConfigError(
-            "FORLOP_XSD_DIR is required in production mode: outgoing e-messages must be validated "
-            "against the official schemas, which forlop does not ship"
-        )
+    xsd_dir = env.get("FORLOP_XSD_DIR") or shipped_xsd_dir()
+    if not Path(xsd_dir, "MsgHead-v1_2.xsd").is_file():
+        raise ConfigError(f"FORLOP_XSD_DIR={xsd_dir!r} holds no MsgHead-v1_2.xsd: not a set of the official schemas")
 
     due_soon = env.get("FORLOP_DUE_SOON_DAYS")
     transport = _choice(env, "FORLOP_TRANSPORT", "kafka", ("kafka", "directory", "http"))

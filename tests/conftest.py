@@ -1,7 +1,16 @@
-"""Shared fixtures: the two stores (SQLite and PostgreSQL), the bundled broker, the shared contracts."""
+"""Shared fixtures: the two stores (SQLite and PostgreSQL), the bundled broker, the vendor contracts' examples.
+
+Everything a test reads is in the repository: the vendor example streams and their expected status
+under `tests/fixtures/contracts`, the official e-message schemas in `profiles/xsd`.
+
+PostgreSQL (FORLOP_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test) is probed
+once: when it cannot be reached, every PostgreSQL-parametrised test is skipped with one reason,
+unless FORLOP_TEST_REQUIRE_POSTGRES=1 (CI), which makes it an error.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,7 +22,7 @@ from sqlalchemy import create_engine, text
 from forlop.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+CONTRACTS = ROOT / "tests" / "fixtures" / "contracts"
 POSTGRES_URL = os.environ.get("FORLOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # The pathway service skips the fhir.resources check in production's hot path; the suite keeps it on,
 # so every resource any test maps or stores is proven valid R4.
@@ -21,24 +30,44 @@ os.environ.setdefault("FORLOP_FHIR_VALIDATE", "1")
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"../shared not found at {SHARED}: tests read the contracts and schemas from it")
-    return SHARED
+def contracts_dir() -> Path:
+    """The vendor example streams (`dips-examples.ndjson`, `esp-examples.ndjson`) and `expected-status.json`."""
+    return CONTRACTS
+
+
+@functools.cache
+def postgres_unreachable() -> str | None:
+    """Why PostgreSQL cannot be used (None: it can), asked once per test session."""
+    engine = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                           connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        engine.dispose()
+
+
+def require_postgres() -> None:
+    """Skip the calling test (one clear reason) when PostgreSQL is unreachable; fail instead in CI."""
+    problem = postgres_unreachable()
+    if problem is None:
+        return
+    message = f"PostgreSQL not reachable at {POSTGRES_URL} ({problem})"
+    if os.environ.get("FORLOP_TEST_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{message}; FORLOP_TEST_REQUIRE_POSTGRES=1 demands it")
+    pytest.skip(f"{message}: the PostgreSQL half of the suite is skipped")
 
 
 def _postgres_store() -> Iterator[Store]:
     """A fresh schema in the test database per test: isolated, dropped afterwards."""
+    require_postgres()
     schema_name = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-    except Exception as exc:  # pragma: no cover - the CI machine runs PostgreSQL
-        admin.dispose()
-        if os.environ.get("FORLOP_TEST_SKIP_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
-        pytest.fail(f"PostgreSQL not reachable at {POSTGRES_URL} (set FORLOP_TEST_SKIP_POSTGRES=1 to skip): {exc}")
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
     sep = "&" if "?" in POSTGRES_URL else "?"
     store = Store(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema_name}")
     store.migrate()
@@ -97,3 +126,17 @@ def query_plan(conn, sql: object) -> str:  # noqa: ANN001 - a SQLAlchemy Connect
     else:
         rows = [row[0] for row in conn.execute(text(f"EXPLAIN {sql}"))]
     return " / ".join(str(r) for r in rows)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `postgres` that does not take the `store` fixture is skipped (or failed) the same way."""
+    if item.get_closest_marker("postgres") is not None:
+        require_postgres()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    problem = postgres_unreachable.cache_info().currsize and postgres_unreachable()
+    if problem:
+        terminalreporter.write_line(
+            f"PostgreSQL at {POSTGRES_URL} was not reachable ({problem}): its half of the suite was skipped. "
+            "Start it (see the README) or set FORLOP_TEST_POSTGRES_URL.", yellow=True)

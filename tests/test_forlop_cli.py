@@ -11,11 +11,11 @@ from forlop import cli
 AS_OF = "2026-01-05T10:00:00+01:00"
 
 
-def test_replay_export_and_status(tmp_path, monkeypatch, capsys, shared_dir):
+def test_replay_export_and_status(tmp_path, monkeypatch, capsys, contracts_dir):
     monkeypatch.setenv("FORLOP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("FORLOP_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("FORLOP_XSD_DIR", str(shared_dir / "xsd"))
-    examples = shared_dir / "contracts" / "examples"
+    monkeypatch.delenv("FORLOP_XSD_DIR", raising=False)  # the shipped schemas
+    examples = contracts_dir
     n = len(examples.joinpath("dips-examples.ndjson").read_text().splitlines())
 
     assert cli.main(["replay", "--source", "dips", str(examples / "dips-examples.ndjson"), "--as-of", AS_OF]) == 0

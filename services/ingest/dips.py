@@ -1,4 +1,4 @@
-"""DIPS-like events (contracts/dips-events.md) -> canonical `PathwayEvent`.
+"""DIPS-like events (docs/contracts/dips-events.md) -> canonical `PathwayEvent`.
 
 Assumes the record passed `validation.validate("dips", ...)`.
 

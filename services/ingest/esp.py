@@ -1,4 +1,4 @@
-"""eSP-like records (contracts/esp-events.md) -> canonical `PathwayEvent`.
+"""eSP-like records (docs/contracts/esp-events.md) -> canonical `PathwayEvent`.
 
 Assumes the record passed `validation.validate("esp", ...)`. eSP times carry no
 offset: they are Norwegian local time, made aware with Europe/Oslo.

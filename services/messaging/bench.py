@@ -15,20 +15,13 @@ from services.messaging.domain.model import Recipient, Role, Trigger
 from services.messaging.render import build_xml
 from services.messaging.service import sender_from
 
-_XSD_CANDIDATES = (Path(__file__).resolve().parents[3] / "shared" / "xsd",)
-
-
-def bench_xsd_dir(configured: str | None) -> str | None:
-    """The schemas the bench validates against: FORLOP_XSD_DIR, else the official set beside a checkout."""
-    return configured or next((str(p) for p in _XSD_CANDIDATES if p.is_dir()), None)
-
 
 def messages_per_second(workdir: Path, count: int) -> dict[str, Any]:
     from forlop.synthetic import generate
     from services.ingest.normalise import parse_vendor_event
 
     settings = load_settings({"FORLOP_DATA_DIR": str(workdir)})
-    schemas = schema_set(bench_xsd_dir(settings.xsd_dir))
+    schemas = schema_set(settings.xsd_dir)
     events = [parse_vendor_event("dips", raw) for raw in generate("dips", 40, 3, as_of=datetime.now(UTC))]
     events = [e for e in events if e.code] or events
     transport = DirectoryTransport(workdir / "bench-messages" / "outbox", workdir / "bench-messages" / "inbox")

@@ -49,12 +49,8 @@ class Messaging:
 
 
 def build_deps(settings: Any, clock: Clock) -> MessagingDeps:
-    xsd_dir = getattr(settings, "xsd_dir", None)
-    if not xsd_dir:
-        if getattr(settings, "production", False):
-            raise ConfigError("FORLOP_XSD_DIR is required in production: e-messages must be validated before sending")
-        log.warning("FORLOP_XSD_DIR not set: e-messages are checked for well-formedness only, not against the XSDs")
-    elif not Path(xsd_dir).is_dir():
+    xsd_dir = settings.xsd_dir
+    if not Path(xsd_dir).is_dir():
         raise ConfigError(f"FORLOP_XSD_DIR={xsd_dir!r} is not a directory")
     municipal, gps = directories_from(settings)
     return MessagingDeps(

@@ -17,7 +17,7 @@ AS_OF = parse_time("2026-01-05T10:00:00+01:00")
 
 
 @pytest.fixture
-def api(store: Store, tmp_path, shared_dir):
+def api(store: Store, tmp_path, contracts_dir):
     settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path)})
     rt = Runtime(settings, store, FixedClock(AS_OF))
     app = create_app(ApiDeps(settings, store, rt.clock, TokenVerifier(settings)))
@@ -26,7 +26,7 @@ def api(store: Store, tmp_path, shared_dir):
     client.write = {"Authorization": f"Bearer {mint_dev_token(settings, [SCOPE_WRITE_EVENTS])}"}
     client.read = {"Authorization": f"Bearer {mint_dev_token(settings, [SCOPE_READ])}"}
     client.examples = {
-        v: [json.loads(x) for x in (shared_dir / f"contracts/examples/{v}-examples.ndjson").read_text().splitlines()]
+        v: [json.loads(x) for x in (contracts_dir / f"{v}-examples.ndjson").read_text().splitlines()]
         for v in ("dips", "esp")
     }
     return client

@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 import yaml
-from chartkit import CHART, NAMESPACE, PRODUCTION_VALUES, ROOT, SKIPS_FILE, Rendered, load_values, render
+from chartkit import (
+    CHART,
+    NAMESPACE,
+    PRODUCTION_VALUES,
+    ROOT,
+    SKIPS_FILE,
+    Rendered,
+    load_values,
+    render,
+    rendered,
+)
 
 from forlop.config import Topics, load_settings
 from forlop.kafka import group_id
@@ -157,7 +167,7 @@ def test_config_uses_only_real_settings(any_render: Rendered) -> None:
 def test_forlop_accepts_the_rendered_settings(any_render: Rendered, tmp_path: Path) -> None:
     """The ConfigMap plus the secret-backed variables pass forlop's own start-up checks."""
     env = dict(configmap(any_render))
-    env["FORLOP_XSD_DIR"] = str(tmp_path)  # mounted from xsd.volume in the cluster
+    env.pop("FORLOP_XSD_DIR", None)  # the shipped schemas (an override is a mounted volume in the cluster)
     env |= {
         "FORLOP_DATABASE_URL": "postgresql://forlop:secret@db.example:5432/forlop",
         "FORLOP_KAFKA_SASL_PASSWORD": "secret",
@@ -481,7 +491,7 @@ def test_wrong_values_fail_with_a_schema_message(values: dict[str, Any], message
             "needs the password from a Secret",
         ),
         ({"jwt": {"existingSecret": ""}}, "needs real JWT settings"),
-        ({"xsd": {"enabled": False}}, "needs the official e-message XSDs"),
+        ({"xsd": {"override": True}}, "xsd.override=true needs xsd.volume"),
         ({"config": {"transport": "http"}}, "needs config.transportUrl"),
     ],
 )
@@ -573,3 +583,18 @@ def test_checkov(any_render: Rendered, tmp_path: Path) -> None:
         if not skipped(f, any_render.name, skips)
     ]
     assert not unexpected, "checkov failures not in deploy/helm/checkov-skips.yaml:\n" + "\n".join(unexpected)
+
+
+def test_the_shipped_schemas_need_no_volume_and_an_override_is_mounted() -> None:
+    default = rendered("default", {})
+    assert "FORLOP_XSD_DIR" not in configmap(default)
+    for _, spec in default.pod_specs():
+        assert not any(v["name"] == "xsd" for v in spec.get("volumes", []))
+    override = rendered("override", {"xsd": {"override": True, "volume": {"configMap": {"name": "forlop-xsd"}}}})
+    assert configmap(override)["FORLOP_XSD_DIR"] == "/etc/forlop/xsd"
+    for label, spec in override.pod_specs():
+        if not label.startswith("Deployment/"):
+            continue  # the migration Job and the helm-test Pod send no message
+        assert {"name": "xsd", "configMap": {"name": "forlop-xsd"}} in spec["volumes"]
+        for c in spec["containers"]:
+            assert {"name": "xsd", "mountPath": "/etc/forlop/xsd", "readOnly": True} in c["volumeMounts"]

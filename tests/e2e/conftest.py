@@ -28,7 +28,7 @@ def eventually(check: Callable[[], object], timeout: float = 60.0, every: float 
 
 
 @pytest.fixture
-def pipeline(broker: str, store, tmp_path, shared_dir) -> Iterator[Callable[..., Runtime]]:
+def pipeline(broker: str, store, tmp_path, contracts_dir) -> Iterator[Callable[..., Runtime]]:
     """Start ingest, pathway, messaging and API services for one test, with topics of its own."""
     started: list[ServiceProcess] = []
 
@@ -36,7 +36,7 @@ def pipeline(broker: str, store, tmp_path, shared_dir) -> Iterator[Callable[...,
         suffix = uuid.uuid4().hex[:8]
         topics = Topics(**{k: f"{getattr(Topics(), k)}.{suffix}" for k in Topics.__dataclass_fields__})
         settings = replace(
-            load_settings({"FORLOP_DATA_DIR": str(tmp_path), "FORLOP_XSD_DIR": str(shared_dir / "xsd")}),
+            load_settings({"FORLOP_DATA_DIR": str(tmp_path), }),
             kafka_bootstrap=broker,
             topics=topics,
             consumer_group=f"test-{suffix}",

@@ -27,8 +27,8 @@ CET = timezone(timedelta(hours=1))
 AS_OF = datetime(2026, 1, 5, 10, 0, tzinfo=CET)
 
 
-def _lines(shared_dir, vendor: str) -> list[dict]:
-    path = shared_dir / "contracts" / "examples" / f"{vendor}-examples.ndjson"
+def _lines(contracts_dir, vendor: str) -> list[dict]:
+    path = contracts_dir / f"{vendor}-examples.ndjson"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -53,9 +53,9 @@ def _unpublished(store: Store) -> int:
         ).scalar_one()
 
 
-def test_vendor_events_through_kafka_become_fhir_on_the_api(pipeline, store, shared_dir):
+def test_vendor_events_through_kafka_become_fhir_on_the_api(pipeline, store, contracts_dir):
     rt = pipeline(FixedClock(AS_OF))
-    dips, esp = _lines(shared_dir, "dips"), _lines(shared_dir, "esp")
+    dips, esp = _lines(contracts_dir, "dips"), _lines(contracts_dir, "esp")
     producer = make_producer(rt.settings)
     for ev in dips + dips[:2]:  # two redeliveries
         producer.send(rt.settings.topics.dips, key=ev["patient"]["nationalId"].encode(), value=json.dumps(ev).encode())
@@ -75,7 +75,7 @@ def test_vendor_events_through_kafka_become_fhir_on_the_api(pipeline, store, sha
     assert dead.source == "esp" and any(r["field"] == "fodselsnummer" for r in dead.reasons)
 
     token = mint_dev_token(rt.settings, [SCOPE_READ])
-    expected = json.loads((shared_dir / "contracts" / "examples" / "expected-status.json").read_text())
+    expected = json.loads((contracts_dir / "expected-status.json").read_text())
     for pathway_id in ("PPR-1810111", "eSP-6029255"):  # their as_of is the pipeline's clock
         bundle = _get(rt, f"/fhir/EpisodeOfCare?identifier={pathway_id}", token)
         assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset" and bundle["total"] == 1
@@ -99,9 +99,9 @@ def test_vendor_events_through_kafka_become_fhir_on_the_api(pipeline, store, sha
     assert {e["resource"]["identifier"][0]["value"] for e in finished["entry"]} == {"PPR-6175466", "eSP-8653855"}
 
 
-def test_replay_and_export_give_the_same_resources_as_kafka(pipeline, store, shared_dir, tmp_path):
+def test_replay_and_export_give_the_same_resources_as_kafka(pipeline, store, contracts_dir, tmp_path):
     rt = pipeline(FixedClock(AS_OF))
-    dips, esp = _lines(shared_dir, "dips"), _lines(shared_dir, "esp")
+    dips, esp = _lines(contracts_dir, "dips"), _lines(contracts_dir, "esp")
     producer = make_producer(rt.settings)
     for ev in dips:
         producer.send(rt.settings.topics.dips, key=ev["patient"]["nationalId"].encode(), value=json.dumps(ev).encode())

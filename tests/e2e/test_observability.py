@@ -49,9 +49,9 @@ def _text(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_metrics_probes_and_masked_correlated_logs(pipeline, store, shared_dir, json_logs):
+def test_metrics_probes_and_masked_correlated_logs(pipeline, store, contracts_dir, json_logs):
     rt = pipeline(FixedClock(AS_OF))
-    lines = [json.loads(x) for x in (shared_dir / "contracts/examples/dips-examples.ndjson").read_text().splitlines()]
+    lines = [json.loads(x) for x in (contracts_dir / "dips-examples.ndjson").read_text().splitlines()]
     bad = dict(lines[0], eventId="6f1c0a52-0000-4000-8000-000000000001")
     bad["patient"] = dict(bad["patient"], nationalId="13837033318")  # wrong check digit: dead-lettered
     producer = make_producer(rt.settings)

@@ -13,9 +13,9 @@ from forlop.events import PathwayEvent
 
 
 @pytest.fixture(scope="session")
-def example_records(shared_dir: Path) -> dict[str, list[dict]]:
-    """The vendor example streams from ../shared/contracts/examples, per source."""
-    folder = shared_dir / "contracts" / "examples"
+def example_records(contracts_dir: Path) -> dict[str, list[dict]]:
+    """The vendor example streams in tests/fixtures/contracts, per source."""
+    folder = contracts_dir
     return {
         source: [json.loads(line) for line in (folder / f"{source}-examples.ndjson").read_text("utf-8").splitlines()]
         for source in ("dips", "esp")

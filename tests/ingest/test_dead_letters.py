@@ -31,8 +31,8 @@ def _count(store: Store, table, *where) -> int:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
 
 
-def test_list_and_replay_after_the_code_list_is_fixed(db, shared_dir, monkeypatch, capsys):
-    raw = json.loads((shared_dir / "contracts/examples/dips-examples.ndjson").read_text().splitlines()[0])
+def test_list_and_replay_after_the_code_list_is_fixed(db, contracts_dir, monkeypatch, capsys):
+    raw = json.loads((contracts_dir / "dips-examples.ndjson").read_text().splitlines()[0])
     unknown = dict(raw, eventId="5a1c0a52-0000-4000-8000-00000000d11a")
     unknown["document"] = dict(raw["document"], code="D11Q")  # a code the list does not know (yet)
     bad_id = dict(raw, eventId="5a1c0a52-0000-4000-8000-0000000000f1")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from forlop.clock import FixedClock
-from forlop.config import Topics
+from forlop.config import Topics, shipped_xsd_dir
 from forlop.events import PathwayEvent
 from services.messaging.adapters.directory import FileDirectory
 from services.messaging.adapters.schemas import schema_set
@@ -37,17 +37,17 @@ def directory_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def deps(shared_dir: Path, clock: FixedClock, directory_file: Path) -> MessagingDeps:
+def deps(contracts_dir: Path, clock: FixedClock, directory_file: Path) -> MessagingDeps:
     d = FileDirectory(directory_file)
     return MessagingDeps(
-        topics=Topics(), schemas=schema_set(shared_dir / "xsd"), municipal=d, gps=d,
+        topics=Topics(), schemas=schema_set(shipped_xsd_dir()), municipal=d, gps=d,
         sender=sender_from(object()), id_factory=id_factory(), clock=clock, apprec_timeout_s=3600, max_attempts=3,
     )
 
 
 @pytest.fixture
-def examples(shared_dir: Path) -> dict[str, dict[str, list[PathwayEvent]]]:
-    return {s: load_examples(shared_dir, s) for s in ("dips", "esp")}
+def examples(contracts_dir: Path) -> dict[str, dict[str, list[PathwayEvent]]]:
+    return {s: load_examples(contracts_dir, s) for s in ("dips", "esp")}
 
 
 @pytest.fixture

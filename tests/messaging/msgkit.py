@@ -22,9 +22,9 @@ def id_factory(prefix: int = 0) -> Callable[[], str]:
     return lambda: str(uuid.UUID(int=(prefix << 64) + next(counter)))
 
 
-def load_examples(shared: Path, source: str) -> dict[str, list[PathwayEvent]]:
+def load_examples(contracts: Path, source: str) -> dict[str, list[PathwayEvent]]:
     by_pathway: dict[str, list[PathwayEvent]] = {}
-    path = shared / "contracts" / "examples" / f"{source}-examples.ndjson"
+    path = contracts / f"{source}-examples.ndjson"
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             ev = parse_vendor_event(source, json.loads(line))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from msgkit import NOW, payload
 
+from forlop.config import shipped_xsd_dir
 from forlop.storage import Store
 from services.messaging import repository
 from services.messaging.handler import handle_status_changed
@@ -20,6 +21,7 @@ from pathlib import Path
 from forlop.clock import FixedClock
 from forlop.config import Topics
 from datetime import datetime
+from forlop.config import shipped_xsd_dir
 from forlop.storage import Store
 from services.messaging.adapters.directory import FileDirectory
 from services.messaging.adapters.schemas import schema_set
@@ -46,7 +48,7 @@ def _relay(tmp_path: Path, db: str, xsd: Path, fault: str | None) -> int:
     return proc.returncode
 
 
-def test_crash_after_send_is_exactly_once_in_effect(tmp_path, deps, examples, shared_dir, directory_file) -> None:
+def test_crash_after_send_is_exactly_once_in_effect(tmp_path, deps, examples, contracts_dir, directory_file) -> None:
     db = f"sqlite:///{tmp_path / 'crash.db'}"
     store = Store(db)
     store.migrate()
@@ -58,13 +60,13 @@ def test_crash_after_send_is_exactly_once_in_effect(tmp_path, deps, examples, sh
     assert len(queued) >= 6
     receiver = SimulatedReceiver("ok")
 
-    assert _relay(tmp_path, db, shared_dir / "xsd", "after-send:3") == 17  # died after the 3rd hand-over
+    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), "after-send:3") == 17  # died after the 3rd hand-over
     receiver.poll_directory(tmp_path / "out", tmp_path / "in")
     assert len(receiver.deliveries) == 3
     with store.read() as conn:
         assert sum(r["status"] == "sent" for r in repository.list_messages(conn)) == 2  # 3rd never recorded
 
-    assert _relay(tmp_path, db, shared_dir / "xsd", None) == 0  # restart: the rest, and the 3rd again
+    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), None) == 0  # restart: the rest, and the 3rd again
     receiver.poll_directory(tmp_path / "out", tmp_path / "in")
     assert len(receiver.effects) == len(queued) == len(receiver.deliveries)
     assert receiver.duplicates == 1

@@ -16,8 +16,8 @@ def _counts(rows: list[dict]) -> dict[str, int]:
     return dict(Counter(f"{r['role']}:{r['trigger']}" for r in rows if r["status"] != "suppressed"))
 
 
-def test_example_streams_owe_the_expected_messages(store, deps, examples, shared_dir) -> None:
-    expected = json.loads((shared_dir / "contracts" / "examples" / "expected-status.json").read_text())
+def test_example_streams_owe_the_expected_messages(store, deps, examples, contracts_dir) -> None:
+    expected = json.loads((contracts_dir / "expected-status.json").read_text())
     for by_pathway in examples.values():
         for pathway_id, events in by_pathway.items():
             with store.transaction() as conn:

@@ -94,13 +94,13 @@ def _cli(capsys, *argv: str) -> tuple[int, str]:
 
 
 def test_unknown_gp_is_held_then_released_by_messages_retry(
-    tmp_path, shared_dir, monkeypatch, capsys, deps, register, examples, http_receiver
+    tmp_path, contracts_dir, monkeypatch, capsys, deps, register, examples, http_receiver
 ) -> None:
     """GP lookup over HTTP (events without the GP): held while unknown, `forlop messages retry` releases it."""
     receiver = http_receiver("ok")
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     for name, value in {
-        "FORLOP_DATABASE_URL": db, "FORLOP_DATA_DIR": str(tmp_path), "FORLOP_XSD_DIR": str(shared_dir / "xsd"),
+        "FORLOP_DATABASE_URL": db, "FORLOP_DATA_DIR": str(tmp_path),
         "FORLOP_MUNICIPAL_DIRECTORY": register.url, "FORLOP_TRANSPORT": "http", "FORLOP_TRANSPORT_URL": receiver.url,
         "FORLOP_LOG_FORMAT": "text", "FORLOP_LOG_LEVEL": "ERROR",
     }.items():

@@ -20,10 +20,10 @@ KEYS = ["id", "pathway", "recipientHerId", "role", "trigger", "messageType", "st
 
 
 @pytest.fixture
-def cli_env(tmp_path, shared_dir, directory_file, monkeypatch):
+def cli_env(tmp_path, contracts_dir, directory_file, monkeypatch):
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     for name, value in {
-        "FORLOP_DATABASE_URL": db, "FORLOP_DATA_DIR": str(tmp_path), "FORLOP_XSD_DIR": str(shared_dir / "xsd"),
+        "FORLOP_DATABASE_URL": db, "FORLOP_DATA_DIR": str(tmp_path),
         "FORLOP_MUNICIPAL_DIRECTORY": str(directory_file), "FORLOP_TRANSPORT": "directory",
         "FORLOP_TRANSPORT_DIR": str(tmp_path / "transport"), "FORLOP_LOG_FORMAT": "text", "FORLOP_LOG_LEVEL": "ERROR",
     }.items():

@@ -17,9 +17,9 @@ from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import PathwayStatus
 
 
-def _examples(shared_dir: Path, source: str) -> dict[str, list[PathwayEvent]]:
+def _examples(contracts_dir: Path, source: str) -> dict[str, list[PathwayEvent]]:
     by_pathway: dict[str, list[PathwayEvent]] = defaultdict(list)
-    path = shared_dir / "contracts" / "examples" / f"{source}-examples.ndjson"
+    path = contracts_dir / f"{source}-examples.ndjson"
     for line in path.read_text("utf-8").splitlines():
         if line.strip():
             ev = parse_vendor_event(source, json.loads(line))
@@ -27,8 +27,8 @@ def _examples(shared_dir: Path, source: str) -> dict[str, list[PathwayEvent]]:
     return dict(by_pathway)
 
 
-def _expected(shared_dir: Path) -> dict[str, dict]:
-    return json.loads((shared_dir / "contracts" / "examples" / "expected-status.json").read_text("utf-8"))
+def _expected(contracts_dir: Path) -> dict[str, dict]:
+    return json.loads((contracts_dir / "expected-status.json").read_text("utf-8"))
 
 
 def _observed(status: PathwayStatus) -> list[dict]:
@@ -45,9 +45,9 @@ def _observed(status: PathwayStatus) -> list[dict]:
 
 
 @pytest.mark.parametrize("source", ["dips", "esp"])
-def test_examples_give_the_expected_status(shared_dir: Path, source: str) -> None:
-    expected = {pid: e for pid, e in _expected(shared_dir).items() if e["vendor"] == source}
-    pathways = _examples(shared_dir, source)
+def test_examples_give_the_expected_status(contracts_dir: Path, source: str) -> None:
+    expected = {pid: e for pid, e in _expected(contracts_dir).items() if e["vendor"] == source}
+    pathways = _examples(contracts_dir, source)
     assert set(pathways) == set(expected)
     for pid, events in pathways.items():
         want = expected[pid]
@@ -58,10 +58,10 @@ def test_examples_give_the_expected_status(shared_dir: Path, source: str) -> Non
 
 
 @pytest.mark.parametrize("source", ["dips", "esp"])
-def test_examples_in_any_order_and_redelivered_give_the_same_status(shared_dir: Path, source: str) -> None:
-    expected = _expected(shared_dir)
+def test_examples_in_any_order_and_redelivered_give_the_same_status(contracts_dir: Path, source: str) -> None:
+    expected = _expected(contracts_dir)
     rng = random.Random(7)
-    for pid, events in _examples(shared_dir, source).items():
+    for pid, events in _examples(contracts_dir, source).items():
         now = parse_time(expected[pid]["as_of"])
         clean = derive(events, RuleBook.load(), now)
         for _ in range(5):
@@ -70,11 +70,11 @@ def test_examples_in_any_order_and_redelivered_give_the_same_status(shared_dir: 
             assert derive(messy, RuleBook.load(), now) == clean, pid
 
 
-def test_both_vendors_derive_the_same_status(shared_dir: Path) -> None:
-    expected = _expected(shared_dir)
+def test_both_vendors_derive_the_same_status(contracts_dir: Path) -> None:
+    expected = _expected(contracts_dir)
     by_scenario: dict[str, list[PathwayStatus]] = defaultdict(list)
     for source in ("dips", "esp"):
-        for pid, events in _examples(shared_dir, source).items():
+        for pid, events in _examples(contracts_dir, source).items():
             by_scenario[expected[pid]["scenario"]].append(
                 derive(events, RuleBook.load(), parse_time(expected[pid]["as_of"]))
             )

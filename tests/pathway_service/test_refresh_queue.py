@@ -103,10 +103,10 @@ def _messages(store: Store) -> list[tuple]:
         return sorted(tuple(row) for row in conn.execute(select(*cols, m.c.xml.is_not(None))))
 
 
-def test_a_replay_hands_over_what_the_outbox_records_would_deliver(store, another_store, dips_file, shared_dir):
+def test_a_replay_hands_over_what_the_outbox_records_would_deliver(store, another_store, dips_file, contracts_dir):
     """Replay skips the outbox between its in-process hops (fix 30 of docs/performance.md); the
     outcome is what the same events give through outbox records, as the consumers receive them."""
-    settings = load_settings({"FORLOP_XSD_DIR": str(shared_dir / "xsd")})
+    settings = load_settings({})
     replayed = Runtime(settings, store, FixedClock(AS_OF))
     counts = replay_file(replayed, "dips", dips_file, batch_size=40, progress=None)
 

@@ -57,9 +57,9 @@ def _messages(store: Store) -> list[tuple]:
 
 
 def test_a_replay_with_workers_stores_what_one_process_stores(
-    store, another_store, replay_file_with_rejects, shared_dir, monkeypatch
+    store, another_store, replay_file_with_rejects, contracts_dir, monkeypatch
 ):
-    settings = load_settings({"FORLOP_XSD_DIR": str(shared_dir / "xsd")})
+    settings = load_settings({})
     # Small chunks: several derive-ahead chunks in flight, written while the next is derived.
     monkeypatch.setattr("forlop.replay.AHEAD_CHUNK", 4)
     built_here: list[str] = []
@@ -162,10 +162,10 @@ def test_a_derivation_of_an_older_history_or_another_time_is_derived_again(store
         assert _table(store, schema.pathways) == _table(another_store, schema.pathways)
 
 
-def test_a_prebuilt_message_is_used_only_for_the_row_it_was_built_for(store, shared_dir):
+def test_a_prebuilt_message_is_used_only_for_the_row_it_was_built_for(store, contracts_dir):
     """Prebuilt XML is taken for a new row with the same dedupe key, details and time; any other
     prebuilt message (another recipient, another time) is dropped and the row built here."""
-    settings = load_settings({"FORLOP_XSD_DIR": str(shared_dir / "xsd")})
+    settings = load_settings({})
     rt = Runtime(settings, store, FixedClock(AS_OF))
     deps = rt.messaging.deps
     events = sorted(_events(3, 51), key=lambda ev: (ev.occurred_at, ev.event_id))
@@ -203,7 +203,7 @@ def _with(message: PrebuiltMessage, **changes) -> PrebuiltMessage:
     return replace(message, **changes)
 
 
-def test_a_configuration_error_stops_the_replay_before_any_worker_starts(sqlite_store, tmp_path, shared_dir):
+def test_a_configuration_error_stops_the_replay_before_any_worker_starts(sqlite_store, tmp_path, contracts_dir):
     """The workers wire messaging as the main process does; where that fails (here the XSD directory
     went away after the settings were read) the replay stops with the reason, before storing anything."""
     from dataclasses import replace
@@ -212,7 +212,7 @@ def test_a_configuration_error_stops_the_replay_before_any_worker_starts(sqlite_
 
     path = tmp_path / "dips.ndjson"
     path.write_text("".join(json.dumps(r) + "\n" for r in generate("dips", 2, 61, as_of=AS_OF)))
-    settings = replace(load_settings({"FORLOP_XSD_DIR": str(shared_dir / "xsd")}), xsd_dir=str(tmp_path / "gone"))
+    settings = replace(load_settings({}), xsd_dir=str(tmp_path / "gone"))
     with pytest.raises(ConfigError, match="FORLOP_XSD_DIR"):
         replay_file(Runtime(settings, sqlite_store, FixedClock(AS_OF)), "dips", path, progress=None, workers=1)
     with sqlite_store.read() as conn:

@@ -36,6 +36,13 @@ def test_topics_group_and_clock_from_environment():
     assert s.database_url.startswith("postgresql://")
 
 
+def test_production_validates_against_the_shipped_schemas_without_a_setting():
+    from forlop.config import shipped_xsd_dir
+
+    s = load_settings({"FORLOP_MODE": "production", "FORLOP_JWT_JWKS_URL": "https://helseid.example/jwks"})
+    assert s.xsd_dir == shipped_xsd_dir()
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
@@ -46,8 +53,8 @@ def test_topics_group_and_clock_from_environment():
         ({"FORLOP_CLOCK": "2026-01-05T10:00:00"}, "FORLOP_CLOCK"),
         ({"FORLOP_HTTP_PORT": "eighty"}, "FORLOP_HTTP_PORT"),
         ({"FORLOP_MODE": "prod"}, "FORLOP_MODE"),
-        ({"FORLOP_MODE": "production"}, "FORLOP_XSD_DIR"),
         ({"FORLOP_XSD_DIR": "/does/not/exist"}, "FORLOP_XSD_DIR"),
+        ({"FORLOP_XSD_DIR": "/tmp"}, "FORLOP_XSD_DIR"),  # a folder, but no MsgHead schema in it
         ({"FORLOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "FORLOP_KAFKA_SASL_MECHANISM"),
         ({"FORLOP_TRANSPORT": "http"}, "FORLOP_TRANSPORT_URL"),
         ({"FORLOP_TOPIC_PARTITIONS": "0"}, "FORLOP_TOPIC_PARTITIONS"),

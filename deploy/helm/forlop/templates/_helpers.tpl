@@ -129,7 +129,7 @@ FORLOP_DUE_SOON_DAYS: {{ $c.dueSoonDays | int64 | toString | quote }}
 {{- if $c.clock }}
 FORLOP_CLOCK: {{ $c.clock | quote }}
 {{- end }}
-{{- if .Values.xsd.enabled }}
+{{- if .Values.xsd.override }}
 FORLOP_XSD_DIR: "/etc/forlop/xsd"
 {{- end }}
 FORLOP_KAFKA_BOOTSTRAP: {{ .Values.kafka.bootstrap | quote }}
@@ -149,8 +149,8 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{/* Checks that a schema cannot express; they fail rendering with a message. */}}
 {{- define "forlop.validate" -}}
 {{- $v := .Values -}}
-{{- if and (eq $v.config.mode "production") (not $v.xsd.enabled) -}}
-{{- fail "config.mode=production needs the official e-message XSDs: set xsd.enabled=true and xsd.volume (FORLOP_XSD_DIR is required in production mode)" -}}
+{{- if and $v.xsd.override (not $v.xsd.volume) -}}
+{{- fail "xsd.override=true needs xsd.volume: one Volume source holding the schemas, e.g. {configMap: {name: forlop-xsd}}" -}}
 {{- end -}}
 {{- if and (eq $v.config.mode "production") (not $v.jwt.existingSecret) (not $v.jwt.jwksUrl) -}}
 {{- fail "config.mode=production needs real JWT settings: set jwt.existingSecret or jwt.jwksUrl (otherwise the API would trust a development key)" -}}
@@ -276,12 +276,12 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Volumes shared by the forlop containers: a writable /tmp, the XSDs, the Kafka CA. */}}
+{{/* Volumes shared by the forlop containers: a writable /tmp, an XSD override, the Kafka CA. */}}
 {{- define "forlop.volumes" -}}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .root.Values.tmpSizeLimit }}
-{{- if .root.Values.xsd.enabled }}
+{{- if .root.Values.xsd.override }}
 - name: xsd
   {{- toYaml .root.Values.xsd.volume | nindent 2 }}
 {{- end }}
@@ -298,7 +298,7 @@ seccompProfile:
 {{- define "forlop.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- if .root.Values.xsd.enabled }}
+{{- if .root.Values.xsd.override }}
 - name: xsd
   mountPath: /etc/forlop/xsd
   readOnly: true
