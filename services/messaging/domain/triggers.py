@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from functools import cache
@@ -74,22 +74,33 @@ class TriggerSet:
     effective_from: date
     rules: tuple[TriggerRule, ...]
     codes: CodeList
+    # lookups built once: a status change asks for every event of the pathway's history
+    _by_event: dict[tuple[EventKind, str | None], TriggerRule] = field(init=False, repr=False, compare=False)
+    _parsed: dict[str, tuple[str, str | None] | None] = field(default_factory=dict, init=False, repr=False,
+                                                               compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_event", {(r.kind, r.event): r for r in self.rules})
 
     def match(self, ev: PathwayEvent) -> Match | None:
         """The rule the event triggers, or None (a code not on the code list triggers nothing)."""
-        event = outcome = None
-        if ev.kind is EventKind.PATHWAY_CODE:
-            if not ev.code:
-                return None
+        if ev.kind is not EventKind.PATHWAY_CODE:
+            rule = self._by_event.get((ev.kind, None))
+            return Match(rule, None) if rule else None
+        parsed = self._parse(ev.code) if ev.code else None
+        if parsed is None:
+            return None
+        rule = self._by_event.get((ev.kind, parsed[0]))
+        return Match(rule, parsed[1]) if rule else None
+
+    def _parse(self, code: str) -> tuple[str, str | None] | None:
+        if code not in self._parsed:
             try:
-                parsed = self.codes.parse(ev.code.upper())
+                parsed = self.codes.parse(code.upper())
+                self._parsed[code] = (parsed.event, parsed.outcome)
             except UnknownCode:
-                return None
-            event, outcome = parsed.event, parsed.outcome
-        for rule in self.rules:
-            if rule.kind is ev.kind and rule.event == event:
-                return Match(rule, outcome)
-        return None
+                self._parsed[code] = None
+        return self._parsed[code]
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,10 @@ class TriggerBook:
 
     def for_day(self, day: date) -> TriggerSet:
         """The version in force on a date (the oldest one before any version)."""
-        in_force = [v for v in self.versions if v.effective_from <= day]
-        return in_force[-1] if in_force else self.versions[0]
+        for version in reversed(self.versions):
+            if version.effective_from <= day:
+                return version
+        return self.versions[0]
 
     def message_type(self, trigger: Trigger) -> str | None:
         return next((r.message_type for r in self.versions[-1].rules if r.trigger is trigger), None)
