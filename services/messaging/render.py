@@ -6,6 +6,8 @@ from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
+from lxml import etree
+
 from forlop.events import PathwayEvent
 from services.messaging.adapters import xml_build as xb
 from services.messaging.adapters.schemas import SchemaSet
@@ -98,7 +100,7 @@ def build_xml(
 
 def _plo_body(
     mtype: str, trigger: Trigger, ev: PathwayEvent, details: dict[str, Any], corrects: dict[str, Any] | None
-) -> Any:
+) -> etree._Element:
     """What a PLO logistics message says: the admission with its time, unit and the expected need for
     municipal services; the day the patient was declared ready (after the admission, when known);
     the discharge and where to, "not stated" unless the EHR said."""
