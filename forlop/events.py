@@ -34,6 +34,23 @@ class AppointmentChange(StrEnum):
     CANCELLED_BY_HOSPITAL = "cancelled-by-hospital"  # service-caused
 
 
+class DischargeDestination(StrEnum):
+    """Where an inpatient goes when discharged (utskrevet til), when the EHR says so.
+
+    Vendor-neutral; each maps to a code of the PLO place code list in
+    ``profiles/codes/discharge-destinations.json``. Absent means "not stated", never "home".
+    """
+
+    HOME = "home"  # bosted/arbeidssted
+    NURSING_HOME = "nursing-home"  # sykehjem
+    MUNICIPAL_ACUTE_UNIT = "municipal-acute-unit"  # kommunal akutt døgnenhet (KAD)
+    OTHER_SPECIALIST_INSTITUTION = "other-specialist-institution"  # annen institusjon i spesialisthelsetjenesten
+    OWN_INSTITUTION_SOMATIC = "own-institution-somatic"  # somatisk enhet ved egen helseinstitusjon
+    OWN_INSTITUTION_OTHER = "own-institution-other"  # annen enhet (ikke somatikk) ved egen helseinstitusjon
+    INSTITUTION_ABROAD = "institution-abroad"  # institusjon i utlandet
+    OTHER = "other"  # annet
+
+
 class Source(StrEnum):
     DIPS = "dips"
     ESP = "esp"
@@ -99,6 +116,7 @@ class PathwayEvent:
     appointment: Appointment | None = None
     stay_id: str | None = None  # the inpatient stay (opphold) an admission event belongs to
     consent_municipality: bool | None = None
+    discharge_destination: DischargeDestination | None = None  # discharges only; None: not stated
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     # The dict `from_dict` read this event from, when it had every field: `to_dict` gives it back
     # instead of building it again (events go dict -> event -> dict on every hop: ~7 % of a replay).
@@ -138,6 +156,8 @@ class PathwayEvent:
             a["new_time"] = datetime.fromisoformat(a["new_time"]) if a.get("new_time") else None
             a["change"] = AppointmentChange(a["change"])
             d["appointment"] = Appointment(**a)
+        if d.get("discharge_destination"):
+            d["discharge_destination"] = DischargeDestination(d["discharge_destination"])
         complete = len(d) == _EVENT_FIELDS
         d.setdefault("extra", {})
         event = cls(**d)

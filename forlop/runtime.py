@@ -89,6 +89,16 @@ class Runtime:
 
         return build_messaging(self.settings, self.store, self.clock)
 
+    def message_replanner(self) -> Any:
+        """Asks for a re-plan of pathways whose messages were stored under earlier trigger rules
+        (`services.messaging.replan`), through the pathway's status-changed records."""
+        from services.messaging.replan import CAUSE, Replanner
+        from services.pathway.service import republish
+
+        topics = self.settings.topics
+        return Replanner(self.store, self.messaging.deps.triggers,
+                         lambda conn, keys, now: republish(conn, keys, now, topics, CAUSE), self.clock)
+
     def messaging_handler(self) -> TxHandler:
         from services.messaging.handler import handle_apprec, handle_status_changes
 

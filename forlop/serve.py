@@ -101,6 +101,8 @@ class ServiceProcess:
             self.workers.append(PeriodicWorker("deadline-scanner", scan_step, rt.settings.scan_interval_s))
         if self.service == "messaging":
             self.workers.append(PeriodicWorker("message-relay", rt.messaging.relay.run_once, 1.0))
+            # at start, then now and again: rows a rolling update's old replicas wrote are found too
+            self.workers.append(PeriodicWorker("message-replan", rt.message_replanner().run_once, 600.0))
             if hasattr(rt.messaging, "poll_receipts"):
                 self.workers.append(PeriodicWorker("apprec-inbox", rt.messaging.poll_receipts, 1.0))
         if relay is not None:

@@ -6,7 +6,8 @@ in the vendor's format, so the same seed gives the same clinical history in both
 formats (the tests use that to check that both mappings agree).
 
 What the histories hold: all three pathway types (D11 PHV, D12 PHBU, D01 TSB),
-outpatient and inpatient (with admission, discharge-ready and discharged; detox codes
+outpatient and inpatient (with admission, discharge-ready and discharged, the admission
+sometimes keyed in a day or more late, the discharge with or without where to; detox codes
 in TSB), starts with and without a first-attendance deadline, clinical decisions incl.
 extended assessment (U, then a second decision), evaluations (some changing the
 treatment plan), ends right after first attendance and after K/A/I/S decisions,
@@ -276,7 +277,10 @@ class _Scenario:
         p.stay = (admitted, discharged)
         for kind, when in (("admission.started", admitted), ("admission.discharge-ready", ready),
                            ("admission.ended", discharged)):
-            facts.append(self.fact(kind, when, number=number))
+            fact = self.fact(kind, when, number=number)
+            if kind == "admission.started" and fact.uid % 10 == 0:  # keyed in a day or more late: a late notice
+                fact.recorded = when + timedelta(hours=25 + fact.uid % 48)  # from the uid: the stream stays the same
+            facts.append(fact)
 
     def fact(self, kind: str, occurred: datetime, recorded: datetime | None = None, **kw: Any) -> _Fact:
         r = self.rng
@@ -373,7 +377,22 @@ def _dips(p: _Pathway, f: _Fact, offsets: _Offsets) -> dict[str, Any]:
     else:
         ev["eventType"] = kind
         ev["admission"] = {"id": f"ADM-{pid}-{f.number}", "time": iso(f.occurred)}
+        if kind == "admission.ended" and _destination(f):
+            ev["admission"]["dischargeDestination"] = _destination(f)
     return ev
+
+
+# Where discharged patients go: drawn from the fact's uid (no draw from the stream), the same in both
+# formats; None: the EHR does not say.
+_DESTINATIONS = ("home", "home", "home", "home", "nursing-home", "municipal-acute-unit",
+                 "other-specialist-institution", "own-institution-other", None, None)
+_ESP_DESTINATIONS = {"home": "HJEM", "nursing-home": "SYKEHJEM", "municipal-acute-unit": "KAD",
+                     "other-specialist-institution": "ANNEN_SPESIALISTHELSETJENESTE",
+                     "own-institution-other": "EGEN_INSTITUSJON_ANNEN"}
+
+
+def _destination(f: _Fact) -> str | None:
+    return _DESTINATIONS[(f.uid >> 8) % len(_DESTINATIONS)]
 
 
 _ESP_STAY = {"admission.started": "INNLEGGELSE", "admission.discharge-ready": "UTSKRIVNINGSKLAR",
@@ -420,6 +439,8 @@ def _esp(p: _Pathway, f: _Fact, offsets: _Offsets) -> dict[str, Any]:
         ev.update(meldingstype="SAMTYKKE", samtykkeKommune="J" if f.consent else "N", tidspunkt=_esp_time(f.occurred))
     else:
         ev.update(meldingstype=_ESP_STAY[kind], oppholdId=f"OPP-{pid}-{f.number}", tidspunkt=_esp_time(f.occurred))
+        if kind == "admission.ended" and _destination(f):
+            ev["utskrevetTil"] = _ESP_DESTINATIONS[_destination(f) or ""]
     return ev
 
 

@@ -169,3 +169,13 @@ def test_fast_enough_for_the_benchmark() -> None:
     elapsed = time.perf_counter() - t0
     assert n > 30_000
     assert elapsed < 5, f"{n} events took {elapsed:.1f} s"
+
+
+def test_inpatient_stays_carry_the_notices_real_ones_do(stream: tuple[str, list[dict], list[PathwayEvent]]) -> None:
+    """Discharges with and without where to; admissions keyed in more than a day late (late notices)."""
+    _, _, events = stream
+    destinations = Counter(e.discharge_destination for e in events if e.kind is EventKind.DISCHARGED)
+    assert destinations[None] >= 3 and len(destinations) >= 5
+    admissions = [e for e in events if e.kind is EventKind.ADMISSION_STARTED]
+    late = [e for e in admissions if e.recorded_at - e.occurred_at > timedelta(hours=24)]
+    assert 0 < len(late) < 0.3 * len(admissions)

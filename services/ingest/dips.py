@@ -7,6 +7,8 @@ the same moment (see `services.ingest.normalise`): a pathway code is placed at 0
 Europe/Oslo on ``document.date``; a deletion when it was recorded (``recordedTime``:
 eSP knows no other time for it); an appointment change at the appointment it changes
 (``originalTime``); a stay event at ``admission.time``; a consent at ``eventTime``.
+A discharge's ``admission.dischargeDestination`` (the same values as `DischargeDestination`)
+is kept when given; absent means not stated.
 When ``eventTime`` is not the canonical moment it is kept in ``extra["eventTime"]``.
 """
 
@@ -20,6 +22,7 @@ from forlop.codes import code_list
 from forlop.events import (
     Appointment,
     AppointmentChange,
+    DischargeDestination,
     EventKind,
     HealthProfessional,
     PathwayEvent,
@@ -106,8 +109,11 @@ def normalise(raw: dict[str, Any]) -> PathwayEvent:
             ),
         )
     elif event_type in _ADMISSION_KINDS:
-        occurred_at = parse_dips_time(raw["admission"]["time"])
-        fields.update(kind=_ADMISSION_KINDS[event_type], stay_id=raw["admission"]["id"])
+        stay = raw["admission"]
+        occurred_at = parse_dips_time(stay["time"])
+        fields.update(kind=_ADMISSION_KINDS[event_type], stay_id=stay["id"])
+        if event_type == "admission.ended" and stay.get("dischargeDestination"):
+            fields["discharge_destination"] = DischargeDestination(stay["dischargeDestination"])
     elif event_type == "consent.changed":
         fields.update(kind=EventKind.CONSENT_CHANGED, consent_municipality=raw["consent"]["municipality"])
     else:  # validation rejects it first; this guards a caller that skipped it

@@ -7,7 +7,8 @@ Time rule, shared with the DIPS mapping (see `services.ingest.normalise`): a pat
 code (FORLOPSKODE) is placed at 00:00 Europe/Oslo on ``hendelsesdato``. A deletion has
 no clinical time, so it is placed when it was keyed in (``registrertTid``); an
 appointment change at the appointment it changes (``opprinneligTid``); stays and
-consents at their ``tidspunkt``.
+consents at their ``tidspunkt``. A discharge's ``utskrevetTil`` is kept when given; absent
+means not stated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from forlop.codes import code_list
 from forlop.events import (
     Appointment,
     AppointmentChange,
+    DischargeDestination,
     EventKind,
     HealthProfessional,
     PathwayEvent,
@@ -36,6 +38,16 @@ _APPOINTMENT_CHANGES = {
     "IKKE_MOTT": AppointmentChange.NO_SHOW,
     "AVLYST_PASIENT": AppointmentChange.CANCELLED_BY_PATIENT,
     "AVLYST_SYKEHUS": AppointmentChange.CANCELLED_BY_HOSPITAL,
+}
+_DISCHARGE_DESTINATIONS = {
+    "HJEM": DischargeDestination.HOME,
+    "SYKEHJEM": DischargeDestination.NURSING_HOME,
+    "KAD": DischargeDestination.MUNICIPAL_ACUTE_UNIT,
+    "ANNEN_SPESIALISTHELSETJENESTE": DischargeDestination.OTHER_SPECIALIST_INSTITUTION,
+    "EGEN_INSTITUSJON_SOMATIKK": DischargeDestination.OWN_INSTITUTION_SOMATIC,
+    "EGEN_INSTITUSJON_ANNEN": DischargeDestination.OWN_INSTITUTION_OTHER,
+    "INSTITUSJON_UTLAND": DischargeDestination.INSTITUTION_ABROAD,
+    "ANNET": DischargeDestination.OTHER,
 }
 _STAY_KINDS = {
     "INNLEGGELSE": EventKind.ADMISSION_STARTED,
@@ -97,6 +109,8 @@ def normalise(raw: dict[str, Any]) -> PathwayEvent:
     elif kind in _STAY_KINDS:
         occurred_at = parse_esp_time(raw["tidspunkt"])
         fields.update(kind=_STAY_KINDS[kind], stay_id=raw["oppholdId"])
+        if kind == "UTSKREVET" and raw.get("utskrevetTil"):
+            fields["discharge_destination"] = _DISCHARGE_DESTINATIONS[raw["utskrevetTil"]]
     elif kind == "SAMTYKKE":
         occurred_at = parse_esp_time(raw["tidspunkt"])
         fields.update(kind=EventKind.CONSENT_CHANGED, consent_municipality=_YES_NO[raw["samtykkeKommune"]])

@@ -22,7 +22,7 @@ from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus, Recipient, Role, Trigger
 from services.messaging.domain.owed import registration_key
 from services.messaging.domain.plan import SENT_WITHOUT_CONSENT, Change, Correct, Flag, Insert, Transition
-from services.messaging.render import CannotBuild, build_xml, details_of, message_type
+from services.messaging.render import CannotBuild, build_xml, correction_type, details_of, message_type
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps,
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": c.dedupe_key, "pathway_key": o["pathway_key"],
         "pathway_id": o["pathway_id"], "registration_id": o["registration_id"], "trigger": Trigger.CORRECTION.value,
-        "role": o["role"], "recipient_her_id": o["recipient_her_id"], "message_type": "DIALOG_HELSEFAGLIG",
+        "role": o["role"], "recipient_her_id": o["recipient_her_id"], "message_type": correction_type(o["trigger"]),
         "status": MessageStatus.QUEUED.value, "status_reason": None, "attempts": 0,
         "details": {**(o["details"] or {}), "original_trigger": o["trigger"]}, "created_at": now,
         "conversation_ref": o["id"], "corrects": o["id"],

@@ -12,6 +12,7 @@ from forlop.config import Topics
 from services.messaging.adapters.schemas import SchemaSet
 from services.messaging.adapters.xml_build import Sender
 from services.messaging.domain.model import GpDirectory, MunicipalityDirectory
+from services.messaging.domain.triggers import TriggerBook, trigger_book
 
 
 def new_msg_id() -> str:
@@ -30,4 +31,5 @@ class MessagingDeps:
     apprec_timeout_s: int = 3600
     max_attempts: int = 5
     transport_name: str = "directory"
+    triggers: TriggerBook = field(default_factory=trigger_book)  # who is owed what (profiles/messaging/triggers.json)
     extra: dict[str, Any] = field(default_factory=dict)

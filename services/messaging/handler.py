@@ -71,7 +71,7 @@ def handle_parsed_status_changes(
             stored[pathway_key] = repository.rows_for_pathway(conn, pathway_key)
             dirty.discard(pathway_key)
         status = payload.get("status") if isinstance(payload.get("status"), dict) else None
-        owed = owed_messages(events, status, deps.municipal, deps.gps)
+        owed = owed_messages(events, status, deps.municipal, deps.gps, deps.triggers)
         rows = stored.get(pathway_key, [])
         changes = reconcile(owed, rows, withdrawn_registrations(events))
         first_new = len(inserts)

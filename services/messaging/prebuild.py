@@ -37,7 +37,7 @@ def prebuild_messages(
 ) -> dict[str, PrebuiltMessage]:
     """The XML of every message the history owes that would be queued as a new row, by dedupe key."""
     out: dict[str, PrebuiltMessage] = {}
-    for owed in owed_messages(events, status, deps.municipal, deps.gps):
+    for owed in owed_messages(events, status, deps.municipal, deps.gps, deps.triggers):
         if target_status(owed)[0] is not MessageStatus.QUEUED:
             continue
         row = {"id": deps.id_factory(), "trigger": owed.trigger.value, "role": owed.role.value,

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
+
+from lxml import etree
 
 from forlop.events import PathwayEvent
 from services.messaging.adapters import xml_build as xb
 from services.messaging.adapters.schemas import SchemaSet
-from services.messaging.domain.model import PLO_TRIGGERS, OwedMessage, Recipient, Role, Trigger
-from services.messaging.domain.text import notat, plo_description
+from services.messaging.domain import text
+from services.messaging.domain.destinations import places
+from services.messaging.domain.model import OwedMessage, Recipient, Role, Trigger
+from services.messaging.domain.text import notat
+from services.messaging.domain.triggers import trigger_book
 
 PLO_UNSUPPORTED = "PLO logistics schema not supported yet"
+DIALOG = "DIALOG_HELSEFAGLIG"
 
 
 class CannotBuild(ValueError):
@@ -20,7 +26,14 @@ class CannotBuild(ValueError):
 
 
 def message_type(trigger: Trigger) -> str:
-    return xb.PLO_TYPES[trigger][0] if trigger in PLO_TRIGGERS else "DIALOG_HELSEFAGLIG"
+    """The trigger's message type (profiles/messaging/triggers.json); a correction is a Dialogmelding."""
+    return trigger_book().message_type(trigger) or DIALOG
+
+
+def correction_type(original_trigger: str) -> str:
+    """A correction of a PLO logistics message is its cancellation (same type); of anything else a Dialogmelding."""
+    original = message_type(Trigger(original_trigger))
+    return original if original in xb.PLO_MESSAGES else DIALOG
 
 
 def details_of(owed: OwedMessage) -> dict[str, Any]:
@@ -61,11 +74,11 @@ def build_xml(
     """The message's XML, validated. Raises CannotBuild (hold it) or InvalidMessage (a bug: fail it)."""
     ev = PathwayEvent.from_dict(details["event"])
     recipient = Recipient(**details["recipient"])
-    mtype = message_type(trigger)
-    if trigger in PLO_TRIGGERS:
+    mtype = correction_type(corrects["trigger"]) if corrects else message_type(trigger)
+    if mtype in xb.PLO_MESSAGES:
         if schemas.enabled and not schemas.has("Pasientlogistikk-v1.6.xsd"):
             raise CannotBuild(PLO_UNSUPPORTED)
-        body = xb.plo_logistics(trigger, ev.unit.name, ev.unit.her_id, ev.occurred_at, plo_description(trigger, ev))
+        body = _plo_body(mtype, Trigger(corrects["trigger"]) if corrects else trigger, ev, details, corrects)
     else:
         tema, text = notat(trigger if not corrects else Trigger(corrects["trigger"]), ev, details, corrects=corrects)
         body = xb.dialog_notat(dialog_version(recipient, schemas), tema, text, ev.author_hpr)
@@ -83,3 +96,31 @@ def build_xml(
     root = xb.envelope(env, body)
     schemas.validate(root)
     return xb.serialise(root).decode("utf-8")
+
+
+def _plo_body(
+    mtype: str, trigger: Trigger, ev: PathwayEvent, details: dict[str, Any], corrects: dict[str, Any] | None
+) -> etree._Element:
+    """What a PLO logistics message says: the admission with its time, unit and the expected need for
+    municipal services; the day the patient was declared ready (after the admission, when known);
+    the discharge and where to, "not stated" unless the EHR said."""
+    _element, code, display = xb.PLO_MESSAGES[mtype]
+    unit = ev.unit.name
+    discharged_to = None
+    events: list[xb.StayEvent] = []
+    if trigger is Trigger.ADMISSION:
+        events.append(xb.StayEvent(code, display, ev.occurred_at, text.admitted(ev), text.municipal_need(ev), unit))
+    elif trigger is Trigger.DISCHARGE_READY:
+        if details.get("admittedAt"):
+            admitted_at = datetime.fromisoformat(details["admittedAt"])
+            events.append(xb.StayEvent(*xb.STAY_ADMITTED, admitted_at, text.admitted_on(admitted_at, unit)))
+        events.append(xb.StayEvent(code, display, ev.occurred_on, text.discharge_ready(ev)))
+    else:
+        known = places()
+        place = known.of(ev.discharge_destination)
+        discharged_to = xb.DischargedTo(place.code, place.display, known.code_system,
+                                        text.discharged_to(place.text, ev.discharge_destination is not None))
+        events.append(xb.StayEvent(code, display, ev.occurred_at, text.discharged(ev, place.text)))
+    if corrects:  # the cancellation repeats what it cancels, its own event described as cancelled (as PLO does)
+        events[-1] = replace(events[-1], description=text.plo_cancellation(trigger, ev, corrects["id"]), note=None)
+    return xb.plo_logistics(mtype, unit, ev.unit.her_id, events, discharged_to, cancels=corrects is not None)

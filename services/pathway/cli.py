@@ -22,7 +22,8 @@ def add_commands(sub: Any) -> None:
     ind.add_argument("--json", action="store_true", help="print the report as JSON")
     ind.set_defaults(func=cmd_indicators)
 
-    q = sub.add_parser("quality", help="registration-quality findings and missing milestones per unit and month")
+    q = sub.add_parser("quality", help="registration-quality findings (incl. inpatient stays' notices) and missing "
+                                       "milestones per unit and month")
     _period_args(q)
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.set_defaults(func=cmd_quality)

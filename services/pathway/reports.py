@@ -13,7 +13,9 @@ around them only select and stream rows.
 - Indicators: deadlines met per milestone, against the national and the adjusted
   deadline, with the national targets of DOMAIN.md section 6 beside them.
 - Registration quality (registreringskvalitet): the engine's findings and missing
-  milestones per unit and month.
+  milestones per unit and month; the findings include the notices of inpatient stays
+  (an admission registered late, a discharge-ready notice with no admission before it, a
+  discharge with no discharge-ready notice).
 
 Deadline statuses of open milestones are recomputed against today from the stored
 deadlines, so a report never shows a stale "pending" for a deadline that has passed

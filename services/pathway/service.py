@@ -415,6 +415,29 @@ def _store_advanced(
     result.alerts += _store_alerts(conn, writes.alerts, now, deps.topics)
 
 
+def republish(conn: Connection, pathway_keys: Sequence[str], now: datetime, topics: Topics, cause: str) -> int:
+    """A status-changed record for each stored pathway, with its stored status and current history,
+    as if it had just changed (``cause`` says why it had not). Nothing is derived again: a consumer
+    that must look at a pathway again without a new event (messaging re-planning a pathway's messages
+    under new trigger rules) gets it in order with the pathway's other records. Returns how many."""
+    p = schema.pathways
+    rows = conn.execute(select(p.c.pathway_key, p.c.national_id, p.c.status)
+                        .where(among(p.c.pathway_key, list(pathway_keys), conn.dialect.name))).all()
+    histories = load_history(conn, [row.pathway_key for row in rows])
+    records = []
+    for row in rows:
+        history = histories.get(row.pathway_key) or []
+        if not history:
+            continue
+        ordered = sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))
+        payload = _status_changed_payload(row.status, now, [ev.to_dict() for ev in ordered])
+        payload["cause"] = cause
+        records.append(_status_changed_record(payload, row.national_id, f"{cause}|{row.pathway_key}|{now.isoformat()}",
+                                              now, topics))
+    insert_many(conn, schema.outbox, records)
+    return len(records)
+
+
 def _status_changed_payload(status: dict[str, Any], now: datetime, events: list[dict[str, Any]] | None) -> dict[str, Any]:
     """A pathway.status-changed value: the status and the history in the order it happened, or,
     for a change of the clock alone, no events and `"cause": "clock"`."""

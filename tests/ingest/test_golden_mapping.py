@@ -64,3 +64,23 @@ def test_no_golden_output_without_its_input() -> None:
     outputs = {p.name.removesuffix(".out.json") for p in GOLDEN.glob("*/*.out.json")}
     inputs = {p.name.removesuffix(".in.json") for p in CASES}
     assert outputs <= inputs
+
+
+@pytest.mark.parametrize(("source", "field"), [("dips", ("admission", "dischargeDestination")),
+                                               ("esp", ("utskrevetTil",))])
+def test_every_discharge_destination_has_a_canonical_value(source: str, field: tuple[str, ...]) -> None:
+    """Each vendor's destination values map one to one onto the canonical ones; absent is not stated."""
+    from forlop.events import DischargeDestination
+
+    spec = schema(source)
+    values = (spec["$defs"]["admission"]["properties"] if source == "dips" else spec["properties"])[field[-1]]["enum"]
+    record = json.loads(next(p for p in CASES if p.parent.name == source and
+                             ("admission-ended" in p.name or p.name == "utskrevet.in.json")).read_text("utf-8"))
+    mapped = set()
+    for value in values:
+        target = record["admission"] if source == "dips" else record
+        target[field[-1]] = value
+        mapped.add(parse_vendor_event(source, record).discharge_destination)
+    assert mapped == set(DischargeDestination)
+    del target[field[-1]]
+    assert parse_vendor_event(source, record).discharge_destination is None

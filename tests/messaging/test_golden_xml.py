@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from lxml import etree
-from msgkit import NOW, id_factory, payload
+from msgkit import NOW, VendorRecords, id_factory, local, parse, payload, raw_examples
 
 from forlop.events import EventKind
 from services.messaging import repository
@@ -21,15 +20,30 @@ from services.messaging.handler import handle_status_changed
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def _all_rows(store, deps, examples):
+def _stays(contracts_dir) -> list:
+    """Two stays of the PHV example pathway, as DIPS sends them: the first discharged to a place not
+    stated, the second to a nursing home."""
+    raws = raw_examples(contracts_dir, "dips")["PPR-1810111"]
+    rec = VendorRecords("dips", raws[0])
+    return parse("dips", [
+        rec.stay("admission", "ADM-1", local("2025-12-01 10:05")),
+        rec.stay("discharge-ready", "ADM-1", local("2025-12-10 09:00")),
+        rec.stay("discharged", "ADM-1", local("2025-12-12 12:30")),
+        rec.stay("admission", "ADM-2", local("2026-02-01 22:40")),
+        rec.stay("discharge-ready", "ADM-2", local("2026-02-15 11:00")),
+        rec.stay("discharged", "ADM-2", local("2026-02-16 10:00"), destination="nursing-home"),
+    ])
+
+
+def _name(row: dict) -> str:
+    destination = (row["details"]["event"].get("discharge_destination") if row["trigger"] == "discharged" else None)
+    return f"{row['trigger']}-{row['role']}{'-to-' + destination if destination else ''}.xml"
+
+
+def _all_rows(store, deps, examples, contracts_dir):
     deps.id_factory = id_factory(7)
     evs = examples["dips"]["PPR-1810111"]
-    patient = replace(evs[0].patient, receives_municipal_services=True)
-    stay = [
-        replace(evs[0], event_id=f"dips:stay-{k.value}", kind=k, registration_id=f"stay-{k.value}", code=None,
-                patient=patient, occurred_at=evs[0].occurred_at + timedelta(days=30 + i), stay_id="S1")
-        for i, k in enumerate((EventKind.ADMISSION_STARTED, EventKind.DISCHARGE_READY, EventKind.DISCHARGED))
-    ]
+    stay = _stays(contracts_dir)
     rows = []
     with store.transaction() as conn:
         for pathway in (evs, [*examples["dips"]["PPR-6175466"]]):
@@ -39,11 +53,11 @@ def _all_rows(store, deps, examples):
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
-def test_golden_xml_per_trigger(store, deps, examples) -> None:
-    rows = _all_rows(store, deps, examples)
+def test_golden_xml_per_trigger(store, deps, examples, contracts_dir) -> None:
+    rows = _all_rows(store, deps, examples, contracts_dir)
     seen = set()
     for row in rows:
-        name = f"{row['trigger']}-{row['role']}.xml"
+        name = _name(row)
         if name in seen:
             continue
         seen.add(name)
@@ -52,12 +66,13 @@ def test_golden_xml_per_trigger(store, deps, examples) -> None:
             path.write_text(row["xml"], encoding="utf-8")
         assert row["xml"] == path.read_text(encoding="utf-8"), name
     assert {"decision-gp.xml", "decision-referrer.xml", "evaluation-municipality.xml", "end-municipality.xml",
-            "admission-municipality.xml", "discharge-ready-municipality.xml", "discharged-municipality.xml"} <= seen
+            "admission-municipality.xml", "discharge-ready-municipality.xml", "discharged-municipality.xml",
+            "discharged-municipality-to-nursing-home.xml"} <= seen
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
-def test_every_message_validates_against_the_official_schemas(store, deps, examples) -> None:
-    for row in _all_rows(store, deps, examples):
+def test_every_message_validates_against_the_official_schemas(store, deps, examples, contracts_dir) -> None:
+    for row in _all_rows(store, deps, examples, contracts_dir):
         deps.schemas.validate(etree.fromstring(row["xml"].encode()))
 
 
@@ -123,3 +138,28 @@ def test_golden_dialogmelding_1_0_and_1_1_by_directory_preference(store, deps, e
 
     with pytest.raises(InvalidMessage):
         deps.schemas.validate(broken)
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_golden_plo_cancellation_of_a_withdrawn_stay(store, deps, examples, contracts_dir, tmp_path) -> None:
+    from services.messaging.adapters.transport import DirectoryTransport
+    from services.messaging.relay import Relay
+
+    deps.id_factory = id_factory(10)
+    events = [*examples["dips"]["PPR-1810111"], *_stays(contracts_dir)[:3]]
+    with store.transaction() as conn:
+        handle_status_changed(conn, payload(events), NOW, deps)
+    Relay(store, DirectoryTransport(tmp_path / "o", tmp_path / "i"), deps).run_once()
+    rec = VendorRecords("dips", raw_examples(contracts_dir, "dips")["PPR-1810111"][0])
+    (withdrawal,) = parse("dips", [rec.withdrawal("ADM-1", local("2025-12-20 09:00"))])
+    with store.transaction() as conn:
+        handle_status_changed(conn, payload([*events, withdrawal]), NOW, deps)
+        rows = repository.rows_for_pathway(conn, events[0].pathway_key)
+    by_id = {r["id"]: r for r in rows}
+    corrections = [r for r in rows if r["trigger"] == "correction"]
+    assert len(corrections) == 3
+    for corr in corrections:
+        original = by_id[corr["corrects"]]
+        root = etree.fromstring(corr["xml"].encode())
+        deps.schemas.validate(root)
+        _golden(f"cancellation-{original['trigger']}-municipality.xml", corr["xml"])

@@ -218,6 +218,23 @@ class Scenario:
         self.events.append(ev)
         return self
 
+    def stay(self, kind: str, at_time: str, *, stay: str = "S1", recorded: str | None = None) -> Scenario:
+        """An inpatient stay event: kind admission | discharge-ready | discharged, at "YYYY-MM-DD HH:MM"."""
+        kinds = {"admission": EventKind.ADMISSION_STARTED, "discharge-ready": EventKind.DISCHARGE_READY,
+                 "discharged": EventKind.DISCHARGED}
+        when = _when(at_time, time(10, 0))
+        recorded_at = _when(recorded, time(10, 30)) if recorded else when + timedelta(minutes=30)
+        self.events.append(PathwayEvent(kind=kinds[kind], stay_id=stay,
+                                        **self._base(when, recorded_at, Setting.INPATIENT)))
+        return self
+
+    def withdraw_stay(self, stay: str, on: str) -> Scenario:
+        """The vendor's deletion naming the stay: the whole stay registered in error."""
+        when = _when(on, time(9, 0))
+        self.events.append(PathwayEvent(kind=EventKind.REGISTRATION_WITHDRAWN, withdraws=stay,
+                                        reason="feilregistrering", **self._base(when, when, None)))
+        return self
+
     def redeliver(self, index: int = -1) -> Scenario:
         """The same event delivered again (same event id)."""
         self.events.append(replace(self.events[index]))

@@ -25,7 +25,7 @@ Dates without a year are 2025.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -127,6 +127,13 @@ class PathwayBuilder:
         self._event(EventKind.REGISTRATION_WITHDRAWN, on, withdraws=registration, reason="feilregistrering")
         return self
 
+    def stay(self, kind: EventKind, at: datetime, stay: str, recorded: datetime | None = None) -> PathwayBuilder:
+        """An inpatient stay event at a time of day, recorded half an hour later unless `recorded` says."""
+        ev = self._event(kind, at.date(), stay_id=stay)
+        self.events[-1] = replace(ev, occurred_at=at, recorded_at=recorded or at + timedelta(minutes=30),
+                                  unit=replace(ev.unit, setting=Setting.INPATIENT))
+        return self
+
     @property
     def key(self) -> str:
         return f"{self.source.value}:{self.pathway_id}"
@@ -156,6 +163,28 @@ def build_dataset() -> dict[str, PathwayBuilder]:
     p["P9"] = PathwayBuilder("P9", "D11", UNIT_A, "4601", False).code("A", d(11, 1)).code("CP", d(11, 10))
     p["P10"] = (PathwayBuilder("P10", "D11", UNIT_B, "0301", True)
                 .code("A", d(12, 1), registration="P10-start").withdraw("P10-start", d(12, 3)))
+    return p
+
+
+def stay_dataset() -> dict[str, PathwayBuilder]:
+    """Inpatient stays and their notices (issue #25): S1's admission registered 34 hours after it
+    began (unit A, October); S2 (unit B, eSP) ready for discharge in November with no admission
+    before, and a second stay discharged in December with no discharge-ready notice."""
+    def t(month: int, day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(2025, month, day, hour, minute, tzinfo=OSLO)
+
+    p = {}
+    p["S1"] = (PathwayBuilder("S1", "D11", UNIT_A, "0301", False)
+               .code("A", d(9, 1)).code("F", d(9, 15)).code("CP", d(10, 1))
+               .stay(EventKind.ADMISSION_STARTED, t(10, 5, 22), "ADM-1", recorded=t(10, 7, 8))
+               .stay(EventKind.DISCHARGE_READY, t(10, 20, 9), "ADM-1")
+               .stay(EventKind.DISCHARGED, t(10, 22, 12), "ADM-1"))
+    p["S2"] = (PathwayBuilder("S2", "D01", UNIT_B, "4601", True, source=Source.ESP)
+               .code("A", d(11, 1)).code("F", d(11, 2))
+               .stay(EventKind.DISCHARGE_READY, t(11, 10, 9), "OPP-1")
+               .stay(EventKind.DISCHARGED, t(11, 12, 12), "OPP-1")
+               .stay(EventKind.ADMISSION_STARTED, t(12, 1, 10), "OPP-2")
+               .stay(EventKind.DISCHARGED, t(12, 8, 12), "OPP-2"))
     return p
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 
 from lxml import etree
 
 from forlop.clock import OSLO
-from services.messaging.domain.model import Recipient, Role, Trigger
+from services.messaging.domain.model import Recipient, Role
 
 MH = "http://www.kith.no/xmlstds/msghead/2006-05-24"
 DIALOG = {"1.0": "http://www.kith.no/xmlstds/dialog/2006-10-11", "1.1": "http://www.kith.no/xmlstds/dialog/2013-01-23"}
@@ -31,11 +31,13 @@ MESSAGE_TYPES = {
     "LOG_UTSKRIVNINGSKLAR": "Melding om utskrivningsklar pasient",
     "LOG_UTSKREVET": "Melding om utskrevet pasient",
 }
-PLO_TYPES = {
-    Trigger.ADMISSION: ("LOG_INNLAGT", "MeldingInnlagtPasient", "1", "Pasient innlagt"),
-    Trigger.DISCHARGE_READY: ("LOG_UTSKRIVNINGSKLAR", "MeldingUtskrivningsklarPasient", "3", "Pasient utskrivningsklar"),
-    Trigger.DISCHARGED: ("LOG_UTSKREVET", "MeldingOmUtskrevetPasient", "2", "Pasient utskrevet"),
+# PLO 1.6 logistics: message type -> (body element, its event's code in code system 9121, display)
+PLO_MESSAGES = {
+    "LOG_INNLAGT": ("MeldingInnlagtPasient", "1", "Pasient innlagt"),
+    "LOG_UTSKRIVNINGSKLAR": ("MeldingUtskrivningsklarPasient", "3", "Pasient utskrivningsklar"),
+    "LOG_UTSKREVET": ("MeldingOmUtskrevetPasient", "2", "Pasient utskrevet"),
 }
+STAY_ADMITTED = ("1", "Pasient innlagt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,25 +162,55 @@ def dialog_notat(version: str, tema: str, text: str, author_hpr: str | None) -> 
     return root
 
 
-def plo_logistics(trigger: Trigger, unit_name: str, unit_her_id: str, at: datetime, description: str) -> etree._Element:
-    _type, element, code, code_dn = PLO_TYPES[trigger]
+@dataclass(frozen=True, slots=True)
+class StayEvent:
+    """One TidsfestetHendelse: an event of the stay (code from 9121), when, and what the reader is told."""
+
+    code: str
+    display: str
+    at: datetime | date  # a date when only the day is meant (the day the patient was declared ready)
+    description: str
+    note: str | None = None  # Merknad
+    place: str | None = None  # StedForHendelse: where it happened
+
+
+@dataclass(frozen=True, slots=True)
+class DischargedTo:
+    """UtskrevetTil/UtTil: a place code and the note that says it in words."""
+
+    code: str
+    display: str
+    system: str  # the code system's OID
+    note: str
+
+
+def plo_logistics(
+    message_type: str, unit_name: str, unit_her_id: str, events: list[StayEvent],
+    discharged_to: DischargedTo | None = None, *, cancels: bool = False,
+) -> etree._Element:
+    """A Pasientlogistikk body: new (Forsendelsesstatus N) or the cancellation (C) of one sent before."""
+    element = PLO_MESSAGES[message_type][0]
     root = etree.Element(f"{{{PLO}}}Pasientlogistikk", nsmap={"p1": PLO, None: PO, "fk1": FK1})
     info = _sub(root, PO, "InformasjonOmForsendelsen")
-    _sub(info, PO, "Forsendelsesstatus", V="N", DN="Ny")
+    _sub(info, PO, "Forsendelsesstatus", V="C" if cancels else "N", DN="Kansellering" if cancels else "Ny")
     contact = _sub(_sub(root, PO, "TilknyttetEnhet"), PO, "Kontaktenhet")
     _sub(contact, FK1, "OrganisationName", unit_name)
     _ident(contact, FK1, unit_her_id, "HER", "HER-id", OID_HER)
     body = _sub(root, PLO, element)
-    if trigger is Trigger.DISCHARGED:
-        # Required by the schema; the events do not say where the patient went, home is the common case.
+    if discharged_to is not None:  # required in MeldingOmUtskrevetPasient
         out = _sub(body, PO, "UtskrevetTil")
-        _sub(out, PO, "Uttilstand", V="1", DN="Som levende", S="2.16.578.1.12.4.1.1.8431")
-        _sub(out, PO, "UtTil", V="1", DN="Bosted/arbeidssted", S="2.16.578.1.12.4.1.1.8408")
-    event = _sub(body, PO, "TidsfestetHendelse")
-    _sub(event, PO, "Hendelsekode", V=code, DN=code_dn, S=OID_STAY_EVENT)
-    _sub(event, PO, "BeskrivelseAvHendelse", description)
-    _sub(event, PO, "TidspunktForHendelse", V=_ts(at))
-    _sub(event, PO, "Anslag", "false")
+        _sub(out, PO, "UtTil", V=discharged_to.code, DN=discharged_to.display, S=discharged_to.system)
+        _sub(out, PO, "Merknad", discharged_to.note)
+    for e in events:
+        event = _sub(body, PO, "TidsfestetHendelse")
+        _sub(event, PO, "Hendelsekode", V=e.code, DN=e.display, S=OID_STAY_EVENT)
+        _sub(event, PO, "BeskrivelseAvHendelse", e.description)
+        _sub(event, PO, "TidspunktForHendelse", V=_ts(e.at) if isinstance(e.at, datetime) else e.at.isoformat())
+        _sub(event, PO, "Anslag", "false")
+        if e.note:
+            _sub(event, PO, "Merknad", e.note)
+        if e.place:
+            _sub(_sub(event, PO, "StedForHendelse"), PO, "StedHendelse", e.place)
     return root
 
 

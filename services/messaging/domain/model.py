@@ -33,7 +33,6 @@ class MessageStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
-PLO_TRIGGERS = (Trigger.ADMISSION, Trigger.DISCHARGE_READY, Trigger.DISCHARGED)
 # A message in these states has reached (or may have reached) the recipient: withdrawing needs a correction.
 DELIVERED = (MessageStatus.SENT, MessageStatus.ACKNOWLEDGED)
 # Not yet on the wire: can still be cancelled or re-gated.

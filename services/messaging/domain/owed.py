@@ -1,6 +1,7 @@
 """`owed_messages(events, status, directory)`: the e-messages a pathway's history owes (DOMAIN §5).
 
-Pure: the same history (in any arrival order) gives the same list. Withdrawn registrations
+Which registration owes what to whom is data (`services.messaging.domain.triggers`). Pure: the
+same history (in any arrival order) gives the same list. Withdrawn registrations
 are as if they never happened; whether a correction is owed depends on what was already
 sent, which `plan.reconcile` decides from the stored rows.
 """
@@ -19,16 +20,8 @@ from services.messaging.domain.model import (
     Role,
     Trigger,
 )
+from services.messaging.domain.triggers import Gate, TriggerBook, trigger_book
 from services.pathway.domain.history import current_history
-
-_STAY_TRIGGERS = {
-    EventKind.ADMISSION_STARTED: Trigger.ADMISSION,
-    EventKind.DISCHARGE_READY: Trigger.DISCHARGE_READY,
-    EventKind.DISCHARGED: Trigger.DISCHARGED,
-}
-_LETTER_TRIGGERS = {"C": Trigger.DECISION, "E": Trigger.EVALUATION, "X": Trigger.END}
-# Clinical decision outcomes that hand follow-up to the municipality or other agencies.
-_MUNICIPAL_OUTCOMES = ("K", "A")
 
 
 def _order(ev: PathwayEvent) -> tuple:
@@ -56,15 +49,6 @@ def effective_history(events: Iterable[PathwayEvent]) -> list[PathwayEvent]:
     return sorted(current_history(events).events, key=_order)
 
 
-def code_parts(ev: PathwayEvent) -> tuple[str | None, str | None]:
-    """(event letter, outcome letter) of a national code such as D11CK -> ("C", "K")."""
-    code = (ev.code or "").upper()
-    prefix = len(ev.pathway_type) if code.startswith(ev.pathway_type.upper()) else 3
-    letter = code[prefix : prefix + 1] or None
-    outcome = code[prefix + 1 : prefix + 2] or None
-    return letter, outcome
-
-
 def consent_at(history: Sequence[PathwayEvent], trigger: PathwayEvent) -> bool:
     """Consent to involve the municipality in force when the trigger happened (latest dated <= it)."""
     latest: bool | None = None
@@ -74,45 +58,35 @@ def consent_at(history: Sequence[PathwayEvent], trigger: PathwayEvent) -> bool:
     return bool(latest)
 
 
-def trigger_of(ev: PathwayEvent) -> tuple[Trigger | None, str | None]:
-    if ev.kind in _STAY_TRIGGERS:
-        return _STAY_TRIGGERS[ev.kind], None
-    if ev.kind is EventKind.PATHWAY_CODE:
-        letter, outcome = code_parts(ev)
-        return _LETTER_TRIGGERS.get(letter or ""), outcome
-    return None, None
-
-
 def owed_messages(
     events: Iterable[PathwayEvent],
     status: dict[str, Any] | None,
     directory: MunicipalityDirectory,
     gps: GpDirectory | None = None,
+    triggers: TriggerBook | None = None,
 ) -> list[OwedMessage]:
-    """Every message the pathway's current history owes, sorted by trigger time then key."""
+    """Every message the pathway's current history owes, sorted by trigger time then key.
+
+    Who gets what, and on which condition, is data (`triggers`, by default
+    ``profiles/messaging/triggers.json``): the version in force on the day of each trigger.
+    """
+    book = triggers or trigger_book()
     history = effective_history(events)
     owed: dict[str, OwedMessage] = {}
     for ev in history:
-        trigger, outcome = trigger_of(ev)
-        if trigger is None:
+        match = book.for_day(ev.occurred_on).match(ev)
+        if match is None:
             continue
-        roles = _roles(ev, trigger, outcome)
-        for role in roles:
-            msg = _owed(ev, trigger, role, outcome, history, directory, gps, status)
+        for rule in match.rule.recipients:
+            if not rule.applies(ev, match.outcome):
+                continue
+            if rule.gate is Gate.MUNICIPAL_SERVICES and not ev.patient.receives_municipal_services:
+                continue  # not owed at all: the regulation's notice is for patients with municipal services
+            consent = consent_at(history, ev) if rule.gate is Gate.CONSENT else True
+            msg = _owed(ev, match.rule.trigger, rule.role, match.outcome, history, directory, gps, status, consent)
             if msg is not None:
                 owed.setdefault(msg.dedupe_key, msg)  # a redelivered registration owes nothing new
     return sorted(owed.values(), key=lambda m: (_order(m.event), m.dedupe_key))
-
-
-def _roles(ev: PathwayEvent, trigger: Trigger, outcome: str | None) -> list[Role]:
-    if trigger in (Trigger.ADMISSION, Trigger.DISCHARGE_READY, Trigger.DISCHARGED):
-        return [Role.MUNICIPALITY] if ev.patient.receives_municipal_services else []
-    roles: list[Role] = []
-    if trigger is not Trigger.EVALUATION or ev.treatment_plan_changed:
-        roles += [Role.GP, Role.REFERRER]
-    if trigger is not Trigger.DECISION or outcome in _MUNICIPAL_OUTCOMES:
-        roles.append(Role.MUNICIPALITY)
-    return roles
 
 
 def _owed(
@@ -124,11 +98,11 @@ def _owed(
     directory: MunicipalityDirectory,
     gps: GpDirectory | None,
     status: dict[str, Any] | None,
+    consent: bool,
 ) -> OwedMessage | None:
     reg = registration_key(ev)
     recipient: Recipient | None = None
     reason: str | None = None
-    consent = True
     gp_her = ev.gp.her_id if ev.gp else None
     if role is Role.GP:
         key = f"her:{gp_her}" if gp_her else "gp-of-patient"
@@ -150,8 +124,9 @@ def _owed(
         recipient = entry.recipient if entry else None
         if recipient is None:
             reason = f"unresolved recipient: no receiving service for municipality {kommune} in the address register"
-        consent = consent_at(history, ev)
     details = {"outcome": outcome, "phase": (status or {}).get("phase"), "episode": (status or {}).get("episode_status")}
+    if ev.kind is EventKind.DISCHARGE_READY:
+        details["admittedAt"] = _admitted_at(history, ev)
     return OwedMessage(
         # Unique across the whole table: registration ids are only unique within one source system.
         dedupe_key=f"{ev.pathway_key}/{reg}|{trigger.value}|{role.value}|{key}",
@@ -165,6 +140,12 @@ def _owed(
         unresolved_reason=reason,
         details=details,
     )
+
+
+def _admitted_at(history: Sequence[PathwayEvent], ev: PathwayEvent) -> str | None:
+    """When the stay began (its admission, if in the history): a discharge-ready notice repeats it."""
+    admitted = [e.occurred_at for e in history if e.kind is EventKind.ADMISSION_STARTED and e.stay_id == ev.stay_id]
+    return min(admitted).isoformat() if admitted else None
 
 
 def _event_party(her_id: str, name: str, gps: GpDirectory | None, ev: PathwayEvent) -> Recipient:

@@ -5,10 +5,10 @@ Norwegian, because the reader is. No free text from the EHR is copied in (it may
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from forlop.clock import local_date
+from forlop.clock import OSLO, local_date
 from forlop.events import PathwayEvent
 from services.messaging.domain.model import Trigger
 
@@ -94,6 +94,38 @@ def _follow_up(trigger: Trigger, details: dict[str, Any], unit: str) -> str:
     return f"{unit}."
 
 
-def plo_description(trigger: Trigger, ev: PathwayEvent) -> str:
-    when = _d(ev.occurred_on or local_date(ev.occurred_at))
-    return f"{TRIGGER_NAMES[trigger]} {when} ved {ev.unit.name} (pakkeforløp {ev.pathway_type})"
+def _at(ev: PathwayEvent) -> str:
+    return ev.occurred_at.astimezone(OSLO).strftime("%d.%m.%Y kl. %H:%M")
+
+
+def admitted(ev: PathwayEvent) -> str:
+    return f"Pasienten ble innlagt {_at(ev)} ved {ev.unit.name} (pakkeforløp {ev.pathway_type})."
+
+
+def admitted_on(at: datetime, unit: str) -> str:
+    return f"Pasienten ble innlagt {at.astimezone(OSLO).strftime('%d.%m.%Y kl. %H:%M')} ved {unit}."
+
+
+def municipal_need(ev: PathwayEvent) -> str:
+    """The admission notice's point (the regulation's): will the municipality be needed after discharge."""
+    if ev.patient.receives_municipal_services:
+        return ("Forventet behov for kommunale helse- og omsorgstjenester etter utskrivning: ja, pasienten "
+                "mottar kommunale helse- og omsorgstjenester.")
+    return "Forventet behov for kommunale helse- og omsorgstjenester etter utskrivning: ikke kjent."
+
+
+def discharge_ready(ev: PathwayEvent) -> str:
+    return f"Pasienten ble meldt utskrivningsklar {_d(ev.occurred_on)} ved {ev.unit.name} (pakkeforløp {ev.pathway_type})."
+
+
+def discharged(ev: PathwayEvent, place: str) -> str:
+    return f"Pasienten ble utskrevet {_at(ev)} fra {ev.unit.name} (pakkeforløp {ev.pathway_type}). Utskrevet til: {place}."
+
+
+def discharged_to(place: str, stated: bool) -> str:
+    return f"Utskrevet til: {place}." if stated else "Utskrevet til: ikke oppgitt i journalen."
+
+
+def plo_cancellation(trigger: Trigger, ev: PathwayEvent, original_id: str) -> str:
+    return (f"Kansellering: registreringen av {TRIGGER_NAMES[trigger].lower()} {_d(ev.occurred_on)} er slettet "
+            f"i journalen som feilregistrering. Se bort fra meldingen (melding-id {original_id}).")

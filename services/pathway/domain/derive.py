@@ -377,6 +377,7 @@ def _registration_quality(ctx: _Context, regs, withdrawn, unmatched, episode: Ep
         ctx.find("withdrawn-registration", f"{ev.code or ev.kind.value} was withdrawn", ev)
     for ev in unmatched:
         ctx.find("withdrawal-without-target", "a withdrawal whose registration is not known (yet)", ev)
+    _stay_quality(ctx)
     if episode in (EpisodeStatus.WAITLIST, EpisodeStatus.ACTIVE):
         # a missed, cancelled or moved appointment or a consent change is no contact with the patient
         contacts = [ev for ev in ctx.history if ev.kind not in _NO_CONTACT] or ctx.history
@@ -385,6 +386,31 @@ def _registration_quality(ctx: _Context, regs, withdrawn, unmatched, episode: Ep
         if idle > ctx.rules.passive_after_days:
             ctx.findings.append(QualityFinding("passive-pathway", f"no registered contact for {idle} days",
                                                contacts[-1].event_id, ctx.today))
+
+
+def _stay_quality(ctx: _Context) -> None:
+    """The notices of an inpatient stay the regulation on discharge-ready patients asks for, as
+    registered: the admission registered late (the municipality heard of it late), a patient ready for
+    discharge with no admission before it, a discharge with no discharge-ready notice before it."""
+    notice = timedelta(hours=ctx.rules.admission_notice_hours)
+    before: dict[str, set[EventKind]] = {}
+    for ev in ctx.history:  # in the order things happened
+        if ev.kind not in _STAY_KINDS or not ev.stay_id:
+            continue
+        seen = before.setdefault(ev.stay_id, set())
+        if ev.kind is EventKind.ADMISSION_STARTED and ev.recorded_at - ev.occurred_at > notice:
+            hours = int((ev.recorded_at - ev.occurred_at).total_seconds() // 3600)
+            ctx.find("late-admission-notice", f"admission registered {hours} hours after it began "
+                     f"(the municipality is to hear of it within {ctx.rules.admission_notice_hours})", ev)
+        elif ev.kind is EventKind.DISCHARGE_READY and EventKind.ADMISSION_STARTED not in seen:
+            ctx.find("discharge-ready-without-admission", "ready for discharge, with no admission registered before",
+                     ev)
+        elif ev.kind is EventKind.DISCHARGED and EventKind.DISCHARGE_READY not in seen:
+            ctx.find("discharge-without-discharge-ready", "discharged, with no discharge-ready notice before", ev)
+        seen.add(ev.kind)
+
+
+_STAY_KINDS = frozenset({EventKind.ADMISSION_STARTED, EventKind.DISCHARGE_READY, EventKind.DISCHARGED})
 
 
 def _clock_basis(ctx: _Context, events: tuple[PathwayEvent, ...], today: date, now: datetime) -> dict:

@@ -40,6 +40,8 @@ class RuleSet:
     due_soon_days: int
     late_registration_days: int
     passive_after_days: int
+    # the regulation on discharge-ready patients: the municipality hears of an admission within this
+    admission_notice_hours: int = 24
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,6 +75,7 @@ class RuleSet:
             due_soon_days=int(merged.get("dueSoonDays", 7)),
             late_registration_days=int(merged.get("lateRegistrationDays", 14)),
             passive_after_days=int(merged.get("passiveAfterDays", 90)),
+            admission_notice_hours=int(merged.get("admissionNoticeHours", 24)),
             extra={k: v for k, v in merged.items() if k in ("note", "source")},
         )
 
