@@ -130,6 +130,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
         batch_size=PRODUCER_BATCH_BYTES,
         retries=5,
         max_in_flight_requests_per_connection=1,  # keeps per-key order across retries
+        max_request_size=settings.kafka_max_request_bytes,  # a larger record is parked (OutboxRelay)
     )
 
 
