@@ -282,6 +282,7 @@ class PeriodicWorker:
         self.interval = interval
         self.backoff = backoff or Backoff(initial_s=interval, max_s=max(interval, 30.0))
         self._stop = threading.Event()
+        self.wait: Callable[[float], object] = self._stop.wait  # how it waits out a backoff (tests replace it)
         self._wake = threading.Event()
         self.last_error: str | None = None
         self.last_run: datetime | None = None
@@ -301,7 +302,7 @@ class PeriodicWorker:
                 delay = self.backoff.delay(self.failures_in_a_row)
                 self.failures_in_a_row += 1
                 log.exception("%s failed (%d in a row); next try in %.1f s", self.name, self.failures_in_a_row, delay)
-                self._stop.wait(delay)
+                self.wait(delay)
                 continue
             if not busy and not self._stop.is_set():
                 self._wake.wait(self.interval)
