@@ -189,3 +189,28 @@ def test_every_consumer_dead_letters_a_poison_record_and_goes_on(broker, store, 
         producer.close()
     with store.read() as conn:
         assert conn.execute(select(func.count()).select_from(schema.dead_letters)).scalar_one() == len(all_cases)
+
+
+def test_a_conflicting_duplicate_from_kafka_is_a_dead_letter_naming_the_id(broker, store, tmp_path, contracts_dir):
+    from forlop.dlq import replay
+
+    rt = runtime_for(broker, store, tmp_path)
+    dips = _lines(contracts_dir, "dips")
+    changed = dict(dips[0], unit=dict(dips[0]["unit"], name="DPS Sørvest poliklinikk"))
+    producer = make_producer(rt.settings)
+    key = dips[0]["patient"]["nationalId"].encode()
+    values = [json.dumps(dips[0]), json.dumps(dips[0], indent=2), json.dumps(changed), json.dumps(dips[1])]
+    sent = [producer.send(rt.settings.topics.dips, key=key, value=v.encode()).get(30) for v in values]
+    producer.close()
+    loops = Watched.start(rt, ("ingest",))
+    try:
+        eventually(lambda: _exists(store, schema.inbound_events.c.event_id, f"dips:{dips[1]['eventId']}"), 60)
+    finally:
+        loops["ingest"].stop()
+    with store.read() as conn:
+        [letter] = conn.execute(select(schema.dead_letters)).all()  # the re-indented redelivery is a duplicate
+    event_id = f"dips:{dips[0]['eventId']}"
+    assert (letter.topic, letter.kafka_offset, letter.raw_bytes) == (rt.settings.topics.dips, sent[2].offset,
+                                                                     json.dumps(changed).encode())
+    assert letter.reasons[0]["rule"] == "conflicting-duplicate" and event_id in letter.reasons[0]["message"]
+    assert replay(rt, letter.id).status == "still-rejected"  # kept, replayable, still a conflict
