@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def pathway_key(vendor: str, record: dict[str, Any]) -> str:
     return f"dips:{record['pathway']['id']}" if vendor == "dips" else f"esp:{record['forlopsId']}"
 
 
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{2}\.\d{2}\.\d{4})")  # the template's dates and times
 _MARK = "\u2063HOSTILE\u2063"  # where a raw JSON fragment goes into a serialised record
 
 
@@ -130,7 +132,7 @@ def hostile(draw: st.DrawFn, vendor: str, template: dict[str, Any]) -> tuple[str
     if kind == "wrong-type":
         return kind, json.dumps(_set(doc, path, draw(json_values))).encode()
     if kind == "extreme-date":
-        where = draw(st.sampled_from([p for p in leaf_paths if any(c.isdigit() for c in str(_get(doc, p)))]))
+        where = draw(st.sampled_from([p for p in leaf_paths if _TIME.match(str(_get(doc, p)))]))
         return kind, json.dumps(_set(doc, where, draw(st.sampled_from(EXTREME_TIMES[vendor])))).encode()
     if kind == "huge-string":
         size = draw(st.integers(100_000, HUGE_STRING))
