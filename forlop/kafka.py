@@ -260,7 +260,9 @@ class ConsumerLoop:
         finally:
             consumer.close(autocommit=False)
 
-    def _handle(self, consumer: KafkaConsumer, pending: list[tuple[TopicPartition, list[Record]]]) -> dict[TopicPartition, int]:
+    def _handle(
+        self, consumer: KafkaConsumer, pending: list[tuple[TopicPartition, list[Record]]],
+    ) -> dict[TopicPartition, int]:
         """Handle a batch; return the next offset to commit of each partition that got anywhere."""
         batch = [r for _, records in pending for r in records]
         started = time.perf_counter()
@@ -364,8 +366,9 @@ class ConsumerLoop:
         failure = Failure.of(exc)
         what = component(exc)
         self.last_error = failure.summary()
-        self.outage = (f"{what} unavailable ({failure.type}: {failure.message.splitlines()[0][:200] if failure.message else ''}); "
-                       f"{self._failures_in_a_row} failure(s) in a row, retrying in {delay:.1f} s")
+        first_line = (failure.message.splitlines() or [""])[0][:200]  # an infrastructure error's: no record data
+        self.outage = (f"{what} unavailable ({failure.type}: {first_line}); {self._failures_in_a_row} failure(s) "
+                       f"in a row, retrying in {delay:.1f} s")
         metrics.consumer_outage.labels(self.service).set(1)
         log.warning("%s unavailable; nothing is dead-lettered, retrying in %.1f s", what, delay,
                     extra=ctx(service=self.service, error=failure.type, failures=self._failures_in_a_row))
