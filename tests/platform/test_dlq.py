@@ -116,3 +116,19 @@ def test_list_and_replay_each_consumer_stage_after_the_fix(rt: Runtime, capsys, 
     assert code == 1 and "still-failing" in out
     assert _listed(capsys, "--stage", "receipts")[0]["id"] == tombstone["id"]
     assert {r["status"] for r in _listed(capsys, "--all")} == {"replayed", "still-failing"}
+
+
+def test_an_ingest_dead_letter_lists_with_its_exact_bytes_and_replays(rt: Runtime, capsys, contracts_dir) -> None:
+    line = (contracts_dir / "dips-examples.ndjson").read_text().splitlines()[0]
+    unknown_code = line.replace('"code": "D11A"', '"code": "D11Q"').encode()
+    handler = rt.topic_handlers(["ingest"])[rt.settings.topics.dips]
+    with rt.store.transaction() as conn:  # a rejection: dead-lettered by the ingest flow itself
+        handler(conn, [Record(rt.settings.topics.dips, 3, 99, b"13837033319", unknown_code, {"h": "v"})])
+    [row] = _listed(capsys, "--stage", "ingest")
+    assert (row["stage"], row["source"], row["topic"], row["kafka_partition"], row["kafka_offset"]) == (
+        "ingest", "dips", rt.settings.topics.dips, 3, 99)
+    assert base64.b64decode(row["rawBase64"]) == unknown_code and row["headers"] == {"h": "v"}
+    assert row["reasons"][0]["rule"] == "known-event-code" and row["error"] is None
+    code, out = _replay(capsys, "--all", "--stage", "ingest")
+    assert code == 1 and "still-rejected" in out
+    assert _listed(capsys, "--stage", "pathway") == []

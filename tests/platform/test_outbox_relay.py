@@ -20,6 +20,7 @@ from kafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
+from forlop import cli
 from forlop.broker import EmbeddedBroker
 from forlop.clock import FixedClock
 from forlop.config import Topics, load_settings
@@ -74,7 +75,9 @@ def _relay_letters(store: Store) -> list:
         return conn.execute(select(schema.dead_letters).where(schema.dead_letters.c.stage == "relay")).all()
 
 
-def test_a_record_too_large_for_the_broker_is_parked_and_the_records_behind_it_go_out(broker, store, tmp_path):
+def test_a_record_too_large_for_the_broker_is_parked_and_the_records_behind_it_go_out(
+    broker, store, tmp_path, monkeypatch, capsys
+):
     settings = _settings(broker, tmp_path)
     rt = Runtime(settings, store, FixedClock(NOW))
     rt.ensure_topics()
@@ -95,6 +98,11 @@ def test_a_record_too_large_for_the_broker_is_parked_and_the_records_behind_it_g
         assert (letter.outbox_id, letter.topic, letter.status) == (too_large, t.events, "open")
         assert letter.raw_bytes == big.encode() and letter.reasons[0]["rule"] == "unpublishable"
         assert letter.error["type"] == "MessageSizeTooLargeError"
+        monkeypatch.setenv("FORLOP_DATABASE_URL", store.url.render_as_string(hide_password=False))
+        monkeypatch.setenv("FORLOP_DATA_DIR", str(tmp_path))
+        capsys.readouterr()
+        assert cli.main(["dlq", "list", "--stage", "relay"]) == 0
+        assert f"outbox:{too_large}" in capsys.readouterr().out
 
         assert relay.run_once() == 2  # the alert and the dead letter's record, which are small
         [alert] = [json.loads(v) for v in _read(settings, t.alerts)]
