@@ -96,3 +96,17 @@ def test_http_answers_409_naming_the_id_and_stores_nothing_of_the_request(store:
     assert f"dips:{dips[0]['eventId']}" in issue["diagnostics"]
     assert _count(store, schema.inbound_events) == 1  # all or nothing: dips[1] was not stored either
     assert _count(store, schema.dead_letters) == 0  # the sender has the refused request
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 123456789012345678901234567890}',  # beyond 64 bits: orjson would read a rounded float
+    '{"a": 18446744073709551615}', '{"a": 1e19}', '{"a": 1e400}', '{"a": "\\ud800"}', '{"a": "ø", "b": [1, 2.5]}',
+])
+def test_a_fingerprint_is_the_same_over_http_and_kafka_and_exact(text: str) -> None:
+    assert fingerprint(InboundRecord(text.encode(), "kafka")) == fingerprint(InboundRecord(json.loads(text), "http"))
+
+
+def test_a_fingerprint_tells_apart_what_differs() -> None:
+    for a, b in (('{"a": 123456789012345678901234567890}', '{"a": 123456789012345678901234567891}'),
+                 ('{"a": 1}', '{"a": 1.0}'), ('{"a": "x"}', '{"a": "y"}')):
+        assert fingerprint(InboundRecord(a, "a")) != fingerprint(InboundRecord(b, "b")), (a, b)
