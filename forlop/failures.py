@@ -19,7 +19,8 @@ the world for a poison record stalls the consumer for good. So the rule is narro
   exceptions (a value too long, NUL in PostgreSQL text, a number out of range), class 23
   constraint violations, 54 program limits (an index row too large), 57014 a statement
   cancelled for running too long, SQLite's TOOBIG, and every Python exception from the
-  handler's own code (OverflowError on a year-1 date, RecursionError on deep nesting).
+  handler's own code (OverflowError on a year-1 date, RecursionError on deep nesting, MemoryError
+  on a record that needs more than the process has).
   Being wrong here is cheap: a record is only dead-lettered after failing twice the same way
   on its own, so a one-off (a unique violation from a concurrent replica) passes on the retry.
 """
