@@ -50,6 +50,7 @@ class TcpProxy:
         self.restore()
 
     def restore(self) -> None:
+        self._cut = False
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -60,6 +61,7 @@ class TcpProxy:
 
     def cut(self) -> None:
         with self._lock:
+            self._cut = True  # a connection accepted while this runs is dropped too (see _accept)
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
@@ -81,6 +83,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._cut:
+                    client.close()
+                    server.close()
+                    return
                 self._open += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
