@@ -109,44 +109,56 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from services.ingest.dead_letters import list_dead_letters, replay_dead_letter
+    from forlop import dead_letters
+    from forlop.dlq import replay
 
     rt = _runtime(settings)
+    statuses = None if args.all else dead_letters.UNRESOLVED
     if args.dlq_command == "list":
         with rt.store.read() as conn:
-            rows = list_dead_letters(conn, None if args.all else "open")
+            rows = dead_letters.list_dead_letters(conn, statuses, stage=args.stage)
         for row in rows:
             if args.json:
-                print(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()
-                                  if k != "raw"} | {"raw": row["raw"]}, ensure_ascii=False))
+                print(json.dumps(_dead_letter_json(row), ensure_ascii=False))
             else:
                 rules = ", ".join(f"{r['field']}: {r['rule']}" for r in row["reasons"])
-                print(f"{row['id']:>6}  {row['status']:<9} {row['source']:<5} {row['origin']:<40} {rules}")
+                print(f"{row['id']:>6}  {row['status']:<14} {row['stage']:<9} {row['source']:<9} "
+                      f"{row['origin']:<40} {rules}")
         if not args.json:
             print(f"{len(rows)} dead letter(s)", file=sys.stderr)
         return 0
     ids: list[int]
-    if args.all:
-        with rt.store.read() as conn:
-            ids = [row["id"] for row in list_dead_letters(conn, "open", limit=1_000_000)]
-    elif args.id is not None:
+    if args.id is not None:
         ids = [args.id]
+    elif args.all:
+        with rt.store.read() as conn:
+            ids = [row["id"] for row in dead_letters.list_dead_letters(
+                conn, dead_letters.UNRESOLVED, stage=args.stage, limit=1_000_000)]
     else:
         print("forlop dlq replay: give an ID or --all", file=sys.stderr)
         return 2
     failed = 0
     for dl_id in ids:
         try:
-            with rt.store.transaction() as conn:
-                outcome = replay_dead_letter(conn, dl_id, rt.clock(), settings.topics)
+            outcome = replay(rt, dl_id)
         except KeyError as exc:
-            print(str(exc), file=sys.stderr)
+            print(str(exc).strip("'\""), file=sys.stderr)
             return 1
-        failed += outcome.status == "still-rejected"
+        failed += outcome.status.startswith("still-")
         detail = "; ".join(f"{r['field']}: {r['message']}" for r in outcome.reasons)
         print(f"{dl_id}: {outcome.status}" + (f" ({detail})" if detail else ""))
     rt.drain_outbox(rt.topic_handlers(["pathway", "messaging"])) if args.process else None
     return 1 if failed else 0
+
+
+def _dead_letter_json(row: dict) -> dict:
+    """A dead letter for `dlq list --json`: the exact bytes as base64 (`rawBase64`) beside the readable text."""
+    import base64
+
+    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items() if k != "raw_bytes"}
+    raw = row.get("raw_bytes")
+    out["rawBase64"] = base64.b64encode(bytes(raw)).decode() if raw is not None else None
+    return out
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -217,15 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     fhir.add_argument("--out", help="file to write (default stdout)")
     fhir.set_defaults(func=cmd_export)
 
-    dlq = sub.add_parser("dlq", help="inspect and replay rejected records")
+    dlq = sub.add_parser("dlq", help="inspect and replay dead letters: rejected and poison records of every stage")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dl_list = dlq_sub.add_parser("list")
-    dl_list.add_argument("--json", action="store_true")
+    stages = ("ingest", "pathway", "messaging", "receipts", "relay")
+    dl_list = dlq_sub.add_parser("list", help="the dead letters not replayed yet (open, still-rejected, still-failing)")
+    dl_list.add_argument("--json", action="store_true", help="one JSON object a line, the exact bytes as rawBase64")
     dl_list.add_argument("--all", action="store_true", help="also replayed ones")
+    dl_list.add_argument("--stage", choices=stages, help="only this stage's")
     dl_list.set_defaults(func=cmd_dlq)
-    dl_rep = dlq_sub.add_parser("replay")
+    dl_rep = dlq_sub.add_parser(
+        "replay", help="process dead letters again: ingest re-runs the ingest flow, pathway/messaging/receipts "
+                       "that consumer's handler, relay queues the parked outbox record again")
     dl_rep.add_argument("id", nargs="?", type=int)
-    dl_rep.add_argument("--all", action="store_true")
+    dl_rep.add_argument("--all", action="store_true", help="every dead letter not replayed yet")
+    dl_rep.add_argument("--stage", choices=stages, help="with --all: only this stage's")
     dl_rep.add_argument("--no-process", dest="process", action="store_false",
                         help="only re-ingest; leave the canonical events for the running services")
     dl_rep.set_defaults(func=cmd_dlq)

@@ -62,6 +62,13 @@ class Settings:
     # p99 at 100/s 112 -> 165 ms). 0: return as soon as any record is there (lowest latency below
     # capacity, most work per event).
     ingest_batch_wait_ms: int = 20
+    # The longest wait between retries while the database or broker is unavailable (consumers and
+    # outbox relays back off from 0.5 s, doubling up to this).
+    retry_backoff_max_s: int = 30
+    # The largest request the producers send (kafka-python's max_request_size): a larger outbox
+    # record is parked, not sent. Raise it with the broker's message.max.bytes, then replay the
+    # parked records' relay dead letters (`forlop dlq replay`).
+    kafka_max_request_bytes: int = 1024 * 1024
     clock: datetime | None = None  # frozen "now" for tests and replays
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -204,6 +211,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         partitions=_int(env, "FORLOP_TOPIC_PARTITIONS", 6, minimum=1),
         max_poll_interval_ms=_int(env, "FORLOP_MAX_POLL_INTERVAL_MS", 300_000, minimum=1000),
         ingest_batch_wait_ms=_int(env, "FORLOP_INGEST_BATCH_WAIT_MS", 20, minimum=0),
+        retry_backoff_max_s=_int(env, "FORLOP_RETRY_BACKOFF_MAX_S", Settings.retry_backoff_max_s, minimum=1),
+        kafka_max_request_bytes=_int(env, "FORLOP_KAFKA_MAX_REQUEST_BYTES", Settings.kafka_max_request_bytes,
+                                     minimum=1024),
         clock=clock,
         http_host=env.get("FORLOP_HTTP_HOST") or "0.0.0.0",
         http_port=_int(env, "FORLOP_HTTP_PORT", 8080, minimum=0),

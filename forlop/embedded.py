@@ -75,7 +75,8 @@ def wait_until_idle(rt: Runtime, timeout: float = 120.0) -> bool:
     while time.monotonic() < deadline:
         with rt.store.read() as conn:
             pending = conn.execute(
-                select(func.count()).select_from(schema.outbox).where(schema.outbox.c.published_at.is_(None))
+                select(func.count()).select_from(schema.outbox).where(
+                    schema.outbox.c.published_at.is_(None), schema.outbox.c.parked_at.is_(None))  # parked: see dlq
             ).scalar_one()
         lag = consumer_lag(rt.settings, ("ingest", "pathway", "messaging"))
         calm = calm + 1 if pending == 0 and lag == 0 else 0

@@ -15,6 +15,10 @@ processing_seconds = Histogram(
     ["service"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+consumer_outage = Gauge("forlop_consumer_outage", "1 while a consumer backs off because the database or "
+                        "broker is unavailable (nothing is dead-lettered meanwhile)", ["service"])
+outbox_parked = Counter("forlop_outbox_parked", "Outbox records the broker will not accept (too large), moved "
+                        "aside so the records behind them go out", ["topic"])
 consumer_lag = Gauge("forlop_consumer_lag", "Records behind the end of the partition", ["topic", "partition"])
 pathways = Gauge("forlop_pathways", "Pathways by EpisodeOfCare status", ["status"])
 milestones_overdue = Gauge("forlop_milestones_overdue", "Open milestones past their adjusted deadline")

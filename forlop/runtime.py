@@ -17,10 +17,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select, update
 
+from forlop import dead_letters
 from forlop.clock import Clock, FixedClock, system_clock
 from forlop.config import Settings
+from forlop.dead_letters import DeadLetter, exception_reason
 from forlop.events import PathwayEvent
-from forlop.kafka import ConsumerLoop, OutboxRelay, Record, ensure_topics, make_producer
+from forlop.failures import Failure
+from forlop.kafka import Backoff, ConsumerLoop, OutboxRelay, Quarantine, Record, ensure_topics, make_producer
 from forlop.logging import correlation_id
 from forlop.storage import Store, schema
 
@@ -67,7 +70,9 @@ class Runtime:
 
         def handle(conn: Connection, records: Sequence[Record]) -> None:
             inbound = [
-                InboundRecord(r.value, r.origin, r.key.decode("utf-8", "replace") if r.key else None) for r in records
+                InboundRecord(r.value, r.origin, r.key.decode("utf-8", "replace") if r.key else None,
+                              r.topic, r.partition, r.offset, r.headers)
+                for r in records
             ]
             ingest(conn, source, inbound, self.clock(), self.settings.topics)
 
@@ -158,9 +163,42 @@ class Runtime:
         t = self.settings.topics
         ensure_topics(self.settings, [getattr(t, name) for name in t.__dataclass_fields__])
 
-    def consumer(self, service: str, after_commit: Callable[[], None] | None = None) -> ConsumerLoop:
+    def stage_of(self, topic: str) -> tuple[str, str]:
+        """(stage, source) of a dead letter of a record consumed from `topic`."""
+        t = self.settings.topics
+        return {t.dips: ("ingest", "dips"), t.esp: ("ingest", "esp"), t.events: ("pathway", "pathway"),
+                t.status_changed: ("messaging", "messaging"), t.apprec: ("receipts", "receipts")}[topic]
+
+    def topic_of(self, stage: str, source: str) -> str:
+        """The topic (as configured now) whose consumer handles a dead letter's record again."""
+        t = self.settings.topics
+        return {("ingest", "dips"): t.dips, ("ingest", "esp"): t.esp}.get((stage, source)) or {
+            "pathway": t.events, "messaging": t.status_changed, "receipts": t.apprec}[stage]
+
+    def quarantine(self) -> Quarantine:
+        """Where a consumer puts a poison record: a dead letter, in a transaction of its own."""
+
+        def dead_letter(record: Record, failure: Failure, attempts: int) -> None:
+            stage, source = self.stage_of(record.topic)
+            letter = DeadLetter(
+                stage=stage, source=source, origin=record.origin, raw=record.value,
+                reasons=[exception_reason(failure, attempts)],
+                key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+                topic=record.topic, partition=record.partition, offset=record.offset, headers=record.headers,
+                error=failure,
+            )
+            with self.store.transaction() as conn:
+                dead_letters.write(conn, letter, self.clock(), self.settings.topics.dead_letter)
+
+        return dead_letter
+
+    def consumer(
+        self, service: str, after_commit: Callable[[], None] | None = None,
+        wait: Callable[[float], object] | None = None,
+    ) -> ConsumerLoop:
         """The service's consumer: each poll's records, of every topic, in one transaction; `after_commit`
-        runs after it (wakes the outbox relay)."""
+        runs after it (wakes the outbox relay). A poison record becomes a dead letter (`quarantine`);
+        `wait` is how it waits out a database or broker outage (tests pass one that returns at once)."""
         handlers = self.topic_handlers([service])
 
         def on_batch(batch: Sequence[Record]) -> None:
@@ -176,22 +214,29 @@ class Runtime:
 
         # Only the vendor topics' consumer waits for a batch: its work per event is small beside a
         # batch's fixed cost. The pathway consumer's is not, and under load its polls are full anyway.
-        wait = self.settings.ingest_batch_wait_ms if service == "ingest" else 0
-        return ConsumerLoop(self.settings, service, list(handlers), on_batch, batch_wait_ms=wait)
+        return ConsumerLoop(self.settings, service, list(handlers), on_batch,
+                            batch_wait_ms=self.settings.ingest_batch_wait_ms if service == "ingest" else 0,
+                            quarantine=self.quarantine(), wait=wait)
 
     def outbox_topics(self, service: str) -> list[str]:
-        """The topics a service writes to the outbox: its relay publishes only those (least privilege)."""
+        """The topics a service writes to the outbox: its relay publishes only those (least privilege).
+
+        Every service writes dead letters (a poison record, a parked outbox row) and alerts (a parked row).
+        """
         t = self.settings.topics
         return {
-            "ingest": [t.events, t.dead_letter],
-            "api": [t.events, t.dead_letter],  # POST /ingest writes what the ingest consumer writes
-            "pathway": [t.status_changed, t.alerts],
-            "messaging": [t.alerts],
+            "ingest": [t.events, t.dead_letter, t.alerts],
+            "api": [t.events, t.dead_letter, t.alerts],  # POST /ingest writes what the ingest consumer writes
+            "pathway": [t.status_changed, t.alerts, t.dead_letter],
+            "messaging": [t.alerts, t.dead_letter],
         }[service]
 
     def outbox_relay(self, service: str | None = None) -> OutboxRelay:
         topics = self.outbox_topics(service) if service else None
-        return OutboxRelay(self.store, make_producer(self.settings), topics=topics)
+        return OutboxRelay(self.store, make_producer(self.settings), self.settings.topics, only=topics)
+
+    def backoff(self) -> Backoff:
+        return Backoff(max_s=self.settings.retry_backoff_max_s)
 
     # --- in-process delivery (replay) -----------------------------------------------------------
     def drain_outbox(self, handlers: dict[str, TxHandler], batch_size: int = 2000) -> int:
@@ -206,7 +251,7 @@ class Runtime:
             with self.store.transaction() as conn:
                 rows = conn.execute(
                     select(o)
-                    .where(o.c.published_at.is_(None), o.c.topic.in_(list(handlers)))
+                    .where(o.c.published_at.is_(None), o.c.parked_at.is_(None), o.c.topic.in_(list(handlers)))
                     .order_by(o.c.id)
                     .limit(batch_size)
                 ).all()
@@ -236,17 +281,22 @@ class PeriodicWorker:
     """Runs `step()` every `interval` seconds on a thread until stopped; errors are logged, not fatal.
 
     `wake()` runs the next step at once instead of at the end of the interval (the outbox relay
-    is woken by its consumer's commit, so an event does not wait out the polling interval).
+    is woken by its consumer's commit, so an event does not wait out the polling interval). After
+    a failed step it waits `backoff` (doubling with each failure in a row, capped) instead, and a
+    wake() does not cut that short: a broker that is down is not asked again at every commit.
     """
 
-    def __init__(self, name: str, step: Callable[[], Any], interval: float) -> None:
+    def __init__(self, name: str, step: Callable[[], Any], interval: float, backoff: Backoff | None = None) -> None:
         self.name = name
         self.step = step
         self.interval = interval
+        self.backoff = backoff or Backoff(initial_s=interval, max_s=max(interval, 30.0))
         self._stop = threading.Event()
+        self.wait: Callable[[float], object] = self._stop.wait  # how it waits out a backoff (tests replace it)
         self._wake = threading.Event()
         self.last_error: str | None = None
         self.last_run: datetime | None = None
+        self.failures_in_a_row = 0
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -256,10 +306,14 @@ class PeriodicWorker:
             try:
                 busy = self.step()
                 self.last_error = None
+                self.failures_in_a_row = 0
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("%s failed", self.name)
-                busy = 0
+                delay = self.backoff.delay(self.failures_in_a_row)
+                self.failures_in_a_row += 1
+                log.exception("%s failed (%d in a row); next try in %.1f s", self.name, self.failures_in_a_row, delay)
+                self.wait(delay)
+                continue
             if not busy and not self._stop.is_set():
                 self._wake.wait(self.interval)
 

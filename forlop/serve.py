@@ -74,6 +74,8 @@ class ServiceProcess:
                 checks.append(
                     lambda w=w: None if w.joined.is_set() else f"{w.service} consumer has not joined its group yet"
                 )
+                # backing off from a database or broker outage: not ready, nothing dead-lettered
+                checks.append(lambda w=w: f"{w.service} consumer: {w.outage}" if w.outage else None)
         return checks
 
     def build(self) -> ServiceProcess:
@@ -85,7 +87,7 @@ class ServiceProcess:
             # Busy (run again at once) only after a full page: a partial one left nothing behind,
             # and the next commit wakes the relay. Running again after every page was an empty
             # transaction per wake-up (PostgreSQL's log: 5,010 outbox reads in a 30 s run).
-            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once() >= RELAY_PAGE, 0.2)
+            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once() >= RELAY_PAGE, 0.2, rt.backoff())
         if self.service in ("ingest", "pathway", "messaging"):
             self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
         if self.service == "pathway":

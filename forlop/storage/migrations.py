@@ -9,7 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, MetaData, delete, insert, inspect, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    delete,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.types import TypeEngine
 
 from forlop.storage import schema
 
@@ -99,6 +115,39 @@ def _pathways_overdue(conn: Connection) -> None:
     next(i for i in schema.pathways.indexes if i.name == "ix_pathways_overdue").create(conn, checkfirst=True)
 
 
+def _add_columns(conn: Connection, table: str, columns: list[tuple[str, TypeEngine, str]]) -> None:
+    """ALTER TABLE ... ADD COLUMN for each (name, type, extra SQL) the table lacks (a database made by
+    step 1 of a later release has them already)."""
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
+    for name, type_, extra in columns:
+        if name not in present:
+            ddl = type_.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl} {extra}".rstrip()))
+
+
+def _isolation(conn: Connection) -> None:
+    # Every stage's dead letters in one table, with the record's Kafka coordinates, exact bytes and
+    # the exception; the rows before this step were all ingest's.
+    _add_columns(conn, "dead_letters", [
+        ("stage", String(20), "NOT NULL DEFAULT 'ingest'"),
+        ("raw_bytes", LargeBinary(), ""),
+        ("error", JSON(), ""),
+        ("topic", String(255), ""),
+        ("kafka_partition", Integer(), ""),
+        ("kafka_offset", BigInteger(), ""),
+        ("headers", JSON(), ""),
+        ("outbox_id", BigInteger(), ""),
+    ])
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_dead_letters_record "
+                      "ON dead_letters (topic, kafka_partition, kafka_offset)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_dead_letters_outbox ON dead_letters (outbox_id)"))
+    # An accepted event's content fingerprint; rows before this step have none and are compared by
+    # their stored raw record instead (services.ingest.service).
+    _add_columns(conn, "inbound_events", [("fingerprint", String(64), "")])
+    # The relay parks a row the broker will never accept.
+    _add_columns(conn, "outbox", [("parked_at", DateTime(timezone=True), ""), ("park_reason", Text(), "")])
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
     (2, "pathway refresh queue (replay derives each pathway once)", _refresh_queue),
@@ -111,6 +160,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (7, "a pathway's messages by (pathway_key, status); no index on status alone", _messages_by_pathway_and_status),
     (8, "search index: no second index by resource", _search_index_without_by_resource),
     (9, "the pathways with overdue milestones (partial index; the gauge reads them only)", _pathways_overdue),
+    (10, "dead letters of every stage (Kafka coordinates, exact bytes, exception); event fingerprints; "
+         "parked outbox rows", _isolation),
 ]
 
 

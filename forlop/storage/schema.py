@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -51,21 +52,38 @@ inbound_events = Table(
     Column("pathway_key", String(200), nullable=False, index=True),
     _ts("received_at", nullable=False),
     Column("raw", Text, nullable=False),  # the vendor record exactly as received
+    # sha256 of the vendor record in canonical JSON (services.ingest.fingerprint): the same event id
+    # again with another fingerprint is a conflicting duplicate. None: stored before migration 10.
+    Column("fingerprint", String(64)),
 )
 
+# Every record a consumer or the outbox relay could not process, to be inspected and replayed
+# (`forlop dlq`): ingest's rejections (with every reason) and any stage's poison records (with the
+# exception that stopped them).
 dead_letters = Table(
     "dead_letters",
     metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),
-    Column("source", String(20), nullable=False),
-    Column("origin", String(200), nullable=False),  # "kafka:<topic>/<partition>@<offset>" or "http" or "replay:<file>"
+    Column("stage", String(20), nullable=False, server_default="ingest"),  # ingest|pathway|messaging|receipts|relay
+    Column("source", String(20), nullable=False),  # the vendor (ingest) or the stage
+    Column("origin", String(200), nullable=False),  # "kafka:<topic>/<partition>@<offset>", "http", "replay:<file>", "outbox:<id>"
     Column("record_key", Text),
-    Column("raw", Text, nullable=False),
+    Column("raw", Text, nullable=False),  # the record as text, for reading (capped; NUL replaced)
+    Column("raw_bytes", LargeBinary),  # the record's bytes exactly (None: a Kafka tombstone, or a row before migration 10)
     Column("reasons", JSON, nullable=False),  # [{"field","rule","message"}]
-    Column("status", String(20), nullable=False, default="open"),  # open | replayed | still-rejected
+    Column("error", JSON),  # the exception that stopped it: {"type","message","traceback"}; None for a rejection
+    Column("topic", String(255)),  # where a consumer read it, or where the relay was to publish it
+    Column("kafka_partition", Integer),
+    Column("kafka_offset", BigInteger),
+    Column("headers", JSON),
+    Column("outbox_id", BigInteger),  # the relay's parked outbox row
+    Column("status", String(20), nullable=False, default="open"),  # open | replayed | still-rejected | still-failing
     _ts("received_at", nullable=False),
     _ts("replayed_at"),
     Index("ix_dead_letters_status", "status"),
+    # a redelivered record is dead-lettered once (forlop.dead_letters.write)
+    Index("ix_dead_letters_record", "topic", "kafka_partition", "kafka_offset"),
+    Index("ix_dead_letters_outbox", "outbox_id"),
 )
 
 # --- outbox (every service) ---------------------------------------------------------------
@@ -79,6 +97,10 @@ outbox = Table(
     Column("headers", JSON, nullable=False, default=dict),
     _ts("created_at", nullable=False),
     _ts("published_at"),
+    # A row the broker will never accept (too large): moved aside so the rows behind it go out;
+    # `forlop dlq replay` of its relay dead letter queues it again.
+    _ts("parked_at"),
+    Column("park_reason", Text),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
 

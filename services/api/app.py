@@ -23,7 +23,7 @@ from forlop.logging import correlation_id
 from forlop.storage import Store
 from services.api.outcome import error, fhir_response, issue, operation_outcome
 from services.ingest.normalise import BodyError, parse_body
-from services.ingest.service import InboundRecord, check_record, ingest
+from services.ingest.service import ConflictingDuplicates, InboundRecord, check_record, ingest
 from services.pathway import fhir_store
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,15 @@ def create_app(deps: ApiDeps) -> Flask:
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
-        with deps.store.transaction() as conn:
-            result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False)
+        try:
+            with deps.store.transaction() as conn:
+                result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False)
+                if result.conflicts:  # all or nothing, as a 422: the transaction rolls back
+                    raise ConflictingDuplicates(result.conflicts)
+        except ConflictingDuplicates as exc:
+            return fhir_response(operation_outcome(
+                issue("error", "conflict", f"event id {event_id} was accepted before with other content; "
+                      "a change is a new event with an id of its own") for event_id in exc.event_ids), 409)
         return Response(
             json.dumps(
                 {

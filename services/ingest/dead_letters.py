@@ -1,46 +1,38 @@
-"""Dead letters: every rejected record, with its reasons, inspectable and replayable.
+"""Replaying ingest's dead letters: the very same raw record through the ingest flow again.
 
-`replay` runs the very same raw record through the ingest flow again, so once the
-cause is fixed (a code list update, a corrected rule, a vendor fix) it processes.
+Once the cause is fixed (a code list update, a corrected rule, a vendor fix) it processes. The
+dead letters of every stage, and replay of the others, are in `forlop.dead_letters` and `forlop.dlq`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection
 
+from forlop import dead_letters
 from forlop.config import Topics
-from forlop.storage import schema
 from services.ingest.service import InboundRecord, ingest
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayOutcome:
     id: int
-    status: str  # replayed | duplicate | still-rejected
+    status: str  # replayed | duplicate | requeued | still-rejected | still-failing
     reasons: list[dict]
 
 
-def list_dead_letters(conn: Connection, status: str | None = "open", limit: int = 500) -> list[dict]:
-    d = schema.dead_letters
-    query = select(d).order_by(d.c.id).limit(limit)
-    if status:
-        query = query.where(d.c.status == status)
-    return [dict(row._mapping) for row in conn.execute(query)]
-
-
-def replay_dead_letter(conn: Connection, dl_id: int, now: datetime, topics: Topics) -> ReplayOutcome:
-    d = schema.dead_letters
-    row = conn.execute(select(d).where(d.c.id == dl_id)).first()
-    if row is None:
-        raise KeyError(f"no dead letter with id {dl_id}")
-    record = InboundRecord(row.raw, f"dlq:{dl_id}:{row.origin}", row.record_key)
-    result = ingest(conn, row.source, [record], now, topics, dead_letter=False)
+def replay_dead_letter(conn: Connection, row: Mapping[str, Any], now: datetime, topics: Topics) -> ReplayOutcome:
+    """Run an ingest dead letter's record through the ingest flow again, in the caller's transaction."""
+    dl_id = int(row["id"])
+    record = InboundRecord(dead_letters.record_bytes(row), f"dlq:{dl_id}:{row['origin']}", row["record_key"])
+    result = ingest(conn, row["source"], [record], now, topics, dead_letter=False)
     if result.rejected:
         reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in result.rejected[0][1]]
-        conn.execute(update(d).where(d.c.id == dl_id).values(reasons=reasons, status="open"))
+        dead_letters.mark_failing(conn, dl_id, "still-rejected", reasons)
         return ReplayOutcome(dl_id, "still-rejected", reasons)
-    conn.execute(update(d).where(d.c.id == dl_id).values(status="replayed", replayed_at=now))
+    dead_letters.mark_replayed(conn, dl_id, now)
     return ReplayOutcome(dl_id, "replayed" if result.accepted else "duplicate", [])

@@ -378,6 +378,8 @@ def test_prometheus_rule_alerts(default_render: Rendered, production_render: Ren
         "ForlopNoEventsDuringWorkingHours",
         "ForlopTargetDown",
         "ForlopConsumerLagHigh",
+        "ForlopConsumerOutage",
+        "ForlopOutboxRecordParked",
     ):
         assert name in alerts, name
         assert alerts[name]["labels"]["severity"] in ("info", "warning", "critical")
@@ -425,11 +427,11 @@ def test_strimzi_topics_and_users(default_render: Rendered, production_render: R
         "messaging": [cm["FORLOP_TOPIC_STATUS_CHANGED"], cm["FORLOP_TOPIC_APPREC"]],
         "api": [],
     }
-    outputs = {  # what each service's code writes to its outbox
-        "ingest": [cm["FORLOP_TOPIC_EVENTS"], cm["FORLOP_TOPIC_DEAD_LETTER"]],
-        "pathway": [cm["FORLOP_TOPIC_STATUS_CHANGED"], cm["FORLOP_TOPIC_ALERTS"]],
-        "messaging": [cm["FORLOP_TOPIC_OUTBOUND"]],
-        "api": [cm["FORLOP_TOPIC_EVENTS"], cm["FORLOP_TOPIC_DEAD_LETTER"]],
+    outputs = {  # what each service's code writes to its outbox (every one: dead letters, parking alerts)
+        "ingest": [cm["FORLOP_TOPIC_EVENTS"], cm["FORLOP_TOPIC_DEAD_LETTER"], cm["FORLOP_TOPIC_ALERTS"]],
+        "pathway": [cm["FORLOP_TOPIC_STATUS_CHANGED"], cm["FORLOP_TOPIC_ALERTS"], cm["FORLOP_TOPIC_DEAD_LETTER"]],
+        "messaging": [cm["FORLOP_TOPIC_OUTBOUND"], cm["FORLOP_TOPIC_DEAD_LETTER"], cm["FORLOP_TOPIC_ALERTS"]],
+        "api": [cm["FORLOP_TOPIC_EVENTS"], cm["FORLOP_TOPIC_DEAD_LETTER"], cm["FORLOP_TOPIC_ALERTS"]],
     }
     for service, user in users.items():
         service = service.removeprefix("forlop-")

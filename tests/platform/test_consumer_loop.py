@@ -171,3 +171,86 @@ def test_the_lag_gauge_is_set_at_most_once_a_second_not_after_every_poll(broker:
         assert lookups == 2 * known
     finally:
         consumer.close()
+
+
+def test_a_poison_record_is_quarantined_and_the_records_after_it_are_handled_in_order(broker: str, tmp_path) -> None:
+    """A batch that fails is handled again record by record: a record that fails the same way twice is
+    quarantined (once), one whose failures differ every time after ISOLATION_MAX_ATTEMPTS, one that fails
+    once (a deadlock, say) is handled on the retry; every other record once, each partition in order;
+    the offsets are committed past all of them and a restarted loop does not see them again."""
+    from forlop.failures import Failure
+    from forlop.kafka import ISOLATION_MAX_ATTEMPTS
+
+    settings = replace(_settings(broker, tmp_path), max_poll_interval_ms=1000)
+    topic = f"poison.{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings, [topic])
+    special = {7: b"poison", 19: b"varying", 23: b"flaky"}
+    producer = make_producer(settings)
+    for i in range(40):
+        producer.send(topic, key=f"patient-{i % 5}".encode(), value=special.get(i, f"ok-{i}".encode()))
+    producer.flush()
+
+    handled: list[Record] = []
+    quarantined: list[tuple[Record, Failure, int]] = []
+    attempts = {"varying": 0, "flaky-alone": 0}
+
+    def handler(batch: Sequence[Record]) -> None:
+        kept = []
+        for r in batch:  # as a transaction: all of the batch or nothing
+            if r.value == b"poison":
+                raise ValueError("year 1 is out of range")
+            if r.value == b"varying":
+                attempts["varying"] += 1
+                raise ValueError(f"failed at attempt {attempts['varying']}")
+            if r.value == b"flaky" and (len(batch) > 1 or attempts["flaky-alone"] == 0):
+                attempts["flaky-alone"] += len(batch) == 1
+                raise RuntimeError("deadlock detected")
+            kept.append(r)
+        handled.extend(kept)
+
+    def run(loop: ConsumerLoop) -> threading.Thread:
+        thread = threading.Thread(target=loop.run, daemon=True)
+        thread.start()
+        return thread
+
+    waits: list[float] = []
+    loop = ConsumerLoop(settings, "poisontest", [topic], handler, wait=waits.append,
+                        quarantine=lambda r, f, n: quarantined.append((r, f, n)))
+    thread = run(loop)
+    try:
+        eventually(lambda: len(handled) == 38 and len(quarantined) == 2, timeout=60)
+
+        def committed_at_the_end() -> bool:
+            ends = {}
+            for r in handled + [q[0] for q in quarantined]:
+                ends[(r.topic, r.partition)] = max(ends.get((r.topic, r.partition), 0), r.offset + 1)
+            return all(_committed(settings, "poisontest", [topic])[k] == v for k, v in ends.items())
+
+        eventually(committed_at_the_end, timeout=30)
+    finally:
+        loop.stop()
+        thread.join(15)
+    assert waits == []  # nothing of this was the infrastructure's
+    assert sorted(r.value for r in handled) == sorted([f"ok-{i}".encode() for i in range(40) if i not in special]
+                                                      + [b"flaky"])
+    (poison, failure, tries), (varying, _, varying_tries) = sorted(quarantined, key=lambda q: q[0].value != b"poison")
+    assert poison.value == b"poison" and tries == 2 and failure.type == "ValueError"
+    assert failure.message == "year 1 is out of range" and failure.traceback
+    assert varying.value == b"varying" and varying_tries == ISOLATION_MAX_ATTEMPTS
+    for partition in {r.partition for r in handled}:
+        offsets = [r.offset for r in handled if r.partition == partition]
+        assert offsets == sorted(offsets)  # each partition in order, across the retries
+
+    producer.send(topic, key=b"patient-0", value=b"after-restart")
+    producer.flush()
+    producer.close()
+    seen: list[Record] = []
+    again = ConsumerLoop(settings, "poisontest", [topic], seen.extend, wait=waits.append,
+                         quarantine=lambda r, f, n: quarantined.append((r, f, n)))
+    thread = run(again)
+    try:
+        eventually(lambda: any(r.value == b"after-restart" for r in seen), timeout=60)
+    finally:
+        again.stop()
+        thread.join(15)
+    assert [r.value for r in seen] == [b"after-restart"] and len(quarantined) == 2

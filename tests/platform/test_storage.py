@@ -146,3 +146,31 @@ def test_migration_9_the_overdue_gauge_reads_only_the_pathways_with_overdue_mile
             conn.execute(text("SET LOCAL enable_seqscan = off"))
         plan = query_plan(conn, sql)
     assert "ix_pathways_overdue" in plan, plan  # not a scan of every pathway (0.42 s over 203k on SQLite)
+
+
+def test_migration_10_keeps_the_dead_letters_and_events_of_before(store: Store):
+    """A database of before step 10: its dead letters become ingest's, its events have no fingerprint."""
+    added = {"dead_letters": ["stage", "raw_bytes", "error", "topic", "kafka_partition", "kafka_offset", "headers",
+                              "outbox_id"],
+             "inbound_events": ["fingerprint"], "outbox": ["parked_at", "park_reason"]}
+    with store.transaction() as conn:
+        conn.execute(text("DROP INDEX ix_dead_letters_record"))
+        conn.execute(text("DROP INDEX ix_dead_letters_outbox"))
+        for table, columns in added.items():
+            for column in columns:
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version == 10))
+        conn.execute(text("INSERT INTO dead_letters (source, origin, raw, reasons, status, received_at) "
+                          "VALUES ('esp', 'kafka:ehr.esp/0@3', '{}', '[]', 'open', :t)"), {"t": NOW})
+        conn.execute(text("INSERT INTO inbound_events (event_id, source, pathway_key, received_at, raw) "
+                          "VALUES ('esp:1', 'esp', 'esp:P', :t, '{}')"), {"t": NOW})
+    assert store.migrate() == [10]
+    assert store.migrate() == []
+    for table, columns in added.items():
+        assert set(columns) <= {c["name"] for c in inspect(store.engine).get_columns(table)}
+    with store.read() as conn:
+        old = conn.execute(select(schema.dead_letters)).one()
+        assert (old.stage, old.source, old.raw_bytes, old.topic) == ("ingest", "esp", None, None)
+        assert conn.execute(select(schema.inbound_events.c.fingerprint)).scalar_one() is None
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("dead_letters")}
+    assert {"ix_dead_letters_record", "ix_dead_letters_outbox"} <= indexes

@@ -76,16 +76,16 @@ Always
 {{- define "forlop.serviceTopics" -}}
 ingest:
   consumes: [dips, esp]
-  produces: [events, deadLetter]
+  produces: [events, deadLetter, alerts]
 pathway:
   consumes: [events]
-  produces: [statusChanged, alerts]
+  produces: [statusChanged, alerts, deadLetter]
 messaging:
   consumes: [statusChanged, apprec]
-  produces: [outbound, alerts]
+  produces: [outbound, alerts, deadLetter]
 api:
   consumes: []
-  produces: [events, deadLetter]
+  produces: [events, deadLetter, alerts]
 {{- end -}}
 
 {{- define "forlop.topicKeys" -}}
@@ -104,6 +104,8 @@ FORLOP_DATA_DIR: "/tmp/forlop"
 FORLOP_CONSUMER_GROUP: {{ $c.consumerGroup | quote }}
 FORLOP_MAX_POLL_INTERVAL_MS: {{ $c.maxPollIntervalMs | int64 | toString | quote }}
 FORLOP_INGEST_BATCH_WAIT_MS: {{ $c.ingestBatchWaitMs | int64 | toString | quote }}
+FORLOP_RETRY_BACKOFF_MAX_S: {{ $c.retryBackoffMaxSeconds | int64 | toString | quote }}
+FORLOP_KAFKA_MAX_REQUEST_BYTES: {{ $c.kafkaMaxRequestBytes | int64 | toString | quote }}
 FORLOP_SCAN_INTERVAL_S: {{ $c.scanIntervalSeconds | int64 | toString | quote }}
 FORLOP_TRANSPORT: {{ $c.transport | quote }}
 FORLOP_APPREC_TIMEOUT_S: {{ $c.apprecTimeoutSeconds | int64 | toString | quote }}
