@@ -34,8 +34,6 @@ class MessageStatus(StrEnum):
 
 
 PLO_TRIGGERS = (Trigger.ADMISSION, Trigger.DISCHARGE_READY, Trigger.DISCHARGED)
-# A message in these states has reached (or may have reached) the recipient: withdrawing needs a correction.
-DELIVERED = (MessageStatus.SENT, MessageStatus.ACKNOWLEDGED)
 # Not yet on the wire: can still be cancelled or re-gated.
 UNSENT = (MessageStatus.QUEUED, MessageStatus.HELD, MessageStatus.SUPPRESSED)
 
