@@ -117,12 +117,16 @@ class DirectoryTransport:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise _Refused(f"cannot be opened: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as fp:
-            st = os.fstat(fp.fileno())
+        try:
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise _Refused("not a regular file")
             if st.st_size > self.max_bytes:
                 raise _Refused(f"{st.st_size} bytes: larger than {self.max_bytes}")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as fp:
             raw = fp.read(self.max_bytes + 1)
         if len(raw) > self.max_bytes:
             raise _Refused(f"grew beyond {self.max_bytes} bytes while read")
