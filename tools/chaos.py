@@ -72,6 +72,8 @@ class ChaosConfig:
     feed_seconds: float | None = None  # how long the feed lasts (default: ~8 s per kill)
     redeliver: float = 0.05  # share of records produced once more, later
     late_deletions: float = 0.1  # share of DIPS decisions, evaluations and ends deleted again later
+    # processes per service: two messaging replicas race each other (one's handler, the other's relay)
+    replicas: dict[str, int] = field(default_factory=lambda: {"messaging": 2})
     partitions: int = 3
     settle_timeout_s: float = 300.0
     keep: bool = False  # keep the schemas
@@ -92,6 +94,7 @@ class ChaosReport:
     # writes them, so what the two vendors' formats say differently depends on the order of arrival.
     shared_differing: list[str] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
+    processes: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
     unexpected_exits: list[str] = field(default_factory=list)
     msg_ids_received: int = 0
@@ -104,6 +107,7 @@ class ChaosReport:
     received_but_unsent: int = 0
     owed_by_replay: int = 0
     owed_never_delivered: int = 0
+    receipts_duplicated: int = 0  # receipt rows beyond one per AppRec
     unsettled: dict[str, int] = field(default_factory=dict)
     deadlocks: int = 0
     dead_letters_live: int = 0
@@ -115,12 +119,14 @@ class ChaosReport:
         return not (self.events_lost or self.events_extra or self.pathways_differing or self.twice_in_effect
                     or self.conflicting_contents or self.unknown_msg_ids or self.uncorrected
                     or self.received_but_unsent or self.owed_never_delivered or self.unsettled
+                    or self.receipts_duplicated
                     or self.unexpected_exits or self.deadlocks or self.dead_letters_live != self.dead_letters_replay)
 
     def lines(self) -> list[str]:
         kills = ", ".join(f"{s} {self.kills[s]}" for s in SERVICES)
         return [
             f"chaos (kill -9): {self.pathways_per_vendor} pathways per vendor, {self.records_fed:,} records fed, "
+            f"processes {', '.join(f'{s} x{n}' for s, n in self.processes.items())}, "
             f"{sum(self.kills.values())} kills ({kills}), {self.restarts} restarts, "
             f"{len(self.unexpected_exits)} unexpected exits, {self.seconds:.0f} s",
             f"events: {self.events:,} in the replay, {self.events_live:,} live: {self.events_lost} lost, "
@@ -135,7 +141,8 @@ class ChaosReport:
             f"withdrawals: {self.withdrawn_after_sending} sent messages withdrawn later, {self.uncorrected} "
             f"uncorrected; {self.received_but_unsent} received but recorded as unsent",
             f"owed: {self.owed_by_replay} messages the replay owes, {self.owed_never_delivered} never delivered; "
-            f"unsettled at the end: {self.unsettled or 'none'}",
+            f"receipt rows beyond one per AppRec: {self.receipts_duplicated}; unsettled at the end: "
+            f"{self.unsettled or 'none'}",
             f"deadlocks in the logs: {self.deadlocks}; dead letters: {self.dead_letters_live} live, "
             f"{self.dead_letters_replay} in the replay",
         ]
@@ -230,7 +237,9 @@ class Chaos:
         return self.report
 
     def _serve_and_kill(self, env: dict[str, str], settings: Settings, files: dict[str, list[bytes]]) -> None:
-        self.services = [Supervised(s, env, self.logs / f"{s}.log") for s in SERVICES]
+        self.services = [Supervised(s, env, self.logs / f"{s}-{n}.log") for s in SERVICES
+                         for n in range(1, self.config.replicas.get(s, 1) + 1)]
+        self.report.processes = dict(Counter(s.service for s in self.services))
         for s in self.services:
             s.start()
         supervisor = threading.Thread(target=self._supervise, name="chaos-supervisor", daemon=True)
@@ -383,7 +392,7 @@ class Chaos:
         differing |= {pathway for pathway in owner.values() if pathway}
         r.pathways_differing = sorted(differing)
         r.shared_differing = sorted("/".join(k) for k, pathway in owner.items() if not pathway)
-        if differing:  # what differs, for a person to look at
+        if differing or differing_resources:  # what differs, for a person to look at
             (self.workdir / "differences.json").write_text(json.dumps({
                 "pathways": {k: {"live": a.get(k), "replay": b.get(k)} for k in sorted(differing)},
                 "resources": {"/".join(k): {"live": ra.get(k), "replay": rb.get(k)} for k in differing_resources},
@@ -396,6 +405,9 @@ class Chaos:
             histories: dict[str, list[PathwayEvent]] = {}
             for key, event in conn.execute(select(schema.pathway_events.c.pathway_key, schema.pathway_events.c.event)):
                 histories.setdefault(key, []).append(PathwayEvent.from_dict(event))
+            rc = schema.receipts
+            r.receipts_duplicated = conn.execute(select(func.count()).select_from(rc)).scalar_one() - len(
+                set(conn.execute(select(func.coalesce(rc.c.apprec_msg_id, rc.c.raw)))))
         with replay.read() as conn:
             owed = {x.dedupe_key for x in conn.execute(select(m.c.dedupe_key).where(m.c.status == "queued"))}
         received = set(receiver.deliveries)
@@ -404,7 +416,8 @@ class Chaos:
         r.unknown_msg_ids = len(received - rows.keys())
         per_key = Counter(rows[i].dedupe_key for i in received if i in rows)
         r.twice_in_effect = sum(1 for n in per_key.values() if n > 1)
-        r.received_but_unsent = sum(1 for i in received if i in rows and rows[i].sent_at is None)
+        r.received_but_unsent = sum(1 for i in received if i in rows and (
+            rows[i].sent_at is None or rows[i].status in ("suppressed", "held")))
         withdrawn = {key: withdrawn_registrations(events) for key, events in histories.items()}
         corrected = {x.corrects for x in rows.values() if x.corrects and x.id in received}
         for i in received & rows.keys():
@@ -486,7 +499,9 @@ class Chaos:
             deletion = {**ev, "eventId": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
                         "eventType": "ppr.document.deleted", "eventTime": ev["recordedTime"],
                         "document": {"id": ev["document"]["id"], "reason": "feilregistrering"}}
-            out.insert(self.rng.randint(i + 1, len(out)), deletion)
+            # half soon after (racing the message's send), half anywhere later
+            soon = self.rng.random() < 0.5
+            out.insert(self.rng.randint(i + 1, min(len(out), i + 40) if soon else len(out)), deletion)
         return out
 
     def _until(self, check: Any, timeout: float, what: str) -> None:
@@ -537,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     config = ChaosConfig(workdir=workdir, pathways=args.pathways, kills=args.kills, seed=args.seed,
                          postgres_url=args.postgres, bootstrap=args.bootstrap, feed_seconds=args.feed_seconds,
                          keep=args.keep)
+    def stop(*_: object) -> None:  # SIGTERM as Ctrl-C: the services and the broker are stopped on the way out
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     report = Chaos(config).run()
     if args.json:
         print(json.dumps({**{k: v for k, v in vars(report).items()}, "ok": report.ok}, default=str))

@@ -23,5 +23,5 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(broker, tmp_path):
     assert report.msg_ids_received > 50
     assert (report.twice_in_effect, report.conflicting_contents, report.unknown_msg_ids) == (0, 0, 0)
     assert (report.uncorrected, report.received_but_unsent, report.owed_never_delivered) == (0, 0, 0)
-    assert not report.unsettled and report.deadlocks == 0
+    assert not report.unsettled and report.deadlocks == 0 and report.receipts_duplicated == 0
     assert report.dead_letters_live == report.dead_letters_replay == 0
