@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench fuzz-ingest clean
+.PHONY: run test lint bench fuzz-ingest chaos clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 FUZZ_EXAMPLES ?= 500
 fuzz-ingest: $(STAMP)
 	$(BIN)/python -m tools.fuzz_ingest --examples $(FUZZ_EXAMPLES) --store sqlite --store postgresql
+# kill -9 of the services while they work, compared with a replay (PostgreSQL at FORLOP_TEST_POSTGRES_URL,
+# the bundled broker); its figures are in docs/reliability.md. CHAOS_ARGS: e.g. --pathways 400 --kills 60
+chaos: $(STAMP)
+	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

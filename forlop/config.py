@@ -95,6 +95,7 @@ class Settings:
     transport_url: str | None = None
     apprec_timeout_s: int = 3600
     max_send_attempts: int = 5
+    apprec_inbox_batch: int = 50  # AppRec files of the directory transport's inbox read per relay pass
     municipal_directory: str | None = None  # file or http(s) URL: kommunenummer -> receiving HER-id
     gp_directory: str | None = None  # file or http(s) URL: patient -> GP (fastlege) when events lack it
     sender_org_number: str = "983974899"  # synthetic health trust until configured
@@ -235,6 +236,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transport_url=env.get("FORLOP_TRANSPORT_URL") or None,
         apprec_timeout_s=_int(env, "FORLOP_APPREC_TIMEOUT_S", 3600, minimum=1),
         max_send_attempts=_int(env, "FORLOP_MAX_SEND_ATTEMPTS", 5, minimum=1),
+        apprec_inbox_batch=_int(env, "FORLOP_APPREC_INBOX_BATCH", 50, minimum=1),
         municipal_directory=env.get("FORLOP_MUNICIPAL_DIRECTORY") or None,
         gp_directory=env.get("FORLOP_GP_DIRECTORY") or None,
         sender_org_number=_digits(env, "FORLOP_SENDER_ORG_NUMBER", "983974899", 9),

@@ -105,30 +105,17 @@ class Runtime:
                          lambda conn, keys, now: republish(conn, keys, now, topics, CAUSE), self.clock)
 
     def messaging_handler(self) -> TxHandler:
-        from services.messaging.handler import handle_apprec, handle_status_changes
+        from services.messaging.handler import Inbound, handle_batch
 
-        topics = self.settings.topics
+        apprec_topic = self.settings.topics.apprec
 
         def handle(conn: Connection, records: Sequence[Record]) -> None:
-            # In order; a run of status changes between AppRecs is handled as one batch.
-            run: list[dict[str, Any]] = []
-            correlations: dict[int, str | None] = {}
-
-            def flush() -> None:
-                handle_status_changes(conn, run, self.clock(), self.messaging.deps,
-                                      on_each=lambda p: correlation_id.set(correlations[id(p)]))
-                run.clear()
-
-            for r in records:
-                if r.topic == topics.apprec:
-                    flush()
-                    correlation_id.set(r.headers.get("correlation-id"))
-                    handle_apprec(conn, r.value, self.clock(), self.messaging.deps)
-                else:
-                    payload = orjson.loads(r.value)
-                    correlations[id(payload)] = r.headers.get("correlation-id")
-                    run.append(payload)
-            flush()
+            # In order, with every lock the batch needs taken first (services.messaging.handler).
+            handle_batch(conn, [
+                Inbound(apprec=r.value, correlation=r.headers.get("correlation-id")) if r.topic == apprec_topic
+                else Inbound(payload=orjson.loads(r.value), correlation=r.headers.get("correlation-id"))
+                for r in records
+            ], self.clock(), self.messaging.deps)
 
         return handle
 
@@ -202,13 +189,16 @@ class Runtime:
         handlers = self.topic_handlers([service])
 
         def on_batch(batch: Sequence[Record]) -> None:
-            by_topic: dict[str, list[Record]] = {}
-            for record in batch:  # a partition's records keep their order within their topic
-                by_topic.setdefault(record.topic, []).append(record)
+            # One call per handler (messaging's serves two topics): a handler takes the locks of its
+            # whole batch first, in one order (services.messaging.handler). A partition's records keep
+            # their order within their topic.
+            by_handler: dict[TxHandler, list[Record]] = {}
+            for record in batch:
+                by_handler.setdefault(handlers[record.topic], []).append(record)
             correlation_id.set(batch[0].headers.get("correlation-id"))
             with self.store.transaction() as conn:
-                for topic, records in by_topic.items():
-                    handlers[topic](conn, records)
+                for handler, records in by_handler.items():
+                    handler(conn, records)
             if after_commit is not None:
                 after_commit()
 

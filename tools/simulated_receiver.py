@@ -9,11 +9,14 @@ the inbox directory, the HTTP response body) according to a policy:
 - ``silent``: no answer at all (the sender must resend after its timeout).
 
 It records every delivery per MsgId. A resend with a MsgId already seen takes effect once:
-it is counted as a duplicate delivery and answered with the same AppRec again.
+it is counted as a duplicate delivery and answered with the same AppRec again. It also keeps
+the digest of each MsgId's content: a MsgId seen with two contents (`conflicting`) would be
+two messages to a receiver that trusts the MsgId.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +43,7 @@ class SimulatedReceiver:
         self.deliveries: Counter[str] = Counter()  # MsgId -> times delivered
         self.effects: dict[str, str] = {}  # MsgId -> message type, applied once
         self.answers: dict[str, bytes | None] = {}
+        self.contents: dict[str, set[str]] = {}  # MsgId -> sha256 of each distinct content received
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -56,8 +60,10 @@ class SimulatedReceiver:
         mtype = root.find(f"{{{MH}}}MsgInfo/{{{MH}}}Type")
         if not msg_id:
             return None
+        digest = hashlib.sha256(xml).hexdigest()
         with self._lock:
             self.deliveries[msg_id] += 1
+            self.contents.setdefault(msg_id, set()).add(digest)
             if msg_id in self.answers:  # a resend: no second effect, the same answer
                 answer = self.answers[msg_id]
             else:
@@ -80,9 +86,15 @@ class SimulatedReceiver:
     def duplicates(self) -> int:
         return sum(self.deliveries.values()) - len(self.deliveries)
 
+    @property
+    def conflicting(self) -> list[str]:
+        """MsgIds received with more than one content."""
+        return sorted(m for m, digests in self.contents.items() if len(digests) > 1)
+
     def summary(self) -> dict[str, Any]:
         return {"distinct": len(self.deliveries), "deliveries": sum(self.deliveries.values()),
-                "duplicates": self.duplicates, "by_msg_id": dict(self.deliveries)}
+                "duplicates": self.duplicates, "conflicting": len(self.conflicting),
+                "by_msg_id": dict(self.deliveries)}
 
     def _save(self) -> None:
         if self.record_file is not None:

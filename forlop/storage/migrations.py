@@ -6,6 +6,7 @@ SQLite and PostgreSQL because each step is expressed with SQLAlchemy.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,11 +20,15 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    bindparam,
     delete,
+    func,
     insert,
     inspect,
+    literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -146,6 +151,38 @@ def _isolation(conn: Connection) -> None:
     _add_columns(conn, "inbound_events", [("fingerprint", String(64), "")])
     # The relay parks a row the broker will never accept.
     _add_columns(conn, "outbox", [("parked_at", DateTime(timezone=True), ""), ("park_reason", Text(), "")])
+def _receipts_once_and_history_versions(conn: Connection) -> None:
+    """Receipts keyed by their AppRec (one row per AppRec however often delivered); messaging's
+    newest reconciled history per pathway.
+
+    A database may already hold the same AppRec several times (redeliveries were stored again):
+    exact copies are deleted, keeping the first; rows that share an AppRec Id but differ in content
+    are all kept, the later ones keyed by their content (the key rule of this release is written
+    out here: a released step never changes, and storage does not import a service)."""
+    if "dedupe_key" not in {c["name"] for c in inspect(conn).get_columns("receipts")}:
+        conn.execute(text("ALTER TABLE receipts ADD COLUMN dedupe_key VARCHAR(200)"))
+    r = schema.receipts
+    conn.execute(update(r).where(r.c.dedupe_key.is_(None), r.c.apprec_msg_id.is_not(None))
+                 .values(dedupe_key=literal("id:") + r.c.apprec_msg_id))
+
+    def by_content(raw: str) -> str:
+        return "sha256:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+
+    while rows := conn.execute(select(r.c.id, r.c.raw).where(r.c.dedupe_key.is_(None)).order_by(r.c.id)
+                               .limit(1000)).all():
+        conn.execute(update(r).where(r.c.id == bindparam("k_id")),
+                     [{"k_id": row.id, "dedupe_key": by_content(row.raw)} for row in rows])
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_receipts_dedupe_step ON receipts (dedupe_key)"))
+    conn.execute(text("DELETE FROM receipts WHERE EXISTS (SELECT 1 FROM receipts b WHERE "
+                      "b.dedupe_key = receipts.dedupe_key AND b.raw = receipts.raw AND b.id < receipts.id)"))
+    shared = select(r.c.dedupe_key).group_by(r.c.dedupe_key).having(func.count() > 1)
+    firsts = select(func.min(r.c.id)).group_by(r.c.dedupe_key)
+    later = select(r.c.id, r.c.raw).where(r.c.dedupe_key.in_(shared), r.c.id.not_in(firsts))
+    for row in conn.execute(later).all():
+        conn.execute(update(r).where(r.c.id == row.id).values(dedupe_key=by_content(row.raw)))
+    conn.execute(text("DROP INDEX IF EXISTS ix_receipts_dedupe_step"))
+    conn.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS ux_receipts_dedupe_key ON receipts (dedupe_key)"))
+    schema.messaging_pathways.create(conn, checkfirst=True)
 
 
 MIGRATIONS: list[tuple[int, str, Step]] = [
@@ -162,6 +199,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (9, "the pathways with overdue milestones (partial index; the gauge reads them only)", _pathways_overdue),
     (10, "dead letters of every stage (Kafka coordinates, exact bytes, exception); event fingerprints; "
          "parked outbox rows", _isolation),
+    (11, "receipts: one row per AppRec (dedupe_key, unique; duplicates removed); messaging's newest history "
+         "per pathway", _receipts_once_and_history_versions),
 ]
 
 

@@ -233,7 +233,24 @@ receipts = Table(
     Column("apprec_msg_id", String(100)),
     Column("status", String(20), nullable=False),  # ok | ok-with-errors | rejected | unparseable
     Column("errors", JSON, nullable=False, default=list),
-    Column("outcome", String(30), nullable=False),  # applied | unknown-message | already-settled | invalid
+    # applied | unknown-message | already-settled | not-sent | conflicting-duplicate | invalid
+    Column("outcome", String(30), nullable=False),
     Column("raw", Text, nullable=False),
     _ts("received_at", nullable=False),
+    # One row per AppRec, however often it is delivered: "id:<its own Id>", or "sha256:<of raw>" for
+    # one without an Id (or unparseable). Null only in rows written before migration 11 filled it.
+    Column("dedupe_key", String(200)),
+    Index("ux_receipts_dedupe_key", "dedupe_key", unique=True),
+)
+
+# The newest pathway history messaging has reconciled, per pathway: a status change carrying an
+# older (smaller) history, redelivered after a newer one, is skipped instead of undoing what the
+# newer history decided. A pathway's history only grows (events are never deleted), so its size
+# orders the histories. The row is also the pathway's lock in messaging (taken first, by key).
+messaging_pathways = Table(
+    "messaging_pathways",
+    metadata,
+    Column("pathway_key", String(200), primary_key=True),
+    Column("history_version", Integer, nullable=False),
+    _ts("updated_at", nullable=False),
 )

@@ -19,9 +19,18 @@ from forlop.logging import ctx
 from services.messaging import metrics, repository
 from services.messaging.adapters.schemas import InvalidMessage
 from services.messaging.deps import MessagingDeps
-from services.messaging.domain.model import MessageStatus, Recipient, Role, Trigger
+from services.messaging.domain.model import WITHDRAWN, MessageStatus, Recipient, Role, Trigger
 from services.messaging.domain.owed import registration_key
-from services.messaging.domain.plan import SENT_WITHOUT_CONSENT, Change, Correct, Flag, Insert, Transition
+from services.messaging.domain.plan import (
+    SENT_WITHOUT_CONSENT,
+    Cancel,
+    Change,
+    Correct,
+    Flag,
+    Insert,
+    Transition,
+    revise,
+)
 from services.messaging.render import CannotBuild, build_xml, correction_type, details_of, message_type
 
 log = logging.getLogger(__name__)
@@ -59,17 +68,36 @@ def apply_changes(
 ) -> None:
     """Apply the changes; new rows go to `inserts`, which the caller writes in one go.
 
+    A move of a stored row is decided again on the row as it is now, under its lock (`plan.revise`):
+    the plan may have been made from an older read (the relay may have sent the row since), and a
+    message that has left is corrected or flagged, never rewritten as unsent.
+
     `prebuilt`: `PrebuiltMessage`s by dedupe key (`services.messaging.prebuild`), used for the new
     rows they were built for."""
     for change in changes:
         if isinstance(change, Insert):
             _insert(conn, change, pathway_key, pathway_id, now, deps, inserts, prebuilt)
-        elif isinstance(change, Transition):
-            _transition(conn, change, now, deps)
+        elif isinstance(change, Transition | Cancel):
+            row = repository.get(conn, change.message_id, lock=True)
+            if row is not None:
+                for revised in revise(change, row):
+                    _apply_revised(conn, revised, row, now, deps, inserts)
         elif isinstance(change, Correct):
             _correct(conn, change, now, deps, inserts)
         elif isinstance(change, Flag):
             _flag(conn, change, now, deps)
+
+
+def _apply_revised(conn: Connection, change: Change, row: dict[str, Any], now: datetime, deps: MessagingDeps,
+                   inserts: list[dict[str, Any]]) -> None:
+    if isinstance(change, Transition):
+        _transition(conn, change, row, now, deps)
+    elif isinstance(change, Cancel):
+        _transition(conn, Transition(change.message_id, MessageStatus.SUPPRESSED, WITHDRAWN), row, now, deps)
+    elif isinstance(change, Correct):
+        _correct(conn, change, now, deps, inserts)
+    elif isinstance(change, Flag):
+        _flag(conn, change, now, deps)
 
 
 def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
@@ -92,10 +120,8 @@ def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now:
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
 
 
-def _transition(conn: Connection, c: Transition, now: datetime, deps: MessagingDeps) -> None:
-    row = repository.get(conn, c.message_id, lock=True)
-    if row is None:
-        return
+def _transition(conn: Connection, c: Transition, row: dict[str, Any], now: datetime, deps: MessagingDeps) -> None:
+    """Move an unsent row (`row`: as read under its lock)."""
     values: dict[str, Any] = {"status": c.status.value, "status_reason": c.reason}
     if c.owed is not None:
         values["details"] = details_of(c.owed)
@@ -110,6 +136,10 @@ def _transition(conn: Connection, c: Transition, now: datetime, deps: MessagingD
 
 def _correct(conn: Connection, c: Correct, now: datetime, deps: MessagingDeps,
              inserts: list[dict[str, Any]]) -> None:
+    """A correction of a message that has left, once (a plan made from an older read may owe one
+    that another reconciliation made meanwhile)."""
+    if any(i["dedupe_key"] == c.dedupe_key for i in inserts) or repository.has_dedupe_key(conn, c.dedupe_key):
+        return
     o = c.original
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": c.dedupe_key, "pathway_key": o["pathway_key"],
@@ -166,11 +196,20 @@ def resolve(row: dict[str, Any], deps: MessagingDeps) -> Recipient | None:
 
 
 def release_held(conn: Connection, now: datetime, deps: MessagingDeps, ids: list[str] | None = None) -> int:
-    """Held messages whose recipient (or schema) is now available become queued; returns how many."""
+    """Held messages whose recipient (or schema) is now available become queued; returns how many.
+
+    The rows are locked at once, in id order (`repository.lock_messages`), as every path locks
+    messages: two release passes (the relay's, a handler's) never wait for each other in a circle.
+    Without `ids` (the relay's pass over all held messages) rows another transaction holds are
+    skipped: they are that transaction's to release, or the next pass's."""
+    if ids is None:
+        rows = repository.lock_messages(conn, repository.held_ids(conn, 200), skip_locked=True)
+    else:
+        rows = repository.lock_messages(conn, ids)
     released = 0
-    for msg_id in ids if ids is not None else repository.held_ids(conn, 200):
-        row = repository.get(conn, msg_id, lock=True)
-        if row is None or row["status"] != MessageStatus.HELD:
+    for row in rows:
+        msg_id = row["id"]
+        if row["status"] != MessageStatus.HELD:
             continue
         recipient = resolve(row, deps)
         if recipient is None:

@@ -11,3 +11,6 @@ apprecs = Counter("forlop_apprecs", "AppRecs received", ["status", "outcome"])
 consent_flags = Counter(
     "forlop_message_sent_without_consent", "Sent messages found to lack consent in force (registered later)"
 )
+older_histories = Counter(
+    "forlop_status_changes_older_history", "Status changes skipped: their history is older than one reconciled already"
+)

@@ -1,7 +1,13 @@
-"""Apply an AppRec to the message it answers; record every receipt, also the unknown and the malicious."""
+"""Apply an AppRec to the message it answers; record every receipt once, also the unknown and the malicious.
+
+A receipt is stored once however often it is delivered (`receipt_key`: its own Id, or its content
+when it has none or cannot be parsed). One that answers a message not sent (held, suppressed,
+queued and never handed over) changes nothing: it is kept with the outcome `not-sent`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 
@@ -12,6 +18,7 @@ from services.messaging import metrics, repository
 from services.messaging.adapters.apprec import AppRec, InvalidAppRec, parse_apprec
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus
+from services.messaging.domain.plan import has_left
 
 log = logging.getLogger(__name__)
 
@@ -24,31 +31,80 @@ def _raw_text(raw: bytes) -> str:
     return raw[:_RAW_LIMIT].decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def apply_apprec(conn: Connection, raw: bytes, now: datetime, deps: MessagingDeps) -> str:
-    """Returns the receipt's outcome: applied | unknown-message | already-settled | invalid."""
+def content_key(raw_text: str) -> str:
+    return "sha256:" + hashlib.sha256(raw_text.encode("utf-8", "replace")).hexdigest()
+
+
+def receipt_key(rec: AppRec | None, raw_text: str) -> str:
+    """One row per AppRec: by its own Id, or (none given, or not an AppRec at all) by its content."""
+    if rec is not None and rec.apprec_id:
+        return "id:" + rec.apprec_id[:100]
+    return content_key(raw_text)
+
+
+def parse(raw: bytes) -> AppRec | InvalidAppRec:
     try:
-        rec = parse_apprec(raw)
+        return parse_apprec(raw)
     except InvalidAppRec as exc:
-        log.warning("invalid AppRec recorded and ignored", extra=ctx(error=str(exc)[:300]))
-        repository.insert_receipt(
-            conn, message_id=None, apprec_msg_id=None, status="unparseable", errors=[{"text": str(exc)[:500].replace("\x00", "")}],
-            outcome="invalid", raw=_raw_text(raw), received_at=now,
+        return exc
+
+
+def apply_apprec(conn: Connection, raw: bytes, now: datetime, deps: MessagingDeps) -> str:
+    """Returns the receipt's outcome (see `apply_parsed`)."""
+    return apply_parsed(conn, raw, parse(raw), now, deps)
+
+
+def apply_parsed(conn: Connection, raw: bytes, parsed: AppRec | InvalidAppRec, now: datetime,
+                 deps: MessagingDeps) -> str:
+    """Returns the outcome: applied | unknown-message | already-settled | not-sent | invalid (stored),
+    duplicate (stored already: nothing changes) or conflicting-duplicate (an AppRec Id seen before with
+    other content: stored by its content, the message unchanged)."""
+    text = _raw_text(raw)
+    if isinstance(parsed, InvalidAppRec):
+        log.warning("invalid AppRec recorded and ignored", extra=ctx(error=str(parsed)[:300]))
+        stored = repository.insert_receipt(
+            conn, message_id=None, apprec_msg_id=None, status="unparseable",
+            errors=[{"text": str(parsed)[:500].replace("\x00", "")}], outcome="invalid", raw=text, received_at=now,
+            dedupe_key=content_key(text),
         )
-        metrics.apprecs.labels("unparseable", "invalid").inc()
-        return "invalid"
+        return _count("unparseable", "invalid" if stored else "duplicate")
+    rec = parsed
+    key = receipt_key(rec, text)
+    seen = repository.receipt_raw(conn, key)
+    if seen is not None:
+        if seen == text:
+            return _count(rec.status, "duplicate")
+        log.warning("AppRec Id seen before with other content: kept, not applied",
+                    extra=ctx(message=rec.original_msg_id[:36]))
+        stored = _store(conn, rec, text, "conflicting-duplicate", content_key(text), now)
+        return _count(rec.status, "conflicting-duplicate" if stored else "duplicate")
     row = repository.get(conn, rec.original_msg_id, lock=True)
-    outcome = "applied"
     if row is None:
         outcome = "unknown-message"
+    elif not has_left(row):
+        log.warning("AppRec for a message that was never sent: kept, not applied",
+                    extra=ctx(message=row["id"], status=row["status"]))
+        outcome = "not-sent"
     elif row["status"] in SETTLED:
         outcome = "already-settled"
     else:
+        outcome = "applied"
+    if not _store(conn, rec, text, outcome, key, now):
+        return _count(rec.status, "duplicate")  # a concurrent delivery of the same AppRec stored it first
+    if outcome == "applied":
         _settle(conn, row, rec, now, deps)
-    repository.insert_receipt(
+    return _count(rec.status, outcome)
+
+
+def _store(conn: Connection, rec: AppRec, text: str, outcome: str, key: str, now: datetime) -> bool:
+    return repository.insert_receipt(
         conn, message_id=rec.original_msg_id[:36], apprec_msg_id=(rec.apprec_id or "")[:100] or None,
-        status=rec.status, errors=rec.errors, outcome=outcome, raw=_raw_text(raw), received_at=now,
+        status=rec.status, errors=rec.errors, outcome=outcome, raw=text, received_at=now, dedupe_key=key,
     )
-    metrics.apprecs.labels(rec.status, outcome).inc()
+
+
+def _count(status: str, outcome: str) -> str:
+    metrics.apprecs.labels(status, outcome).inc()
     return outcome
 
 

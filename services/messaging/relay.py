@@ -53,6 +53,12 @@ class Relay:
         return done
 
     def _one(self, msg_id: str, now: datetime) -> int:
+        """Send one due message: note the hand-over first (its own commit), then send and record it.
+
+        From the note on (`sent_at`) the message counts as possibly delivered: a withdrawal then owes
+        a correction, never a cancellation, whether or not this process lives to record the send.
+        The send itself holds the row's lock (another relay skips the row); a crash before its
+        record leaves the row due: it is sent again, with the same MsgId."""
         with self.store.transaction() as conn:
             row = repository.claim(conn, msg_id, now)
             if row is None:
@@ -67,12 +73,17 @@ class Relay:
             if not row["xml"]:
                 return 0
             attempts = row["attempts"] + 1
+            repository.update_message(conn, msg_id, attempts=attempts, sent_at=row["sent_at"] or now)
+        with self.store.transaction() as conn:
+            row = repository.claim(conn, msg_id, now)
+            if row is None or row["attempts"] != attempts:
+                return 0  # settled meanwhile (an AppRec), or another relay took it over
             try:
                 apprec = self.transport.send(msg_id, row["xml"].encode("utf-8"))
             except TransportError as exc:
                 log.warning("send failed; will retry", extra=ctx(message=msg_id, error=str(exc)[:300]))
                 metrics.sends.labels(self.deps.transport_name, "error").inc()
-                repository.update_message(conn, msg_id, attempts=attempts, status_reason=str(exc)[:500],
+                repository.update_message(conn, msg_id, status_reason=str(exc)[:500],
                                           next_attempt_at=now + self._backoff(attempts, retry_s=60))
                 return 0
             self._sent += 1
@@ -80,7 +91,7 @@ class Relay:
                 os._exit(17)
             metrics.sends.labels(self.deps.transport_name, "sent").inc()
             repository.update_message(
-                conn, msg_id, status=MessageStatus.SENT.value, status_reason=None, attempts=attempts, sent_at=now,
+                conn, msg_id, status=MessageStatus.SENT.value, status_reason=None, sent_at=now,
                 next_attempt_at=now + self._backoff(attempts),
             )
             if row["status"] != MessageStatus.SENT.value:
@@ -95,12 +106,13 @@ class Relay:
         return timedelta(seconds=min(base * 2 ** (attempts - 1), 7 * 24 * 3600))
 
     def poll_receipts(self) -> int:
-        """Read AppRec files from the directory transport's inbox, apply each, move it to processed/."""
+        """Read the next AppRec files from the directory transport's inbox (a bounded batch, one file
+        in memory at a time), apply each, move it to processed/."""
         receipts = getattr(self.transport, "receipts", None)
         if receipts is None:
             return 0
         n = 0
-        for path, raw in list(receipts()):
+        for path, raw in receipts():
             with self.store.transaction() as conn:
                 apply_apprec(conn, raw, self.deps.clock(), self.deps)
             self.transport.done(path)  # type: ignore[attr-defined]

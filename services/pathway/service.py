@@ -440,7 +440,10 @@ def republish(conn: Connection, pathway_keys: Sequence[str], now: datetime, topi
 
 def _status_changed_payload(status: dict[str, Any], now: datetime, events: list[dict[str, Any]] | None) -> dict[str, Any]:
     """A pathway.status-changed value: the status and the history in the order it happened, or,
-    for a change of the clock alone, no events and `"cause": "clock"`."""
+    for a change of the clock alone, no events and `"cause": "clock"`.
+
+    `history_version`: the history's size. A pathway's history only grows, so a consumer can tell
+    an older payload, redelivered after a newer one, from the newer (messaging skips it)."""
     payload: dict[str, Any] = {
         "pathway_key": status["pathway_key"],
         "pathway_id": status["pathway_id"],
@@ -451,6 +454,7 @@ def _status_changed_payload(status: dict[str, Any], now: datetime, events: list[
         payload["cause"] = "clock"
     else:
         payload["events"] = events
+        payload["history_version"] = len(events)
     payload["changed_at"] = now.isoformat()
     return payload
 

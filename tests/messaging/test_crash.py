@@ -72,3 +72,42 @@ def test_crash_after_send_is_exactly_once_in_effect(tmp_path, deps, examples, co
     assert receiver.duplicates == 1
     assert set(receiver.deliveries) == {r["id"] for r in queued}
     store.dispose()
+
+
+def test_a_withdrawal_after_a_crash_in_the_send_is_corrected(tmp_path, deps, examples, directory_file) -> None:
+    """The relay died after the hand-over, before its record: the message may have arrived. A
+    withdrawal then owes a correction, and the message itself still goes (same MsgId), never
+    "withdrawn before sending"."""
+    from dataclasses import replace
+
+    from forlop.events import EventKind
+
+    db = f"sqlite:///{tmp_path / 'crash.db'}"
+    store = Store(db)
+    store.migrate()
+    (tmp_path / "directory.yaml").write_text(directory_file.read_text())
+    events = examples["dips"]["PPR-4745328"]
+    with store.transaction() as conn:
+        handle_status_changed(conn, payload(events), NOW, deps)
+    receiver = SimulatedReceiver("ok")
+    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), "after-send:1") == 17
+    receiver.poll_directory(tmp_path / "out", tmp_path / "in")
+    (original,) = list(receiver.deliveries)
+    with store.read() as conn:
+        (row,) = repository.list_messages(conn)
+    assert row["id"] == original and row["status"] == "queued" and row["sent_at"] is not None
+
+    decision = next(e for e in events if e.code and e.code[3:4] == "C")
+    withdrawal = replace(decision, event_id=decision.event_id + ":w", kind=EventKind.REGISTRATION_WITHDRAWN,
+                         withdraws=decision.registration_id, registration_id=None, code=None)
+    with store.transaction() as conn:
+        handle_status_changed(conn, payload([*events, withdrawal]), NOW, deps)
+    with store.read() as conn:
+        rows = {r["trigger"]: r for r in repository.list_messages(conn)}
+    assert rows["decision"]["status"] == "queued" and rows["correction"]["corrects"] == original
+
+    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), None) == 0
+    receiver.poll_directory(tmp_path / "out", tmp_path / "in")
+    assert receiver.deliveries[original] == 2 and len(receiver.effects) == 2  # the original once in effect
+    assert set(receiver.deliveries) == {original, rows["correction"]["id"]}
+    store.dispose()

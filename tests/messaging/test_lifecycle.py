@@ -68,9 +68,11 @@ def test_ok_with_errors_is_acknowledged_with_the_errors_kept(store, deps, exampl
     relay.run_once()
     (row,) = _rows(store, events)
     raw = build_apprec(row["id"], "DIALOG_HELSEFAGLIG", "ok-with-errors", NOW, "r1", [("E35", "Feil i delmelding")])
+    another = build_apprec(row["id"], "DIALOG_HELSEFAGLIG", "ok", NOW, "r2")
     with store.transaction() as conn:
         handle_apprec(conn, raw, NOW, deps)
-        handle_apprec(conn, raw, NOW, deps)  # a second receipt for a settled message changes nothing
+        handle_apprec(conn, raw, NOW, deps)  # the same receipt again: stored once
+        handle_apprec(conn, another, NOW, deps)  # a second receipt for a settled message changes nothing
         receipts = repository.receipts_for(conn, row["id"])
     (row,) = _rows(store, events)
     assert row["status"] == "acknowledged" and "E35" in row["status_reason"]

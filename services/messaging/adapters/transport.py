@@ -6,12 +6,24 @@ it may return an AppRec that came back synchronously (HTTP response body).
 
 from __future__ import annotations
 
+import errno
+import heapq
+import logging
 import os
+import stat
 import tempfile
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
+
+from forlop.logging import ctx
+from services.messaging.adapters.xmlsafe import MAX_BYTES
+
+log = logging.getLogger(__name__)
+
+INBOX_BATCH = 50  # AppRec files a relay pass reads at most (FORLOP_APPREC_INBOX_BATCH)
 
 
 class TransportError(RuntimeError):
@@ -47,12 +59,20 @@ class KafkaTransport:
 
 
 class DirectoryTransport:
-    """Outbox: one `<MsgId>.xml` per message, written atomically. Inbox: AppRec files, moved to processed/."""
+    """Outbox: one `<MsgId>.xml` per message, written atomically. Inbox: AppRec files, moved to processed/.
 
-    def __init__(self, outbox: Path, inbox: Path) -> None:
+    The inbox is read as untrusted: a symbolic link is never followed, a file's size is checked on
+    the opened file before a byte is read, and a pass reads at most `batch` files. What is not a
+    regular file within `max_bytes` is moved to refused/ with a `<name>.reason` beside it.
+    """
+
+    def __init__(self, outbox: Path, inbox: Path, *, batch: int = INBOX_BATCH, max_bytes: int = MAX_BYTES) -> None:
         self.outbox, self.inbox = Path(outbox), Path(inbox)
         self.processed = self.inbox / "processed"
-        for d in (self.outbox, self.inbox, self.processed):
+        self.refused = self.inbox / "refused"
+        self.batch = batch
+        self.max_bytes = max_bytes
+        for d in (self.outbox, self.inbox, self.processed, self.refused):
             d.mkdir(parents=True, exist_ok=True)
 
     def send(self, msg_id: str, xml: bytes) -> bytes | None:
@@ -70,13 +90,63 @@ class DirectoryTransport:
             raise TransportError(f"could not write to {self.outbox}: {exc}") from exc
         return None
 
-    def receipts(self, limit: int = 500) -> Iterator[tuple[Path, bytes]]:
-        files = sorted(p for p in self.inbox.iterdir() if p.is_file() and not p.name.startswith("."))
-        for path in files[:limit]:
-            yield path, path.read_bytes()
+    def receipts(self) -> Iterator[tuple[Path, bytes]]:
+        """The next AppRec files (up to `batch`, by name), each read when its turn comes."""
+        with os.scandir(self.inbox) as entries:
+            names = heapq.nsmallest(self.batch, (
+                e.name for e in entries
+                if not e.name.startswith(".") and e.name not in (self.processed.name, self.refused.name)))
+        for name in names:
+            path = self.inbox / name
+            try:
+                raw = self._read(path)
+            except _Refused as exc:
+                self.refuse(path, str(exc))
+                continue
+            except FileNotFoundError:
+                continue  # taken by another relay meanwhile
+            yield path, raw
+
+    def _read(self, path: Path) -> bytes:
+        try:
+            # O_NOFOLLOW: a symbolic link fails to open (ELOOP); O_NONBLOCK: a FIFO does not hang the relay
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Refused("a symbolic link: not followed") from None
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise _Refused(f"cannot be opened: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _Refused("not a regular file")
+            if st.st_size > self.max_bytes:
+                raise _Refused(f"{st.st_size} bytes: larger than {self.max_bytes}")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as fp:
+            raw = fp.read(self.max_bytes + 1)
+        if len(raw) > self.max_bytes:
+            raise _Refused(f"grew beyond {self.max_bytes} bytes while read")
+        return raw
+
+    def refuse(self, path: Path, reason: str) -> None:
+        """Move an inbox entry aside (the link itself, not its target) with a note of why."""
+        target = self.refused / path.name
+        if os.path.lexists(target):
+            target = self.refused / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        os.replace(path, target)
+        Path(f"{target}.reason").write_text(reason + "\n", encoding="utf-8")
+        log.warning("AppRec inbox entry refused", extra=ctx(file=target.name, reason=reason))
 
     def done(self, path: Path) -> None:
         os.replace(path, self.processed / path.name)
+
+
+class _Refused(Exception):
+    """An inbox entry that is not read: why."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -122,7 +192,8 @@ def directory_paths(settings: Any) -> tuple[Path, Path]:
 def make_transport(settings: Any) -> KafkaTransport | DirectoryTransport | HttpTransport:
     kind = getattr(settings, "transport", "kafka")
     if kind == "directory":
-        return DirectoryTransport(*directory_paths(settings))
+        return DirectoryTransport(*directory_paths(settings),
+                                  batch=int(getattr(settings, "apprec_inbox_batch", INBOX_BATCH)))
     if kind == "http":
         if not settings.transport_url:
             raise ValueError("FORLOP_TRANSPORT_URL is required when FORLOP_TRANSPORT=http")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-_MAX_BYTES = 5 * 1024 * 1024
+MAX_BYTES = 5 * 1024 * 1024  # a document from outside; larger ones are refused unread
 
 
 class UnsafeXml(ValueError):
@@ -20,8 +20,8 @@ def parser() -> etree.XMLParser:
 
 def parse_untrusted(raw: bytes) -> etree._Element:
     """Parse a document from outside; any DOCTYPE is refused before it can declare an entity."""
-    if len(raw) > _MAX_BYTES:
-        raise UnsafeXml(f"document larger than {_MAX_BYTES} bytes")
+    if len(raw) > MAX_BYTES:
+        raise UnsafeXml(f"document larger than {MAX_BYTES} bytes")
     try:
         tree = etree.fromstring(raw, parser())
     except etree.XMLSyntaxError as exc:

@@ -33,8 +33,6 @@ class MessageStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
-# A message in these states has reached (or may have reached) the recipient: withdrawing needs a correction.
-DELIVERED = (MessageStatus.SENT, MessageStatus.ACKNOWLEDGED)
 # Not yet on the wire: can still be cancelled or re-gated.
 UNSENT = (MessageStatus.QUEUED, MessageStatus.HELD, MessageStatus.SUPPRESSED)
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.messaging.domain.model import (
-    DELIVERED,
     NO_CONSENT,
     WITHDRAWN,
     MessageStatus,
@@ -66,7 +65,14 @@ class Flag:
     sent_without_consent: bool
 
 
-Change = Insert | Transition | Correct | Flag
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """An unsent message whose registration was withdrawn: suppressed, never to be sent."""
+
+    message_id: str
+
+
+Change = Insert | Transition | Correct | Flag | Cancel
 
 SENT_WITHOUT_CONSENT = "sentWithoutConsentInForce"  # the key in the row's details, and the note shown
 
@@ -82,7 +88,10 @@ def target_status(owed: OwedMessage) -> tuple[MessageStatus, str | None]:
 def reconcile(
     owed: Iterable[OwedMessage], rows: Iterable[Mapping[str, Any]], withdrawn: set[str]
 ) -> list[Change]:
-    """Changes that bring the stored rows in line with the history. Idempotent: run twice, change once."""
+    """Changes that bring the stored rows in line with the history. Idempotent: run twice, change once.
+
+    A row that has left (`has_left`) is never moved back to an unsent state: its withdrawal owes a
+    correction, a consent found not in force a `Flag`."""
     by_key = {r["dedupe_key"]: r for r in rows}
     owed = list(owed)
     owed_keys = {o.dedupe_key for o in owed}
@@ -92,29 +101,50 @@ def reconcile(
         status, reason = target_status(o)
         if row is None:
             changes.append(Insert(o, status, reason))
-            continue
-        current = MessageStatus(row["status"])
-        if _may_move(current, row.get("status_reason"), status):
+        elif has_left(row):
+            changes += _flag(row, o.consent)
+        elif _may_move(MessageStatus(row["status"]), row.get("status_reason"), status):
             changes.append(Transition(row["id"], status, reason, o))
-        if _has_left(row):
-            flagged = bool((row.get("details") or {}).get(SENT_WITHOUT_CONSENT))
-            if flagged == o.consent:  # flagged but consent in force again, or unflagged without consent
-                changes.append(Flag(row["id"], not o.consent))
     for row in by_key.values():
         if row["trigger"] == Trigger.CORRECTION or row["dedupe_key"] in owed_keys:
             continue
-        if row.get("registration_id") not in withdrawn:
-            continue
-        current = MessageStatus(row["status"])
-        if current in (MessageStatus.QUEUED, MessageStatus.HELD) or (
-            current is MessageStatus.SUPPRESSED and row.get("status_reason") != WITHDRAWN
-        ):
-            changes.append(Transition(row["id"], MessageStatus.SUPPRESSED, WITHDRAWN))
-        elif current in DELIVERED:
-            key = correction_key(row)
-            if key not in by_key:
-                changes.append(Correct(row, key))
+        if row.get("registration_id") in withdrawn:
+            changes += _withdraw(row, set(by_key))
     return changes
+
+
+def revise(change: Transition | Cancel, row: Mapping[str, Any]) -> list[Change]:
+    """A planned move decided again on the row as it is now (read under lock): what it still owes.
+
+    Between a plan and its application the relay may have sent the row, or another reconciliation
+    moved it. A correction this returns may exist already: applying it checks (`apply._correct`)."""
+    if isinstance(change, Cancel):
+        return _withdraw(row, set())
+    if has_left(row):
+        return _flag(row, change.owed.consent) if change.owed is not None else []
+    if _may_move(MessageStatus(row["status"]), row.get("status_reason"), change.status):
+        return [change]
+    return []
+
+
+def _flag(row: Mapping[str, Any], consent: bool) -> list[Change]:
+    flagged = bool((row.get("details") or {}).get(SENT_WITHOUT_CONSENT))
+    # flagged but consent in force again, or unflagged without consent
+    return [Flag(row["id"], not consent)] if flagged == consent else []
+
+
+def _withdraw(row: Mapping[str, Any], existing_keys: set[str]) -> list[Change]:
+    """What the withdrawal of a row's registration owes: a correction once it has left (unless the
+    receiver rejected it: nothing of it is in force there), else its cancellation."""
+    current = MessageStatus(row["status"])
+    if has_left(row):
+        key = correction_key(row)
+        return [] if current is MessageStatus.REJECTED or key in existing_keys else [Correct(row, key)]
+    if current in (MessageStatus.QUEUED, MessageStatus.HELD) or (
+        current is MessageStatus.SUPPRESSED and row.get("status_reason") != WITHDRAWN
+    ):
+        return [Cancel(row["id"])]
+    return []
 
 
 def correction_key(row: Mapping[str, Any]) -> str:
@@ -122,8 +152,9 @@ def correction_key(row: Mapping[str, Any]) -> str:
     return f"{reg}|{Trigger.CORRECTION.value}|{role}|{recipient}"
 
 
-def _has_left(row: Mapping[str, Any]) -> bool:
-    """Handed over to the transport at least once (whatever its status now: sent, acknowledged, rejected ...)."""
+def has_left(row: Mapping[str, Any]) -> bool:
+    """A hand-over to the transport has begun at least once (whatever its status now: queued again
+    after a crash, sent, acknowledged, failed ...): it may have reached the recipient."""
     return row.get("sent_at") is not None
 
 

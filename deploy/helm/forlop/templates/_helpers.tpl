@@ -110,6 +110,7 @@ FORLOP_SCAN_INTERVAL_S: {{ $c.scanIntervalSeconds | int64 | toString | quote }}
 FORLOP_TRANSPORT: {{ $c.transport | quote }}
 FORLOP_APPREC_TIMEOUT_S: {{ $c.apprecTimeoutSeconds | int64 | toString | quote }}
 FORLOP_MAX_SEND_ATTEMPTS: {{ $c.maxSendAttempts | int64 | toString | quote }}
+FORLOP_APPREC_INBOX_BATCH: {{ $c.apprecInboxBatch | int64 | toString | quote }}
 {{- if $c.transportUrl }}
 FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
 {{- end }}
