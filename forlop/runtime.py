@@ -110,6 +110,10 @@ class Runtime:
         apprec_topic = self.settings.topics.apprec
 
         def handle(conn: Connection, records: Sequence[Record]) -> None:
+            # A record without a value (a tombstone) carries no receipt and no status: the consumer's
+            # isolation dead-letters it rather than letting it pass unseen.
+            if empty := [r for r in records if r.value is None]:
+                raise ValueError(f"a record without a value on {empty[0].topic} (offset {empty[0].offset})")
             # In order, with every lock the batch needs taken first (services.messaging.handler).
             handle_batch(conn, [
                 Inbound(apprec=r.value, correlation=r.headers.get("correlation-id")) if r.topic == apprec_topic
