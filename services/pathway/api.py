@@ -22,11 +22,14 @@ from flask import Blueprint, Response, current_app, request
 from forlop.storage import Store
 from services.api.outcome import error
 from services.api.params import BadParameter, one_value, whole_number
+from services.ingest.validation import bounds
 from services.pathway import reports
 
 MAX_LIMIT = 5000
 KOMMUNENUMMER = re.compile(r"[0-9]{4}")  # ASCII: \d would take other scripts' digits
 HER_ID = re.compile(r"[0-9]{1,12}")
+# No event forlop holds lies outside the dates a vendor record may carry (its schema's x-forlop-bounds).
+EARLIEST, LATEST = bounds("dips").earliest_date, bounds("dips").latest_date
 
 
 def pathway_bp(runtime: Any) -> Blueprint:
@@ -104,16 +107,16 @@ def _date(name: str) -> date | None:
     if raw is None or raw == "":
         return None
     try:
-        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-            return date.fromisoformat(raw)
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw) and EARLIEST <= (day := date.fromisoformat(raw)) <= LATEST:
+            return day
     except ValueError:
         pass
-    raise BadParameter(name, f"{name}={raw[:40]!r} is not a date (YYYY-MM-DD)")
+    raise BadParameter(name, f"{name}={raw[:40]!r} is not a date (YYYY-MM-DD) from {EARLIEST} to {LATEST}")
 
 
 def _limit() -> int | None:
     raw = one_value(request.args, "limit")
-    if raw is None or raw == "":
+    if raw is None:
         return None
     return whole_number("limit", raw, 1, MAX_LIMIT)
 
