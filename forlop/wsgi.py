@@ -55,14 +55,18 @@ class ServerLimits:
 
     connection_limit: int = Settings.http_connection_limit
     channel_timeout_s: int = Settings.http_channel_timeout_s
-    max_head_bytes: int = Settings.http_max_url_bytes + Settings.http_max_header_bytes + 1024
+    max_url_bytes: int = Settings.http_max_url_bytes
+    max_header_bytes: int = Settings.http_max_header_bytes
     max_body_bytes: int = Settings.http_max_body_bytes
+
+    @property
+    def max_head_bytes(self) -> int:
+        return self.max_url_bytes + self.max_header_bytes + 1024
 
     @staticmethod
     def of(settings: Settings) -> ServerLimits:
         return ServerLimits(settings.http_connection_limit, settings.http_channel_timeout_s,
-                            settings.http_max_url_bytes + settings.http_max_header_bytes + 1024,
-                            settings.http_max_body_bytes)
+                            settings.http_max_url_bytes, settings.http_max_header_bytes, settings.http_max_body_bytes)
 
 
 class UriTooLong(BadRequest):
@@ -90,10 +94,11 @@ class _OutcomeErrorTask(ErrorTask):
 
     def execute(self) -> None:
         error = self.request.error
-        limits = self.channel.server.adj
-        detail = {413: f"the request body is larger than {limits.max_request_body_size} bytes",
-                  414: f"the request line is longer than {limits.max_request_header_size} bytes",
-                  431: f"the request line and header fields are larger than {limits.max_request_header_size} bytes",
+        limits: ServerLimits = getattr(self.channel.server, "forlop_limits", ServerLimits())
+        detail = {413: f"the request body is larger than {limits.max_body_bytes} bytes; split the batch",
+                  414: f"the URL is longer than this server takes; at most {limits.max_url_bytes} bytes",
+                  431: f"the header fields are larger than this server takes; at most {limits.max_header_bytes} "
+                       "bytes",
                   }.get(error.code, f"{error.reason}: {error.body}")
         body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
             {"severity": "error", "code": _ISSUE_CODES.get(error.code, "structure"), "diagnostics": detail}]})
@@ -154,6 +159,7 @@ class HttpServer:
             max_request_body_size=limits.max_body_bytes,
         )
         self._server.channel_class = _Channel
+        self._server.forlop_limits = limits  # what _OutcomeErrorTask names
         self.server_port: int = self._server.effective_port
         self._running = threading.Event()
         self._stopped = threading.Event()
