@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz-api clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/forlop bench
+
+# schemathesis over /openapi.json, the long run, on SQLite and PostgreSQL (figures: docs/reliability.md)
+fuzz-api: $(STAMP)
+	$(BIN)/python -m tools.fuzz_api $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

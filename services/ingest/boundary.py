@@ -14,12 +14,14 @@ walk over the parsed value is iterative too, so no depth can exhaust the stack.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import orjson
 
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")
 # The integers a record may carry: what orjson reads and writes exactly (signed or unsigned 64-bit).
 MIN_INTEGER, MAX_INTEGER = -(2**63), 2**64 - 1
 
@@ -89,6 +91,11 @@ def parse_json(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if isinstance(raw, bytes):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise RecordProblems([Problem("$", "encoding", f"the record is not UTF-8 (byte {bad.start})")]) from None
         raise RecordProblems([json_problem(exc)]) from None
 
 
@@ -100,6 +107,8 @@ def json_problem(exc: orjson.JSONDecodeError) -> Problem:
         return Problem("$", "max-depth", f"nested deeper than JSON can be read here (at {where})")
     if "number" in text:
         return Problem("$", "number-range", f"a number out of range: {text} (at {where})")
+    if "byte order mark" in text:
+        return Problem("$", "json", "a byte order mark before the JSON text (RFC 8259: none in JSON on the wire)")
     if "surrogate" in text or "UTF-8" in text:
         return Problem("$", "unicode", f"not valid Unicode text: {text} (at {where})")
     if "control character" in text:
@@ -172,6 +181,8 @@ def _text_problem(text: str, path: tuple[str, ...], bounds: RecordBounds, what: 
                        f"{_name(path)}: {what} longer than {bounds.max_string_length} characters")
     if "\x00" in text:
         return Problem(_dotted(path), "nul-character", f"{_name(path)}: {what} holds a NUL character (\\u0000)")
+    if _CONTROL.search(text):  # FHIR strings, and most of what reads them, allow tab, line feed and return only
+        return Problem(_dotted(path), "control-character", f"{_name(path)}: {what} holds a control character")
     if not text.isascii():
         try:
             text.encode("utf-8")
