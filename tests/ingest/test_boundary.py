@@ -150,8 +150,11 @@ _HOSTILE_VALUE = st.recursive(
 )
 
 
-# anywhere in years 1-9999, or near the bounds (1900-01-01, 2100-12-31), where an offset crosses them in UTC
-_MOMENTS = st.one_of(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30, 23, 59)),
+# anywhere in years 1-9999; at their ends, where an offset takes the moment out of Python's years in UTC;
+# near the bounds (1900-01-01, 2100-12-31), where an offset crosses them in UTC
+_MOMENTS = st.one_of(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)),
+                     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(1, 1, 1, 23, 59)),
+                     st.datetimes(min_value=datetime(9999, 12, 31), max_value=datetime(9999, 12, 31, 23, 59)),
                      st.datetimes(min_value=datetime(1899, 12, 30), max_value=datetime(1900, 1, 2)),
                      st.datetimes(min_value=datetime(2100, 12, 30), max_value=datetime(2101, 1, 2)))
 _OFFSETS = st.integers(-14 * 4, 14 * 4).map(lambda q: f"{'+' if q >= 0 else '-'}{abs(q) // 4:02d}:{abs(q) % 4 * 15:02d}")
