@@ -21,6 +21,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, AuthError, TokenVerifier
 from forlop.clock import Clock
 from forlop.config import Settings
+from forlop.events import PathwayEvent
 from forlop.fhir.capability import capability_statement
 from forlop.logging import correlation_id
 from forlop.storage import Store
@@ -30,7 +31,7 @@ from services.api.outcome import error, fhir_response, issue, operation_outcome
 from services.api.params import FHIR_ID, BadParameter, SearchLimits, search_request
 from services.ingest.normalise import BodyError, RejectedEvent, TooManyRecords, parse_body
 from services.ingest.service import InboundRecord, check_record, ingest
-from services.ingest.validation import SOURCES
+from services.ingest.validation import SOURCES, Problem
 from services.pathway import fhir_store
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,13 @@ def create_app(deps: ApiDeps) -> Flask:
         if not items:
             return error(400, "required", "the request body holds no events")
         records = [InboundRecord(item, "http") for item in items]
-        problems = _problems(source, records, limits.max_problems)
+        checked, problems = _checked(source, records, limits.max_problems)
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
         with deps.store.transaction() as conn:
-            result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False)
+            result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False,
+                            checked=checked)
         return Response(
             json.dumps(
                 {
@@ -239,12 +241,14 @@ def create_app(deps: ApiDeps) -> Flask:
     return app
 
 
-def _problems(source: str, records: list[InboundRecord], most: int) -> list[dict]:
-    """The issues of a batch's rejected records: the first `most`, then one that counts the rest.
+def _checked(source: str, records: list[InboundRecord], most: int) -> tuple[list[PathwayEvent], list[dict]]:
+    """A batch's events, or the issues of its rejected records: the first `most`, then one that
+    counts the rest.
 
     Checking stops once `most` are listed (the batch is refused whole either way): a body of a
     thousand empty objects costs the records it takes to fill the list, not a thousand rejections.
     """
+    events: list[PathwayEvent] = []
     listed: list[dict] = []
     unlisted = 0
     for i, record in enumerate(records):
@@ -253,9 +257,12 @@ def _problems(source: str, records: list[InboundRecord], most: int) -> list[dict
             listed.append(issue("information", "informational",
                                 f"{unlisted} more problems not listed; the last {rest} records were not checked "
                                 f"(the first {most} problems are listed; the batch is refused whole)"))
-            return listed
+            return events, listed
         try:
-            check_record(source, record)
+            if not isinstance(record.raw, dict):  # an array element that is text is not a record's text
+                raise RejectedEvent([Problem("$", "type", f"the record must be a JSON object, not "
+                                                          f"{type(record.raw).__name__}")])
+            events.append(check_record(source, record))
         except RejectedEvent as exc:
             for p in exc.problems:
                 if len(listed) >= most:
@@ -266,7 +273,7 @@ def _problems(source: str, records: list[InboundRecord], most: int) -> list[dict
     if unlisted:
         listed.append(issue("information", "informational",
                             f"{unlisted} more problems not listed (the first {most} are)"))
-    return listed
+    return events, listed
 
 
 def _shown(text: str) -> str:

@@ -66,7 +66,7 @@ def check_record(source: str, record: InboundRecord) -> PathwayEvent:
         raise ValueError(f"unknown event source {source!r}; expected one of {', '.join(SOURCES)}")
     limits = bounds(source)
     try:
-        if isinstance(record.raw, dict):
+        if not isinstance(record.raw, bytes | str):  # a parsed value (HTTP intake's), of whatever JSON type
             raw = record.raw
             problems = structure_problems(raw, limits)
             if not problems and len(orjson.dumps(raw)) > limits.max_record_bytes:

@@ -261,3 +261,10 @@ def test_a_statement_past_the_api_timeout_is_cancelled_and_answered_503(postgres
         assert status == 200  # the API's other statements are unaffected
     finally:
         stop_api(served)
+
+
+@pytest.mark.parametrize("element", [b"null", b"true", b"7", b"[]", b'"text"', b'"{\\"eventId\\": 1}"'])
+def test_an_array_element_that_is_not_an_object_is_named(served_api, element) -> None:
+    status, body = _post(served_api, "dips", b"[{}, " + element + b"]")
+    assert status == 422
+    assert any(i.get("expression") == ["[1].$"] and "(rule: type)" in i["diagnostics"] for i in body["issue"]), body
