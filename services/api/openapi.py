@@ -55,7 +55,7 @@ def _document(bounds: tuple[tuple[str, int], ...]) -> bytes:
     doc["paths"].update(_fhir_paths(dict(bounds)))
     for parameter in doc["paths"]["/messages"]["get"]["parameters"]:
         if parameter.get("name") == "status":
-            parameter["schema"]["enum"] = [s.value for s in MessageStatus]
+            parameter["schema"]["enum"] = [s.value for s in MessageStatus] + [""]  # empty: every status
     _apply_settings(doc, dict(bounds))
     return orjson.dumps(doc)
 
