@@ -22,6 +22,9 @@ from typing import Any
 import orjson
 
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")
+# How JSON text writes a NUL or another control character (orjson refuses them raw): where this is not
+# found in a record's text, no string of it holds one, and the walk need not look at every string.
+_ESCAPED_CONTROL = re.compile(rb"\\(?:u00[01]|[bf])")
 # The integers a record may carry: what orjson reads and writes exactly (signed or unsigned 64-bit).
 MIN_INTEGER, MAX_INTEGER = -(2**63), 2**64 - 1
 
@@ -80,10 +83,23 @@ def parse_record(raw: bytes | str, bounds: RecordBounds) -> Any:
         raise RecordProblems([Problem("$", "max-record-bytes",
                                       f"the record is larger than {bounds.max_record_bytes} bytes")])
     value = parse_json(raw)
-    problems = structure_problems(value, bounds)
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    problems = structure_problems(value, bounds, text_clean=_ESCAPED_CONTROL.search(text) is None)
     if problems:
         raise RecordProblems(problems)
     return value
+
+
+def value_problems(value: Any, bounds: RecordBounds) -> list[Problem]:
+    """`structure_problems` of a value parsed already (HTTP intake's), and its size as JSON text."""
+    try:
+        text: bytes | None = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):  # the walk says why (a lone surrogate, a key that is no text)
+        text = None
+    problems = structure_problems(value, bounds, text_clean=text is not None and not _ESCAPED_CONTROL.search(text))
+    if not problems and text is not None and len(text) > bounds.max_record_bytes:
+        problems = [Problem("$", "max-record-bytes", f"the record is larger than {bounds.max_record_bytes} bytes")]
+    return problems
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -116,12 +132,16 @@ def json_problem(exc: orjson.JSONDecodeError) -> Problem:
     return Problem("$", "json", f"not valid JSON: {text} (at {where})")
 
 
-def structure_problems(value: Any, bounds: RecordBounds, limit: int = 20) -> list[Problem]:
+def structure_problems(value: Any, bounds: RecordBounds, limit: int = 20, *, text_clean: bool = False) -> list[Problem]:
     """The ways a parsed value breaks the bounds (at most `limit`); empty when it is within them.
 
     Iterative (a value from a caller other than `parse_json` may be nested arbitrarily deep):
-    each container is visited once, and nothing below the depth limit is looked at.
+    each container is visited once, and nothing below the depth limit is looked at. `text_clean`:
+    no string can hold a NUL or control character (its JSON text has no such escape), so a value
+    whose shape is within the bounds (`_shape_ok`, the common case) needs no path-building walk.
     """
+    if text_clean and _shape_ok(value, bounds):
+        return []
     problems: list[Problem] = []
     stack: list[tuple[tuple[str, ...], Any, int]] = [((), value, 1)]
     while stack and len(problems) < limit:
@@ -164,6 +184,40 @@ def structure_problems(value: Any, bounds: RecordBounds, limit: int = 20) -> lis
             problems.append(Problem(_dotted(path), "json", f"{_name(path)} is not a JSON value"))
     problems.sort(key=lambda p: p.field)
     return problems
+
+
+def _shape_ok(value: Any, bounds: RecordBounds) -> bool:
+    """True when `value` is certainly within the bounds' depth, widths, string lengths and numbers."""
+    longest = bounds.max_string_length
+    stack: list[tuple[Any, int]] = [([value], 0)]  # the record inside a list of one, at depth 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > bounds.max_depth:
+            return False
+        if type(node) is dict:
+            if len(node) > bounds.max_properties or any(type(k) is not str or len(k) > longest for k in node):
+                return False
+            children: Any = node.values()
+        elif len(node) > bounds.max_items:
+            return False
+        else:
+            children = node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is str:
+                if len(child) > longest:
+                    return False
+            elif kind is int:
+                if not MIN_INTEGER <= child <= MAX_INTEGER:
+                    return False
+            elif kind is float:
+                if not math.isfinite(child):
+                    return False
+            elif child is not None and kind is not bool:
+                return False
+    return True
 
 
 def date_problem(field: str, day: date, bounds: RecordBounds, value: str) -> Problem | None:

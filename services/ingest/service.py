@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
 from sqlalchemy import Connection, insert, select
 
 from forlop import metrics
@@ -22,7 +21,7 @@ from forlop.events import PathwayEvent
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many
-from services.ingest.boundary import RecordProblems, parse_record, structure_problems
+from services.ingest.boundary import RecordProblems, parse_record, value_problems
 from services.ingest.normalise import RejectedEvent, parse_vendor_event
 from services.ingest.validation import SOURCES, Problem, bounds
 
@@ -68,9 +67,7 @@ def check_record(source: str, record: InboundRecord) -> PathwayEvent:
     try:
         if not isinstance(record.raw, bytes | str):  # a parsed value (HTTP intake's), of whatever JSON type
             raw = record.raw
-            problems = structure_problems(raw, limits)
-            if not problems and len(orjson.dumps(raw)) > limits.max_record_bytes:
-                problems = [Problem("$", "max-record-bytes", f"the record is larger than {limits.max_record_bytes} bytes")]
+            problems = value_problems(raw, limits)
             if problems:
                 raise RejectedEvent(problems)
         else:
