@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench fuzz-ingest chaos clean
+.PHONY: run test lint bench fuzz-ingest fuzz-api chaos clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ fuzz-ingest: $(STAMP)
 # the bundled broker); its figures are in docs/reliability.md. CHAOS_ARGS: e.g. --pathways 400 --kills 60
 chaos: $(STAMP)
 	$(BIN)/python -m tools.chaos $(CHAOS_ARGS)
+# schemathesis over /openapi.json, the long run, on SQLite and PostgreSQL (figures: docs/reliability.md)
+fuzz-api: $(STAMP)
+	$(BIN)/python -m tools.fuzz_api $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,6 +7,7 @@ with a message that names the variable.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +80,25 @@ class Settings:
     http_workers: int = 1
     # Request threads per API process (waitress): two, and why, in forlop.wsgi (HTTP_THREADS).
     http_threads: int = 2
+    # What one HTTP request may ask of a process; past each it gets a 4xx OperationOutcome naming the
+    # limit (services.api.app; the server's own in forlop.wsgi). A vendor record's own bounds are in
+    # its JSON Schema (x-forlop-bounds).
+    http_max_body_bytes: int = 10 * 1024 * 1024  # 413
+    http_max_records: int = 1000  # events per POST /ingest request: 413
+    http_max_url_bytes: int = 8192  # path and query: 414
+    http_max_header_bytes: int = 65536  # header fields together: 431
+    http_max_problems: int = 100  # listed in a 422; the rest are counted
+    # Open connections per process (waitress; its default is 100, which idle clients could fill) and
+    # how long one may stay idle before it is closed.
+    http_connection_limit: int = 1000
+    http_channel_timeout_s: int = 30
+    # PostgreSQL: the longest any statement of an API request may run (503 past it); 0: no limit.
+    api_statement_timeout_ms: int = 30_000
+    # FHIR search: values of one search parameter (over its repetitions, commas included), repetitions
+    # of one parameter, and the deepest _offset (past it: follow the next link's _cursor). 400 past each.
+    api_max_search_values: int = 100
+    api_max_search_repeats: int = 10
+    api_max_offset: int = 10_000
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
@@ -114,7 +134,8 @@ class Settings:
 
 def _digits(env: Mapping[str, str], name: str, default: str, length: int | None) -> str:
     value = env.get(name) or default
-    if not value.isdigit() or (length is not None and len(value) != length):
+    # ASCII digits only: str.isdigit() is true of "²" and of other scripts' digits
+    if not re.fullmatch(r"[0-9]+", value) or (length is not None and len(value) != length):
         raise ConfigError(f"{name}={value!r} must be {length or 'only'} digits")
     return value
 
@@ -123,10 +144,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw.strip()):  # int() would take "٣" and "1_000"
+        raise ConfigError(f"{name}={raw!r} is not a whole number")
+    value = int(raw)
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
     return value
@@ -158,7 +178,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     bootstrap = env.get("FORLOP_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not re.fullmatch(r"[0-9]{1,5}", port):
             raise ConfigError(f"FORLOP_KAFKA_BOOTSTRAP={bootstrap!r}: expected host:port[,host:port]")
 
     clock_raw = env.get("FORLOP_CLOCK")
@@ -220,6 +240,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_port=_int(env, "FORLOP_HTTP_PORT", 8080, minimum=0),
         http_workers=_int(env, "FORLOP_HTTP_WORKERS", 1, minimum=1),
         http_threads=_int(env, "FORLOP_HTTP_THREADS", Settings.http_threads, minimum=1),
+        http_max_body_bytes=_int(env, "FORLOP_HTTP_MAX_BODY_BYTES", Settings.http_max_body_bytes, minimum=1024),
+        http_max_records=_int(env, "FORLOP_HTTP_MAX_RECORDS", Settings.http_max_records, minimum=1),
+        http_max_url_bytes=_int(env, "FORLOP_HTTP_MAX_URL_BYTES", Settings.http_max_url_bytes, minimum=256),
+        http_max_header_bytes=_int(env, "FORLOP_HTTP_MAX_HEADER_BYTES", Settings.http_max_header_bytes,
+                                   minimum=4096),
+        http_max_problems=_int(env, "FORLOP_HTTP_MAX_PROBLEMS", Settings.http_max_problems, minimum=1),
+        http_connection_limit=_int(env, "FORLOP_HTTP_CONNECTION_LIMIT", Settings.http_connection_limit, minimum=1),
+        http_channel_timeout_s=_int(env, "FORLOP_HTTP_CHANNEL_TIMEOUT_S", Settings.http_channel_timeout_s,
+                                    minimum=1),
+        api_statement_timeout_ms=_int(env, "FORLOP_API_STATEMENT_TIMEOUT_MS", Settings.api_statement_timeout_ms),
+        api_max_search_values=_int(env, "FORLOP_API_MAX_SEARCH_VALUES", Settings.api_max_search_values, minimum=1),
+        api_max_search_repeats=_int(env, "FORLOP_API_MAX_SEARCH_REPEATS", Settings.api_max_search_repeats,
+                                    minimum=1),
+        api_max_offset=_int(env, "FORLOP_API_MAX_OFFSET", Settings.api_max_offset),
         jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
         jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
         jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,

@@ -136,13 +136,16 @@ def run_embedded(
         producer.flush()
         producer.close()
         token = mint_dev_token(settings, list(ALL_SCOPES))
-        body = "\n".join(json.dumps(ev, ensure_ascii=False) for ev in esp).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{api_port}/ingest/esp", data=body, method="POST",
-            headers={"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {token}"},
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            posted = json.loads(resp.read())
+        posted = {"accepted": 0, "duplicates": 0}
+        for start in range(0, len(esp), settings.http_max_records):  # at most the records one request may carry
+            body = "\n".join(json.dumps(ev, ensure_ascii=False) for ev in esp[start:start + settings.http_max_records])
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{api_port}/ingest/esp", data=body.encode(), method="POST",
+                headers={"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                answer = json.loads(resp.read())
+            posted = {k: posted[k] + answer[k] for k in posted}
         out.write(
             f"forlop: fed {len(dips)} DIPS events through Kafka and {len(esp)} eSP events through "
             f"POST /ingest/esp ({posted['accepted']} accepted, {posted['duplicates']} duplicates)\n"

@@ -28,7 +28,7 @@ from forlop.auth import SCOPE_READ, TokenVerifier
 from forlop.kafka import RELAY_PAGE, ConsumerLoop, client_options
 from forlop.metrics import refresh_gauges
 from forlop.runtime import PeriodicWorker, Runtime, start_thread
-from forlop.wsgi import HttpServer, listen_socket, make_http_server
+from forlop.wsgi import HttpServer, ServerLimits, listen_socket, make_http_server
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ class ServiceProcess:
             http_worker.labels(str(self.worker), str(os.getpid())).set(1)
         # the API's request threads; a consumer service's server only answers probes and /metrics
         threads = rt.settings.http_threads if self.service == "api" else 2
-        self.server = make_http_server(rt.settings.http_host, rt.settings.http_port, app, threads, self.sock)
+        self.server = make_http_server(rt.settings.http_host, rt.settings.http_port, app, threads, self.sock,
+                                       ServerLimits.of(rt.settings))
         return self
 
     def api_app(self) -> Flask:
@@ -124,9 +125,14 @@ class ServiceProcess:
         from services.pathway.api import pathway_bp
 
         blueprints = [(messages_bp, SCOPE_READ), (pathway_bp(self.runtime), SCOPE_READ)]
+        # The requests' own connections: on PostgreSQL each statement of theirs ends at the API's
+        # statement timeout (the relay and metrics of this process keep the runtime's store).
+        store = self.runtime.store.with_statement_timeout(self.runtime.settings.api_statement_timeout_ms)
+        if store is not self.runtime.store:
+            self.closers.append(store.dispose)
         deps = ApiDeps(
             self.runtime.settings,
-            self.runtime.store,
+            store,
             self.runtime.clock,
             TokenVerifier(self.runtime.settings),
             readiness=[],

@@ -13,10 +13,15 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import create_server
+from waitress.task import ErrorTask
+from waitress.utilities import BadRequest, RequestHeaderFieldsTooLarge
 
 from forlop.config import Settings
 
@@ -36,6 +41,75 @@ HTTP_THREADS = Settings.http_threads
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What waitress itself allows a connection and a request (the settings' FORLOP_HTTP_*).
+
+    `max_head_bytes` (request line and header fields) is the app's URL and header limits together
+    plus a little, so a request within both reaches the app, which names the one it breaks
+    (services.api.limits); past it, and past `max_body_bytes`, waitress answers itself, as an
+    OperationOutcome too (`_OutcomeErrorTask`). `connection_limit`: open connections, idle or not,
+    beyond which new ones wait in the listen backlog (waitress's default, 100, let a hundred idle
+    clients keep every probe out); `channel_timeout_s`: how long a connection may sit idle.
+    """
+
+    connection_limit: int = Settings.http_connection_limit
+    channel_timeout_s: int = Settings.http_channel_timeout_s
+    max_url_bytes: int = Settings.http_max_url_bytes
+    max_header_bytes: int = Settings.http_max_header_bytes
+    max_body_bytes: int = Settings.http_max_body_bytes
+
+    @property
+    def max_head_bytes(self) -> int:
+        return self.max_url_bytes + self.max_header_bytes + 1024
+
+    @staticmethod
+    def of(settings: Settings) -> ServerLimits:
+        return ServerLimits(settings.http_connection_limit, settings.http_channel_timeout_s,
+                            settings.http_max_url_bytes, settings.http_max_header_bytes, settings.http_max_body_bytes)
+
+
+class UriTooLong(BadRequest):
+    code = 414
+    reason = "URI Too Long"
+
+
+class _RequestParser(HTTPRequestParser):
+    """waitress's parser, telling a request line too long (414) from header fields too large (431)."""
+
+    def received(self, data: bytes) -> int:
+        before = self.header_plus
+        consumed = super().received(data)
+        if type(self.error) is RequestHeaderFieldsTooLarge and b"\n" not in (before + data).lstrip():
+            self.error = UriTooLong(self.error.body)
+        return consumed
+
+
+_ISSUE_CODES = {413: "too-costly", 414: "too-costly", 431: "too-costly", 500: "exception", 501: "not-supported"}
+
+
+class _OutcomeErrorTask(ErrorTask):
+    """waitress's own answers (a request too large for it, a malformed one) as a FHIR OperationOutcome,
+    as every error of the API is, instead of plain text."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        limits: ServerLimits = getattr(self.channel.server, "forlop_limits", ServerLimits())
+        detail = {413: f"the request body is larger than {limits.max_body_bytes} bytes; split the batch",
+                  414: f"the URL is longer than this server takes; at most {limits.max_url_bytes} bytes",
+                  431: f"the header fields are larger than this server takes; at most {limits.max_header_bytes} "
+                       "bytes",
+                  }.get(error.code, f"{error.reason}: {error.body}")
+        body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": _ISSUE_CODES.get(error.code, "structure"), "diagnostics": detail}]})
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/fhir+json"),
+                                      ("Content-Length", str(len(body))), ("Connection", "close")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class _Channel(HTTPChannel):
     """waitress's HTTP channel, less a busy loop of its I/O thread.
 
@@ -48,6 +122,9 @@ class _Channel(HTTPChannel):
     the thread lets the lock go (the task's end always wakes the I/O thread, and so does a thread
     that waits for the buffer to drain). Pinned to waitress 3.0.x (tests/platform/test_wsgi.py).
     """
+
+    parser_class = _RequestParser
+    error_task_class = _OutcomeErrorTask
 
     def writable(self) -> bool:
         if self.will_close or self.close_when_flushed:
@@ -65,17 +142,24 @@ class HttpServer:
     """The same surface the services use of werkzeug's `BaseWSGIServer`: server_port, serve_forever, shutdown."""
 
     def __init__(self, host: str, port: int, app: Any, threads: int = HTTP_THREADS,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, limits: ServerLimits | None = None) -> None:
         """`sock`: a socket bound already (`listen_socket`), which the server listens on instead of host:port."""
         where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
+        limits = limits or ServerLimits()
         self._server = create_server(
             app,
             **where,
             threads=threads,
             ident="forlop",
             asyncore_use_poll=True,  # select() stops at file descriptor 1024
+            connection_limit=limits.connection_limit,
+            channel_timeout=limits.channel_timeout_s,
+            cleanup_interval=min(30, limits.channel_timeout_s),  # how often idle connections are looked for
+            max_request_header_size=limits.max_head_bytes,
+            max_request_body_size=limits.max_body_bytes,
         )
         self._server.channel_class = _Channel
+        self._server.forlop_limits = limits  # what _OutcomeErrorTask names
         self.server_port: int = self._server.effective_port
         self._running = threading.Event()
         self._stopped = threading.Event()
@@ -108,8 +192,8 @@ class HttpServer:
 
 
 def make_http_server(host: str, port: int, app: Any, threads: int = HTTP_THREADS,
-                     sock: socket.socket | None = None) -> HttpServer:
-    return HttpServer(host, port, app, threads, sock)
+                     sock: socket.socket | None = None, limits: ServerLimits | None = None) -> HttpServer:
+    return HttpServer(host, port, app, threads, sock, limits)
 
 
 def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

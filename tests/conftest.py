@@ -106,6 +106,12 @@ def another_store(store: Store, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def postgres_store() -> Iterator[Store]:
+    """A PostgreSQL store alone, for what only PostgreSQL has (its statement timeout)."""
+    yield from _postgres_store()
+
+
+@pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     yield from _sqlite_store(tmp_path / "forlop.db")
 

@@ -14,8 +14,9 @@ from forlop.fhir import ids
 LAST_CHANGED = "2026-11-25"  # CapabilityStatement.date: bump when the API surface changes
 
 _PAGING = [
-    ("_count", "number", "Page size; default 50, at most 500."),
-    ("_offset", "number", "Number of matches to skip (the Bundle's previous link uses it)."),
+    ("_count", "number", "Page size; default 50, at most 500 (a larger value gives 500)."),
+    ("_offset", "number", "Number of matches to skip (the Bundle's previous link uses it); at most "
+     "FORLOP_API_MAX_OFFSET (10,000 by default): deeper pages by the next link."),
     (
         "_cursor",
         "string",
@@ -90,7 +91,9 @@ _DESCRIPTION = (
 )
 _REST_DOC = (
     "Searches AND across parameters and OR across comma-separated values; results are ordered by resource "
-    "id. Unsupported parameters are rejected with 400."
+    "id. Unsupported parameters are rejected with 400, and so is a parameter given more than "
+    "FORLOP_API_MAX_SEARCH_REPEATS times or with more than FORLOP_API_MAX_SEARCH_VALUES values (10 and 100 "
+    "by default). The whole API is described at /openapi.json."
 )
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 _SECURITY_DOC = (

@@ -36,10 +36,15 @@ class Store:
     # sqlite_cache_mb: each SQLite connection's page cache (SQLite's default is 2 MiB). A bulk load
     # (`forlop replay`) inserts into B-trees far bigger than that and read pages back from the OS
     # again and again (256 MiB: system time 30 -> 14 s on a 100k-event replay).
-    def __init__(self, database_url: str, *, pool_size: int = 10, sqlite_cache_mb: int | None = None) -> None:
+    # statement_timeout_ms (PostgreSQL): every statement on this store's connections is cancelled by
+    # the server after this long (`with_statement_timeout`); 0: no limit.
+    def __init__(self, database_url: str, *, pool_size: int = 10, sqlite_cache_mb: int | None = None,
+                 statement_timeout_ms: int = 0) -> None:
         url = make_url(database_url)
         self.url = url
         self.dialect = url.get_backend_name()
+        self.pool_size = pool_size
+        self.statement_timeout_ms = statement_timeout_ms
         if self.dialect == "sqlite":
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -51,8 +56,17 @@ class Store:
         else:
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
+            connect_args = {}
+            if statement_timeout_ms > 0:
+                # A startup option of the session (no round trip, and no transaction's ROLLBACK undoes
+                # it), beside any the URL gives.
+                given = url.query.get("options")
+                connect_args["options"] = " ".join(
+                    [*([given] if isinstance(given, str) else list(given or ())),
+                     f"-c statement_timeout={int(statement_timeout_ms)}"])
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
-                                        json_serializer=json_text, json_deserializer=orjson.loads)
+                                        json_serializer=json_text, json_deserializer=orjson.loads,
+                                        connect_args=connect_args)
             # An executemany INSERT goes out through psycopg's pipeline: one statement text, converted
             # once and prepared by the server, for every row. SQLAlchemy's multi-row INSERT ... VALUES
             # pages were a new text per row count, which psycopg converts anew (it caches statements
@@ -60,6 +74,15 @@ class Store:
             # process; Kafka ingest 472 -> 527 events/s (mean of 4 alternated runs each). The search
             # index rows, for which pages were chosen once, go through `insert_rows` now.
             self.engine.dialect.use_insertmanyvalues_wo_returning = False
+
+    def with_statement_timeout(self, timeout_ms: int) -> Store:
+        """A store on the same database (its own pool) whose every statement the server cancels after
+        `timeout_ms` (PostgreSQL's statement_timeout; the driver raises QueryCanceled, SQLSTATE 57014).
+        This store itself where that is moot: SQLite (no such setting), or `timeout_ms` 0."""
+        if self.dialect != "postgresql" or timeout_ms <= 0 or timeout_ms == self.statement_timeout_ms:
+            return self
+        return Store(self.url.render_as_string(hide_password=False), pool_size=self.pool_size,
+                     statement_timeout_ms=timeout_ms)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

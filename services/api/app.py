@@ -8,32 +8,35 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import MethodNotAllowed
 
 from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, AuthError, TokenVerifier
 from forlop.clock import Clock
 from forlop.config import Settings
+from forlop.events import PathwayEvent
+from forlop.fhir.capability import capability_statement
 from forlop.logging import correlation_id
 from forlop.storage import Store
+from services.api.limits import HttpLimits, refused, too_large
+from services.api.openapi import openapi_document
 from services.api.outcome import error, fhir_response, issue, operation_outcome
-from services.ingest.normalise import BodyError, parse_body
+from services.api.params import FHIR_ID, BadParameter, SearchLimits, search_request
+from services.ingest.normalise import BodyError, RejectedEvent, TooManyRecords, parse_body
 from services.ingest.service import ConflictingDuplicates, InboundRecord, check_record, ingest
+from services.ingest.validation import SOURCES, Problem
 from services.pathway import fhir_store
 
 log = logging.getLogger(__name__)
 
-MAX_COUNT = 500
-DEFAULT_COUNT = 50
-SOURCES = ("dips", "esp")
-CHAINED = {"patient:identifier": "patient.identifier", "patient.identifier": "patient.identifier"}
-TOTAL_MODES = ("none", "estimate", "accurate")  # FHIR _total; only "accurate" counts every match
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a _cursor is the id of the last resource of the page before
+RETRY_AFTER_S = 10  # a 503's Retry-After: the database was busy or away
 
 
 @dataclass
@@ -47,8 +50,10 @@ class ApiDeps:
 
 
 def create_app(deps: ApiDeps) -> Flask:
-    app = Flask("forlop")
-    app.config["MAX_CONTENT_LENGTH"] = 32 * 1024 * 1024
+    app = Flask("forlop", static_folder=None)  # every route is in the OpenAPI document: no static files
+    limits = HttpLimits.of(deps.settings)
+    search_limits = SearchLimits.of(deps.settings)
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # a chunked body too (waitress's own limit aside)
     app.config["FORLOP_STORE"] = deps.store  # blueprints read the same store
 
     def require(scope: str) -> Response | None:
@@ -61,6 +66,10 @@ def create_app(deps: ApiDeps) -> Flask:
     @app.before_request
     def _correlation() -> None:
         correlation_id.set(request.headers.get("X-Correlation-Id"))
+
+    @app.before_request
+    def _within_limits() -> Response | None:
+        return refused(request.environ, request.path, request.args, limits)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -81,33 +90,31 @@ def create_app(deps: ApiDeps) -> Flask:
     def metrics() -> Response:
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
-    @app.post("/ingest/<source>")
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(openapi_document(deps.settings), mimetype="application/json")
+
     def post_events(source: str) -> Response:
         if (denied := require(SCOPE_WRITE_EVENTS)) is not None:
             return denied
-        if source not in SOURCES:
-            return error(404, "not-found", f"unknown event source {source!r}; use one of {', '.join(SOURCES)}")
         try:
-            items = parse_body(request.content_type or "application/json", request.get_data())
+            items = parse_body(request.content_type or "application/json", request.get_data(),
+                               max_records=limits.max_records)
+        except TooManyRecords as exc:
+            return error(413, "too-costly", str(exc))
         except BodyError as exc:
             return error(400, "structure", str(exc))
         if not items:
             return error(400, "required", "the request body holds no events")
         records = [InboundRecord(item, "http") for item in items]
-        problems = []
-        for i, record in enumerate(records):
-            try:
-                check_record(source, record)
-            except Exception as exc:  # RejectedEvent: every problem of every event is reported
-                for p in getattr(exc, "problems", []):
-                    where = f"[{i}].{p.field}" if len(records) > 1 else p.field
-                    problems.append(issue("error", "invalid", f"{where}: {p.message} (rule: {p.rule})", where))
+        checked, problems = _checked(source, records, limits.max_problems)
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
         try:
             with deps.store.transaction() as conn:
-                result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False)
+                result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False,
+                                checked=checked)
                 if result.conflicts:  # all or nothing, as a 422: the transaction rolls back
                     raise ConflictingDuplicates(result.conflicts)
         except ConflictingDuplicates as exc:
@@ -126,76 +133,33 @@ def create_app(deps: ApiDeps) -> Flask:
             mimetype="application/json",
         )
 
+    for source in SOURCES:
+        app.add_url_rule(f"/ingest/{source}", f"post_events_{source}", partial(post_events, source),
+                         methods=["POST"])
+
     @app.get("/fhir/metadata")
     def metadata() -> Response:
-        from forlop.fhir.capability import capability_statement
-
         return fhir_response(capability_statement(request.host_url.rstrip("/") + "/fhir", _version()))
 
-    @app.get("/fhir/<rtype>/<rid>")
     def read(rtype: str, rid: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
             return denied
-        if rtype not in fhir_store.SEARCH_PARAMS:
-            return error(404, "not-supported", f"resource type {rtype!r} is not served here")
-        with deps.store.read() as conn:
-            found = fhir_store.read_resource(conn, rtype, rid)
+        found = None
+        if FHIR_ID.fullmatch(rid):  # any other id names nothing (FHIR R4's id: [A-Za-z0-9-.]{1,64})
+            with deps.store.read() as conn:
+                found = fhir_store.read_resource(conn, rtype, rid)
         if found is None:
-            return error(404, "not-found", f"{rtype}/{rid} does not exist")
+            return error(404, "not-found", f"{rtype}/{_shown(rid)} does not exist")
         return fhir_response(found.with_meta(), headers={"ETag": f'W/"{found.version_id}"'})
 
-    @app.get("/fhir/<rtype>")
     def search(rtype: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
             return denied
-        if rtype not in fhir_store.SEARCH_PARAMS:
-            return error(404, "not-supported", f"resource type {rtype!r} is not served here")
-        supported = fhir_store.SEARCH_PARAMS[rtype]
-        criteria: list[tuple[str, list[str]]] = []
-        count, offset, cursor, total_mode = DEFAULT_COUNT, 0, None, "none"
-        for name in request.args:
-            values = request.args.getlist(name)
-            if name == "_count":
-                try:
-                    count = max(0, min(MAX_COUNT, int(values[-1])))
-                except ValueError:
-                    return error(400, "value", f"_count={values[-1]!r} is not a whole number", "_count")
-                continue
-            if name == "_offset":
-                try:
-                    offset = max(0, int(values[-1]))
-                except ValueError:
-                    return error(400, "value", f"_offset={values[-1]!r} is not a whole number", "_offset")
-                continue
-            if name == "_cursor":
-                cursor = values[-1]
-                if not FHIR_ID.fullmatch(cursor):
-                    return error(400, "value", f"_cursor={cursor!r} is not a paging position from a next link",
-                                 "_cursor")
-                continue
-            if name == "_total":
-                total_mode = values[-1]
-                if total_mode not in TOTAL_MODES:
-                    return error(400, "value", f"_total={total_mode!r}: use one of {', '.join(TOTAL_MODES)}", "_total")
-                continue
-            if name == "_format":
-                continue
-            param = CHAINED.get(name, name) if rtype == "EpisodeOfCare" else name
-            if param not in supported:
-                return error(
-                    400,
-                    "not-supported",
-                    f"search parameter {name!r} is not supported on {rtype}; supported: "
-                    f"{', '.join(p for p in supported if p != 'patient.identifier')}"
-                    + (", patient:identifier" if rtype == "EpisodeOfCare" else "")
-                    + ", _count, _offset, _cursor, _total",
-                    name,
-                )
-            for value in values:
-                criteria.append((param, [v for v in value.split(",") if v]))
+        query_ = search_request(rtype, fhir_store.SEARCH_PARAMS[rtype], request.args, search_limits)
+        count, offset = query_.count, query_.offset
         with deps.store.read() as conn:
-            page = fhir_store.search_page(conn, rtype, criteria, count, offset, after=cursor,
-                                          count_total=total_mode == "accurate")
+            page = fhir_store.search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
+                                          count_total=query_.total_mode == "accurate")
         found = page.resources
         base = request.base_url
         query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
@@ -227,6 +191,12 @@ def create_app(deps: ApiDeps) -> Flask:
         ]
         return fhir_response(bundle)
 
+    # One rule per resource type served (the OpenAPI document lists each with its own parameters);
+    # another type has no route: 404.
+    for rtype in fhir_store.SEARCH_PARAMS:
+        app.add_url_rule(f"/fhir/{rtype}", f"search_{rtype}", partial(search, rtype))
+        app.add_url_rule(f"/fhir/{rtype}/<rid>", f"read_{rtype}", partial(read, rtype))
+
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
     for blueprint, _scope in deps.blueprints:
@@ -237,17 +207,38 @@ def create_app(deps: ApiDeps) -> Flask:
         scope = scopes.get(request.blueprint or "")
         return require(scope) if scope else None
 
+    @app.errorhandler(BadParameter)
+    def bad_parameter(exc: BadParameter) -> Response:
+        return error(400, exc.code, str(exc), exc.name)
+
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> Response:
-        return error(404, "not-found", f"no route for {request.method} {request.path}")
+        return error(404, "not-found", f"no route for {request.method} {_shown(request.path)}")
 
     @app.errorhandler(405)
-    def not_allowed(_exc: Exception) -> Response:
-        return error(405, "not-supported", f"{request.method} is not allowed on {request.path}")
+    def not_allowed(exc: MethodNotAllowed) -> Response:
+        resp = error(405, "not-supported", f"{request.method} is not allowed on {_shown(request.path)}")
+        if exc.valid_methods:
+            resp.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return resp
 
     @app.errorhandler(413)
-    def too_large(_exc: Exception) -> Response:
-        return error(413, "too-costly", "request body larger than 32 MiB; split the batch")
+    def body_too_large(_exc: Exception) -> Response:
+        return too_large(limits)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(exc: DBAPIError) -> Response:
+        if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled: the statement timeout
+            log.warning("a request's statement ran past the API's statement timeout")
+            resp = error(503, "timeout", "the query took longer than this server allows "
+                         f"({deps.settings.api_statement_timeout_ms} ms); narrow the request or try again later")
+        elif isinstance(exc, OperationalError) or exc.connection_invalidated:
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            resp = error(503, "transient", "the database is unavailable; try again later")
+        else:
+            return crashed(exc)
+        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return resp
 
     @app.errorhandler(Exception)
     def crashed(exc: Exception) -> Response:
@@ -255,6 +246,47 @@ def create_app(deps: ApiDeps) -> Flask:
         return error(500, "exception", "internal error; see the service log for the correlation id")
 
     return app
+
+
+def _checked(source: str, records: list[InboundRecord], most: int) -> tuple[list[PathwayEvent], list[dict]]:
+    """A batch's events, or the issues of its rejected records: the first `most`, then one that
+    counts the rest.
+
+    Checking stops once `most` are listed (the batch is refused whole either way): a body of a
+    thousand empty objects costs the records it takes to fill the list, not a thousand rejections.
+    """
+    events: list[PathwayEvent] = []
+    listed: list[dict] = []
+    unlisted = 0
+    for i, record in enumerate(records):
+        if len(listed) >= most:
+            rest = len(records) - i
+            listed.append(issue("information", "informational",
+                                f"{unlisted} more problems not listed; the last {rest} records were not checked "
+                                f"(the first {most} problems are listed; the batch is refused whole)"))
+            return events, listed
+        try:
+            if not isinstance(record.raw, dict):  # an array element that is text is not a record's text
+                raise RejectedEvent([Problem("$", "type", f"the record must be a JSON object, not "
+                                                          f"{type(record.raw).__name__}")])
+            events.append(check_record(source, record))
+        except RejectedEvent as exc:
+            for p in exc.problems:
+                if len(listed) >= most:
+                    unlisted += 1
+                    continue
+                where = f"[{i}].{p.field}" if len(records) > 1 else p.field
+                listed.append(issue("error", "invalid", f"{where}: {p.message} (rule: {p.rule})", where))
+    if unlisted:
+        listed.append(issue("information", "informational",
+                            f"{unlisted} more problems not listed (the first {most} are)"))
+    return events, listed
+
+
+def _shown(text: str) -> str:
+    """A path or id from the request as an error message may repeat it: short, without control characters."""
+    short = text if len(text) <= 80 else text[:80] + "…"
+    return "".join(ch if ch.isprintable() else "?" for ch in short)
 
 
 def _db_check(store: Store) -> Callable[[], str | None]:

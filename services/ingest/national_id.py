@@ -18,7 +18,7 @@ from forlop.logging import mask_national_id as _mask
 
 _W1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
 _W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
-_ELEVEN_DIGITS = re.compile(r"\d{11}")
+_ELEVEN_DIGITS = re.compile(r"[0-9]{11}")  # ASCII: \d also matches other scripts' digits
 SYNTHETIC_MONTH_OFFSET = 80
 D_NUMBER_DAY_OFFSET = 40
 

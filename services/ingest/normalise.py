@@ -25,12 +25,14 @@ counts for it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, cast
 
+import orjson
+
 from forlop.events import PathwayEvent
 from services.ingest import dips, esp
+from services.ingest.boundary import json_problem
 from services.ingest.validation import Problem, validate
 
 _MAPPINGS: dict[str, Callable[[dict[str, Any]], PathwayEvent]] = {"dips": dips.normalise, "esp": esp.normalise}
@@ -50,6 +52,14 @@ class BodyError(ValueError):
     """The request body is not JSON, a JSON array or NDJSON; the message says where."""
 
 
+class TooManyRecords(BodyError):
+    """The request body holds more records than one request may carry."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body holds more than {limit} records; send at most {limit} per request")
+        self.limit = limit
+
+
 def parse_vendor_event(source: str, raw: object) -> PathwayEvent:
     """Validate one vendor record and map it to the canonical event.
 
@@ -63,38 +73,53 @@ def parse_vendor_event(source: str, raw: object) -> PathwayEvent:
     return _MAPPINGS[source](cast(dict[str, Any], raw))  # validate() demands an object
 
 
-def parse_body(content_type: str, body: bytes) -> list[object]:
+def parse_body(content_type: str, body: bytes, *, max_records: int | None = None) -> list[object]:
     """The records in a request body: one JSON object, a JSON array, or NDJSON.
 
-    NDJSON (``application/x-ndjson``): one JSON value per line, blank lines skipped.
-    An empty body holds no records. Raises BodyError naming the line of bad JSON.
+    NDJSON (``application/x-ndjson``): one JSON value per line (lines end at ``\\n`` only: JSON text
+    may hold U+2028), blank lines skipped. An empty body holds no records. Raises BodyError naming
+    the line of bad JSON, TooManyRecords past `max_records` (counted before any record is parsed
+    in NDJSON). orjson parses: no number, nesting or escape can raise anything else (see
+    `services.ingest.boundary`).
     """
     media_type = content_type.split(";", 1)[0].strip().lower()
+    if body.startswith(b"\xef\xbb\xbf"):  # a byte order mark, which orjson refuses
+        body = body[3:]
     try:
-        text = body.decode("utf-8-sig")
+        body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError(f"the body is not UTF-8 (byte {exc.start})") from None
     if media_type in NDJSON_TYPES:
+        lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+        if max_records is not None and len(lines) > max_records:
+            raise TooManyRecords(max_records)
         items: list[object] = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        for number, line in lines:
             try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise BodyError(f"line {lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise BodyError(f"line {number}: {_reason(exc)} (column {exc.colno})") from None
         return items
     if media_type not in JSON_TYPES and not media_type.endswith("+json"):
         raise BodyError(f"unsupported content type {media_type!r}; send application/json or application/x-ndjson")
-    if not text.strip():
+    if not body.strip():
         return []
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        hint = " (several JSON values: send them as application/x-ndjson)" if exc.msg == "Extra data" else ""
-        raise BodyError(f"line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno}){hint}") from None
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        several = exc.msg.startswith("unexpected content after document")
+        hint = " (several JSON values: send them as application/x-ndjson)" if several else ""
+        raise BodyError(f"line {exc.lineno}: {_reason(exc)} (column {exc.colno}){hint}") from None
     if isinstance(value, list):
+        if max_records is not None and len(value) > max_records:
+            raise TooManyRecords(max_records)
         return value
     if isinstance(value, dict):
         return [value]
     raise BodyError(f"expected a JSON object or an array of objects, got {type(value).__name__}")
+
+
+def _reason(exc: orjson.JSONDecodeError) -> str:
+    """orjson's complaint, less the position (the caller says where)."""
+    problem = json_problem(exc)
+    return problem.message.rsplit(" (at line", 1)[0]

@@ -28,8 +28,9 @@ from forlop.events import PathwayEvent
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many
+from services.ingest.boundary import RecordProblems, parse_record, value_problems
 from services.ingest.normalise import RejectedEvent, parse_vendor_event
-from services.ingest.validation import Problem
+from services.ingest.validation import SOURCES, Problem, bounds
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +124,36 @@ class IngestResult:
 
 
 def check_record(source: str, record: InboundRecord) -> PathwayEvent:
-    """Parse, validate and normalise one record; raise RejectedEvent with every problem."""
-    raw = record.raw
-    if not isinstance(raw, dict):
-        try:
-            raw = json.loads(record.text())
-        except json.JSONDecodeError as exc:
-            raise RejectedEvent([Problem("$", "json", f"not valid JSON: {exc.msg} at position {exc.pos}")]) from None
-    return parse_vendor_event(source, raw)
+    """Parse, validate and normalise one record; raise RejectedEvent with every problem.
+
+    Whatever the record holds, the only exception is RejectedEvent (ValueError for an unknown
+    source, a caller's mistake): first the boundary (size, encoding, JSON, depth, widths, NUL,
+    lone surrogates: `boundary`), then the vendor schema and the checks after it (`validation`),
+    then the mapping. Should the mapping still fail, that is a gap in the validation: the record
+    is rejected as unprocessable, and logged, instead of stopping whoever called.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown event source {source!r}; expected one of {', '.join(SOURCES)}")
+    limits = bounds(source)
+    try:
+        if not isinstance(record.raw, bytes | str):  # a parsed value (HTTP intake's), of whatever JSON type
+            raw = record.raw
+            problems = value_problems(raw, limits)
+            if problems:
+                raise RejectedEvent(problems)
+        else:
+            raw = parse_record(record.raw, limits)
+        return parse_vendor_event(source, raw)
+    except RejectedEvent:
+        raise
+    except RecordProblems as exc:
+        raise RejectedEvent(exc.problems) from None
+    except Exception as exc:
+        log.warning("a record passed validation but could not be mapped", exc_info=True,
+                    extra=ctx(source=source, origin=record.origin))
+        raise RejectedEvent([Problem("$", "unprocessable",
+                                     f"the record cannot be processed ({type(exc).__name__}); "
+                                     "it is kept for inspection")]) from None
 
 
 def check_records(source: str, records: Sequence[InboundRecord]) -> list[PathwayEvent | list[Problem]]:

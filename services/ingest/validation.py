@@ -17,7 +17,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, time
 from functools import cache
 from importlib import resources
@@ -28,20 +27,12 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 
 from forlop.clock import OSLO
 from forlop.codes import UnknownCode, code_list
+from services.ingest.boundary import Problem, RecordBounds, date_problem
 from services.ingest.national_id import check_national_id
 
 SOURCES = ("dips", "esp")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a record is rejected."""
-
-    field: str  # dotted path into the record, e.g. "patient.nationalId"; "$" is the record itself
-    rule: str  # the schema keyword (required, pattern, enum, type, ...) or a named check
-    message: str
 
 
 # --- values shared with normalisation ----------------------------------------------------------
@@ -97,11 +88,18 @@ def _end_anchored(pattern: str) -> str:
 
 
 def _ecma_pattern(validator: Any, pattern: str, instance: Any, subschema: Any) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not re.search(_end_anchored(pattern), instance):
+    # re.ASCII: ECMA-262's \d, \w and \b are ASCII; Python's would let "²" or "٣" through as a digit.
+    if validator.is_type(instance, "string") and not re.search(_end_anchored(pattern), instance, re.ASCII):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 _EventValidator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
+
+
+@cache
+def bounds(source: str) -> RecordBounds:
+    """The structural limits and the date range of a source's records (its schema's ``x-forlop-bounds``)."""
+    return RecordBounds.from_schema(schema(source))
 
 
 @cache
@@ -116,10 +114,11 @@ def _validator(source: str) -> Draft202012Validator:
 # a $ref's sibling keywords, draft-07 ignores them) and with the value restrictions checked in
 # `_compiled_copy`. A schema using anything else gets no fast path: jsonschema alone decides.
 
-_ANNOTATIONS = frozenset({"$comment", "$defs", "title", "description", "format"})
+_ANNOTATIONS = frozenset({"$comment", "$defs", "title", "description", "format",
+                          "x-forlop-bounds"})  # forlop's bounds: checked before and after the schema
 _ROOT_ONLY = ("$schema", "$id")  # a nested $id would move the base of "#/..." refs
 _SAME_IN_DRAFT_07 = frozenset({"type", "required", "properties", "enum", "const", "pattern", "minLength",
-                               "allOf", "if", "then"})
+                               "maxLength", "allOf", "if", "then"})
 _SAME_TYPES = frozenset({"object", "string", "boolean", "null"})  # number/integer/array differ (bool, 1.0, tuple)
 
 
@@ -147,7 +146,7 @@ def _search_pattern(pattern: str) -> str:
     """
     if "$" in pattern and (pattern.index("$") != len(pattern) - 1 or pattern.endswith("\\$")):
         raise _Unsupported(f"pattern {pattern!r} has a $ other than a final anchor")
-    return pattern
+    return "(?a)" + pattern  # ASCII classes, as `_ecma_pattern` searches
 
 
 def _inline(node: Any, root: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -280,6 +279,8 @@ def _schema_problems(error: ValidationError) -> Iterator[Problem]:
         message = f"{name} must be {_JSON_TYPES.get(str(error.validator_value), error.validator_value)}"
     elif rule == "minLength":
         message = f"{name} must not be empty"
+    elif rule == "maxLength":
+        message = f"{name} is longer than {error.validator_value} characters"
     else:
         message = f"{name}: {error.message}"
     yield Problem(field, rule, message)
@@ -298,7 +299,7 @@ def _get(raw: Any, dotted: str) -> Any:
 
 def _national_id(raw: dict, field: str) -> Iterator[Problem]:
     value = _get(raw, field)
-    if not isinstance(value, str) or not re.fullmatch(r"\d{11}", value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{11}", value):
         return  # the schema already reports it
     broken = check_national_id(value)
     if broken == "check-digit":
@@ -313,7 +314,7 @@ def _code(raw: dict, type_field: str, code_field: str | None) -> Iterator[Proble
     codes = code_list()
     pathway_type = _get(raw, type_field)
     code = _get(raw, code_field) if code_field else None
-    well_formed = isinstance(pathway_type, str) and re.fullmatch(r"[A-Z]\d{2}", pathway_type) is not None
+    well_formed = isinstance(pathway_type, str) and re.fullmatch(r"[A-Z][0-9]{2}", pathway_type) is not None
     known_type = well_formed and codes.is_known_pathway_type(pathway_type)
     if well_formed and not known_type:
         yield Problem(type_field, "known-pathway-type",
@@ -331,43 +332,58 @@ def _code(raw: dict, type_field: str, code_field: str | None) -> Iterator[Proble
 
 
 def _dates(
-    raw: dict, fields: tuple[str, ...], parse: Callable[[str], Any], shape: str, noun: str
+    raw: dict, fields: tuple[str, ...], parse: Callable[[str], date | datetime], shape: str, noun: str,
+    limits: RecordBounds,
 ) -> Iterator[Problem]:
+    """Each date (or time) that is well formed must exist and lie within the bounds' years (its own
+    calendar date, before any offset is applied)."""
     for field in fields:
         value = _get(raw, field)
         if not isinstance(value, str) or not re.fullmatch(shape, value):
             continue  # absent or malformed: the schema decides whether that is a problem
         try:
-            parse(value)
+            parsed = parse(value)
         except ValueError:
             yield Problem(field, "date-exists", f"{field} {value!r} is not a {noun} that exists")
+            continue
+        if (outside := date_problem(field, parsed.date() if isinstance(parsed, datetime) else parsed,
+                                    limits, value)) is not None:
+            yield outside
+
+
+_DIPS_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2})?"
 
 
 def _dips_checks(raw: dict) -> Iterator[Problem]:
+    limits = bounds("dips")
     yield from _national_id(raw, "patient.nationalId")
     yield from _code(raw, "pathway.type", "document.code" if raw.get("eventType") == "ppr.document.approved" else None)
     yield from _dates(raw, ("document.date", "document.firstAttendanceDeadline"), date.fromisoformat,
-                      r"\d{4}-\d{2}-\d{2}", "date")
+                      r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "date", limits)
     for field in ("eventTime", "recordedTime", "appointment.originalTime", "appointment.newTime", "admission.time"):
         value = _get(raw, field)
-        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})?", value):
+        if not isinstance(value, str) or not re.fullmatch(_DIPS_TIME, value):
             continue
         try:
             parsed = parse_dips_time(value)
         except ValueError:
             yield Problem(field, "date-exists", f"{field} {value!r} is not a date and time that exists")
             continue
-        if parsed.tzinfo is None:
+        if (outside := date_problem(field, parsed.date(), limits, value)) is not None:
+            yield outside
+        elif parsed.tzinfo is None:
             yield Problem(field, "date-time-offset",
                           f"{field} {value!r} has no UTC offset (such as +01:00), so the moment is ambiguous")
 
 
 def _esp_checks(raw: dict) -> Iterator[Problem]:
+    limits = bounds("esp")
     yield from _national_id(raw, "fodselsnummer")
     yield from _code(raw, "forlopstype", "kode" if raw.get("meldingstype") == "FORLOPSKODE" else None)
-    yield from _dates(raw, ("hendelsesdato", "fristForsteSamtale"), parse_esp_date, r"\d{2}\.\d{2}\.\d{4}", "date")
+    yield from _dates(raw, ("hendelsesdato", "fristForsteSamtale"), parse_esp_date, r"[0-9]{2}\.[0-9]{2}\.[0-9]{4}",
+                      "date", limits)
     yield from _dates(raw, ("registrertTid", "opprinneligTid", "nyTid", "tidspunkt"), parse_esp_time,
-                      r"\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}", "date and time")
+                      r"[0-9]{2}\.[0-9]{2}\.[0-9]{4} [0-9]{2}:[0-9]{2}", "date and time", limits)
 
 
 def validate(source: str, raw: object) -> list[Problem]:

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from forlop.storage import Store
 from services.api.outcome import error
+from services.api.params import INT32_MAX, one_value, whole_number
 from services.messaging import (
     metrics,  # noqa: F401 - registers the messaging counters on this process's /metrics
     repository,
@@ -36,18 +37,20 @@ def _store() -> Store:
     return store
 
 
+MAX_COUNT = 1000  # messages in one answer; a larger _count gives this many
+
+
 @messages_bp.get("/messages")
 def list_messages() -> Response:
-    try:
-        limit = max(1, min(1000, int(request.args.get("_count", 500))))
-    except ValueError:
-        return error(400, "value", f"_count={request.args.get('_count')!r} is not a whole number", "_count")
-    status = request.args.get("status")
+    # BadParameter (ASCII digits, one value each) is answered by the app: 400 naming the parameter
+    raw = one_value(request.args, "_count")
+    limit = 500 if raw is None else min(MAX_COUNT, whole_number("_count", raw, 1, INT32_MAX))
+    status = one_value(request.args, "status")
     if status and status not in {s.value for s in MessageStatus}:
-        return error(400, "value", f"status={status!r}: use one of {', '.join(s.value for s in MessageStatus)}",
+        return error(400, "value", f"status={status[:40]!r}: use one of {', '.join(s.value for s in MessageStatus)}",
                      "status")
     with _store().read() as conn:
-        rows = repository.list_messages(conn, status, request.args.get("pathway"), limit)
+        rows = repository.list_messages(conn, status, one_value(request.args, "pathway"), limit)
     return jsonify([message_view(r) for r in rows])
 
 

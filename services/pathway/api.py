@@ -17,28 +17,29 @@ from datetime import date
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
+from forlop.storage import Store
 from services.api.outcome import error
+from services.api.params import BadParameter, one_value, whole_number
+from services.ingest.validation import bounds
 from services.pathway import reports
 
 MAX_LIMIT = 5000
-KOMMUNENUMMER = re.compile(r"^\d{4}$")
-
-
-class BadParameter(ValueError):
-    """A query or path parameter the route cannot use; becomes a 400 OperationOutcome naming it."""
-
-    def __init__(self, name: str, message: str, code: str = "value") -> None:
-        super().__init__(message)
-        self.name = name
-        self.code = code
+KOMMUNENUMMER = re.compile(r"[0-9]{4}")  # ASCII: \d would take other scripts' digits
+HER_ID = re.compile(r"[0-9]{1,12}")
+# No event forlop holds lies outside the dates a vendor record may carry (its schema's x-forlop-bounds).
+EARLIEST, LATEST = bounds("dips").earliest_date, bounds("dips").latest_date
 
 
 def pathway_bp(runtime: Any) -> Blueprint:
-    """The routes, bound to a runtime (its store, clock and due-soon setting)."""
+    """The routes, bound to a runtime (its clock and due-soon setting; its store unless the app
+    publishes the one its requests use, FORLOP_STORE)."""
     bp = Blueprint("pathway_reports", __name__)
     due_soon_days = runtime.settings.due_soon_days
+
+    def store() -> Store:
+        return current_app.config.get("FORLOP_STORE") or runtime.store
 
     @bp.errorhandler(BadParameter)
     def bad_parameter(exc: BadParameter) -> Response:
@@ -46,20 +47,22 @@ def pathway_bp(runtime: Any) -> Blueprint:
 
     @bp.get("/worklist")
     def get_worklist() -> Response:
-        unit = request.args.get("unit", "").strip()
+        unit = (one_value(request.args, "unit") or "").strip()
         if not unit:
             raise BadParameter("unit", "the query parameter 'unit' (the unit's HER-id) is required", "required")
+        if not HER_ID.fullmatch(unit):
+            raise BadParameter("unit", f"unit={unit[:40]!r} is not a HER-id (1 to 12 digits)")
         limit = _limit()
-        with runtime.store.read() as conn:
+        with store().read() as conn:
             body = reports.worklist(conn, unit, runtime.clock(), limit, due_soon_days)
         return _json(body)
 
     @bp.get("/municipalities/<kommunenummer>/pathways")
     def get_municipal_overview(kommunenummer: str) -> Response:
-        if not KOMMUNENUMMER.match(kommunenummer):
-            raise BadParameter("kommunenummer", f"{kommunenummer!r} is not a kommunenummer (4 digits)")
+        if not KOMMUNENUMMER.fullmatch(kommunenummer):
+            raise BadParameter("kommunenummer", f"{kommunenummer[:40]!r} is not a kommunenummer (4 digits)")
         statuses = None
-        if raw := request.args.get("episodeStatus"):
+        if raw := one_value(request.args, "episodeStatus"):
             statuses = [s for s in raw.split(",") if s]
             unknown = [s for s in statuses if s not in reports.EPISODE_STATUSES]
             if unknown:
@@ -68,24 +71,24 @@ def pathway_bp(runtime: Any) -> Blueprint:
                     f"unknown episode status {', '.join(unknown)}; use {', '.join(reports.EPISODE_STATUSES)}",
                 )
         limit = _limit()
-        with runtime.store.read() as conn:
+        with store().read() as conn:
             body = reports.municipal_overview(conn, kommunenummer, runtime.clock(), statuses, limit, due_soon_days)
         return _json(body)
 
     @bp.get("/indicators")
     def get_indicators() -> Response:
         date_from, date_to = _period()
-        group_by = request.args.get("groupBy", "pathwayType")
+        group_by = one_value(request.args, "groupBy") or "pathwayType"
         if group_by not in reports.GROUP_BY:
-            raise BadParameter("groupBy", f"groupBy={group_by!r}: use one of {', '.join(reports.GROUP_BY)}")
-        with runtime.store.read() as conn:
+            raise BadParameter("groupBy", f"groupBy={group_by[:40]!r}: use one of {', '.join(reports.GROUP_BY)}")
+        with store().read() as conn:
             report = reports.indicators(conn, date_from, date_to, group_by, runtime.clock())
         return _json(report.to_dict())
 
     @bp.get("/quality")
     def get_quality() -> Response:
         date_from, date_to = _period()
-        with runtime.store.read() as conn:
+        with store().read() as conn:
             body = reports.quality(conn, date_from, date_to, runtime.clock())
         return _json(body)
 
@@ -100,24 +103,22 @@ def _period() -> tuple[date | None, date | None]:
 
 
 def _date(name: str) -> date | None:
-    raw = request.args.get(name)
+    raw = one_value(request.args, name)
     if raw is None or raw == "":
         return None
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-        raise BadParameter(name, f"{name}={raw!r} is not a date (YYYY-MM-DD)")
     try:
-        return date.fromisoformat(raw)
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw) and EARLIEST <= (day := date.fromisoformat(raw)) <= LATEST:
+            return day
     except ValueError:
-        raise BadParameter(name, f"{name}={raw!r} is not a date (YYYY-MM-DD)") from None
+        pass
+    raise BadParameter(name, f"{name}={raw[:40]!r} is not a date (YYYY-MM-DD) from {EARLIEST} to {LATEST}")
 
 
 def _limit() -> int | None:
-    raw = request.args.get("limit")
-    if raw is None or raw == "":
+    raw = one_value(request.args, "limit")
+    if raw is None:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadParameter("limit", f"limit={raw!r} must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return whole_number("limit", raw, 1, MAX_LIMIT)
 
 
 def _json(body: Any, status: int = 200) -> Response:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from forlop.fhir import ids
 from forlop.fhir.capability import capability_statement
 from profiles.fhir import load_conformance
-from services.api.app import CHAINED
+from services.api.params import CHAINED
 from services.pathway.fhir_store import SEARCH_PARAMS
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")

@@ -22,7 +22,7 @@ def test_ndjson_skips_blank_lines() -> None:
 
 
 def test_bad_ndjson_names_the_line() -> None:
-    with pytest.raises(BodyError, match=r"^line 3: not valid JSON: Expecting ',' delimiter \(column 9\)"):
+    with pytest.raises(BodyError, match=r"^line 3: not valid JSON: unexpected character, expected ',' or '}' \(column 9\)"):
         parse_body("application/x-ndjson", b'{"a": 1}\n{"a": 2}\n{"a": 3 "b": 4}\n')
 
 

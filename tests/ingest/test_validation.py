@@ -7,11 +7,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import fastjsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
 from services.ingest.normalise import RejectedEvent, parse_vendor_event
-from services.ingest.validation import Problem, schema, validate
+from services.ingest.validation import Problem, _compiled_copy, _EventValidator, schema, validate
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -292,3 +293,15 @@ def test_every_schema_pattern_has_a_plain_english_message(source: str) -> None:
         return set()
 
     assert patterns(schema(source)) <= set(_PATTERN_TEXT)
+
+
+@pytest.mark.parametrize("digits", ["٥٠٠١", "５００１", "50²1"])
+def test_a_schema_pattern_reads_digits_as_ecma_262_does(digits: str) -> None:
+    """JSON Schema patterns are ECMA-262, whose \\d is 0-9 only; Python's \\d also matches other scripts'
+    digits. Both the jsonschema validator and the compiled fast path keep to ECMA-262."""
+    four = {"type": "string", "pattern": "^\\d{4}$"}
+    assert not _EventValidator(four).is_valid(digits) and _EventValidator(four).is_valid("5001")
+    compiled = fastjsonschema.compile(_compiled_copy(four))
+    compiled("5001")
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        compiled(digits)

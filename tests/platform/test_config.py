@@ -61,6 +61,21 @@ def test_production_validates_against_the_shipped_schemas_without_a_setting():
         ({"FORLOP_HTTP_WORKERS": "0"}, "FORLOP_HTTP_WORKERS"),
         ({"FORLOP_HTTP_WORKERS": "two"}, "FORLOP_HTTP_WORKERS"),
         ({"FORLOP_HTTP_THREADS": "0"}, "FORLOP_HTTP_THREADS"),
+        ({"FORLOP_HTTP_THREADS": "٣"}, "FORLOP_HTTP_THREADS"),  # int() reads Arabic-Indic digits
+        ({"FORLOP_HTTP_MAX_BODY_BYTES": "10"}, "FORLOP_HTTP_MAX_BODY_BYTES"),
+        ({"FORLOP_HTTP_MAX_RECORDS": "0"}, "FORLOP_HTTP_MAX_RECORDS"),
+        ({"FORLOP_HTTP_MAX_URL_BYTES": "1_000"}, "FORLOP_HTTP_MAX_URL_BYTES"),
+        ({"FORLOP_HTTP_MAX_HEADER_BYTES": "100"}, "FORLOP_HTTP_MAX_HEADER_BYTES"),
+        ({"FORLOP_HTTP_MAX_PROBLEMS": "0"}, "FORLOP_HTTP_MAX_PROBLEMS"),
+        ({"FORLOP_HTTP_CONNECTION_LIMIT": "many"}, "FORLOP_HTTP_CONNECTION_LIMIT"),
+        ({"FORLOP_HTTP_CHANNEL_TIMEOUT_S": "0"}, "FORLOP_HTTP_CHANNEL_TIMEOUT_S"),
+        ({"FORLOP_API_STATEMENT_TIMEOUT_MS": "-1"}, "FORLOP_API_STATEMENT_TIMEOUT_MS"),
+        ({"FORLOP_API_MAX_SEARCH_VALUES": "0"}, "FORLOP_API_MAX_SEARCH_VALUES"),
+        ({"FORLOP_API_MAX_SEARCH_REPEATS": "²"}, "FORLOP_API_MAX_SEARCH_REPEATS"),
+        ({"FORLOP_API_MAX_OFFSET": "-5"}, "FORLOP_API_MAX_OFFSET"),
+        ({"FORLOP_SENDER_ORG_NUMBER": "98397489²"}, "FORLOP_SENDER_ORG_NUMBER"),  # "²".isdigit() is true
+        ({"FORLOP_SENDER_HER_ID": "٩٩٧٠٠٠١"}, "FORLOP_SENDER_HER_ID"),
+        ({"FORLOP_KAFKA_BOOTSTRAP": "host:٩٠٩٢"}, "FORLOP_KAFKA_BOOTSTRAP"),
     ],
 )
 def test_bad_setting_fails_naming_it(env, named):
@@ -74,3 +89,15 @@ def test_cli_reports_a_bad_setting_and_exits_2(monkeypatch, capsys):
     monkeypatch.setenv("FORLOP_KAFKA_BOOTSTRAP", "nohostport")
     assert main(["migrate"]) == 2
     assert "FORLOP_KAFKA_BOOTSTRAP" in capsys.readouterr().err
+
+
+def test_the_request_limits_have_sane_defaults_and_are_read_from_the_environment():
+    defaults = load_settings({})
+    assert (defaults.http_max_body_bytes, defaults.http_max_records, defaults.http_max_url_bytes,
+            defaults.http_max_header_bytes, defaults.http_max_problems) == (10 * 1024 * 1024, 1000, 8192, 65536, 100)
+    assert (defaults.http_connection_limit, defaults.http_channel_timeout_s, defaults.api_statement_timeout_ms,
+            defaults.api_max_search_values, defaults.api_max_search_repeats, defaults.api_max_offset) == (
+        1000, 30, 30_000, 100, 10, 10_000)
+    set_ = load_settings({"FORLOP_HTTP_MAX_RECORDS": "5", "FORLOP_API_STATEMENT_TIMEOUT_MS": "0",
+                          "FORLOP_HTTP_CONNECTION_LIMIT": "20"})
+    assert (set_.http_max_records, set_.api_statement_timeout_ms, set_.http_connection_limit) == (5, 0, 20)

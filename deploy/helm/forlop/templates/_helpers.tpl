@@ -111,6 +111,17 @@ FORLOP_TRANSPORT: {{ $c.transport | quote }}
 FORLOP_APPREC_TIMEOUT_S: {{ $c.apprecTimeoutSeconds | int64 | toString | quote }}
 FORLOP_MAX_SEND_ATTEMPTS: {{ $c.maxSendAttempts | int64 | toString | quote }}
 FORLOP_APPREC_INBOX_BATCH: {{ $c.apprecInboxBatch | int64 | toString | quote }}
+FORLOP_HTTP_MAX_BODY_BYTES: {{ $c.httpMaxBodyBytes | int64 | toString | quote }}
+FORLOP_HTTP_MAX_RECORDS: {{ $c.httpMaxRecords | int64 | toString | quote }}
+FORLOP_HTTP_MAX_URL_BYTES: {{ $c.httpMaxUrlBytes | int64 | toString | quote }}
+FORLOP_HTTP_MAX_HEADER_BYTES: {{ $c.httpMaxHeaderBytes | int64 | toString | quote }}
+FORLOP_HTTP_MAX_PROBLEMS: {{ $c.httpMaxProblems | int64 | toString | quote }}
+FORLOP_HTTP_CONNECTION_LIMIT: {{ $c.httpConnectionLimit | int64 | toString | quote }}
+FORLOP_HTTP_CHANNEL_TIMEOUT_S: {{ $c.httpChannelTimeoutSeconds | int64 | toString | quote }}
+FORLOP_API_STATEMENT_TIMEOUT_MS: {{ $c.apiStatementTimeoutMs | int64 | toString | quote }}
+FORLOP_API_MAX_SEARCH_VALUES: {{ $c.apiMaxSearchValues | int64 | toString | quote }}
+FORLOP_API_MAX_SEARCH_REPEATS: {{ $c.apiMaxSearchRepeats | int64 | toString | quote }}
+FORLOP_API_MAX_OFFSET: {{ $c.apiMaxOffset | int64 | toString | quote }}
 {{- if $c.transportUrl }}
 FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
 {{- end }}

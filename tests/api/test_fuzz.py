@@ -1,0 +1,15 @@
+"""schemathesis over /openapi.json against the running API, on both stores: no server error, and every
+answer as the document says (all of schemathesis' checks; `tools.fuzz_api` says which statuses count
+as accepting a schema-valid request, and why). The long run is `make fuzz-api`."""
+
+from __future__ import annotations
+
+from tools.fuzz_api import ServedApi, fuzz
+
+
+def test_schemathesis_finds_no_failure(served_api: ServedApi, tmp_path) -> None:
+    run = fuzz(served_api, tmp_path / "fuzz", examples=3, seed=21)
+    assert not run.errors, run.output
+    assert not run.failures, run.output
+    assert run.server_errors == 0
+    assert run.operations == 22 and run.test_cases > 1000  # every operation, and many cases each
