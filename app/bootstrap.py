@@ -1,46 +1,150 @@
-"""Bootstrap: wires settings, store, clock, Kafka and the service handlers into runnable workers.
+"""The composition root: every process kind of forlop built from `Settings`, and nowhere else.
 
-The same handlers serve the Kafka consumers, the HTTP intake and `forlop replay`
-(which drains the outbox in-process instead of through a broker).
+`Runtime.from_settings(settings)` holds the platform's parts (the store, the clock, the Kafka
+settings) and wires the services to them: each service's Kafka entrypoint to the consumer of its
+topics, the outbox relay of the topics it writes, its background workers (the deadline scanner,
+the message relay and re-planner, the metrics), and the API with the services' blueprints. A
+process kind takes what it needs from it: `forlop serve <service>` (`service_parts`), the API's
+worker processes (`app.serve.ApiWorkers`), the embedded run (`app.embedded`), `forlop replay` and
+its workers (`app.replay`), `forlop dlq` (`app.dlq`), export and the commands.
+
+The same handlers serve the Kafka consumers, the HTTP intake and `forlop replay` (which drains the
+outbox in-process instead of through a broker).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-import orjson
+from flask import Flask
 from sqlalchemy import Connection, select, update
 
 from forlop import dead_letters
+from forlop.auth import SCOPE_READ, TokenVerifier
 from forlop.clock import Clock, FixedClock, system_clock
-from forlop.config import Settings
+from forlop.config import ConfigError, Settings
 from forlop.dead_letters import DeadLetter, exception_reason
 from forlop.events import PathwayEvent
 from forlop.failures import Failure
-from forlop.kafka import Backoff, ConsumerLoop, OutboxRelay, Quarantine, Record, ensure_topics, make_producer
+from forlop.fhir.ids import set_patient_id_key
+from forlop.kafka import (
+    RELAY_PAGE,
+    Backoff,
+    ConsumerLoop,
+    OutboxRelay,
+    Quarantine,
+    Record,
+    TxHandler,
+    ensure_topics,
+    make_producer,
+)
 from forlop.logging import correlation_id
+from forlop.metrics import refresh_gauges
 from forlop.storage import Store, schema
+from forlop.workers import PeriodicWorker
+from services.api.public import ApiDeps, create_app
+from services.ingest.public import ingest_handler
+from services.messaging.public import (
+    REPLAN_CAUSE,
+    MessagingDeps,
+    PrebuiltMessage,
+    Relay,
+    Replanner,
+    Sender,
+    Transport,
+    directories_from,
+    handle_parsed_status_changes,
+    make_transport,
+    messages_bp,
+    messaging_handler,
+    schema_set,
+)
+from services.messaging.public import CliContext as MessagingCommands
+from services.pathway.public import CliContext as PathwayCommands
+from services.pathway.public import (
+    PathwayDeps,
+    RuleBook,
+    pathway_bp,
+    pathway_handler,
+    refresh_queued,
+    republish,
+    scan,
+)
 
 log = logging.getLogger(__name__)
 
-# (conn, records) -> None: a service's handler for one batch, inside the caller's transaction.
-TxHandler = Callable[[Connection, Sequence[Record]], None]
+SERVICES = ("ingest", "pathway", "messaging", "api")
+
+# A status change handed over in the caller's transaction (replay): its payload, correlation id and events.
+HandedOver = tuple[dict[str, Any], str, list[PathwayEvent]]
 
 
-def pathway_deps_from(settings: Settings) -> Any:
+# --- the services' dependencies, from the settings ------------------------------------------------
+def pathway_deps_from(settings: Settings) -> PathwayDeps:
     """The pathway service's rules and options (also a replay worker's, which has no Runtime)."""
-    from services.pathway.domain.rules import RuleBook
-    from services.pathway.service import PathwayDeps
-
     return PathwayDeps(RuleBook.load(settings.due_soon_days), settings.topics, validate_fhir=settings.fhir_validate)
 
 
+def sender_from(settings: Settings) -> Sender:
+    """The sending organisation of every MsgHead (FORLOP_SENDER_*); the unit comes from each message's event."""
+    return Sender(org_name=settings.sender_org_name, org_her_id=settings.sender_her_id,
+                  org_number=settings.sender_org_number, unit_name="", unit_her_id="")
+
+
+def messaging_deps_from(settings: Settings, clock: Clock) -> MessagingDeps:
+    """Messaging's schemas, address registers, sender and limits (also a replay worker's)."""
+    if not Path(settings.xsd_dir).is_dir():
+        raise ConfigError(f"FORLOP_XSD_DIR={settings.xsd_dir!r} is not a directory")
+    municipal, gps = directories_from(settings)
+    return MessagingDeps(
+        topics=settings.topics,
+        schemas=schema_set(settings.xsd_dir),
+        municipal=municipal,
+        gps=gps,
+        sender=sender_from(settings),
+        clock=clock,
+        apprec_timeout_s=settings.apprec_timeout_s,
+        max_attempts=settings.max_send_attempts,
+        transport_name=settings.transport,
+    )
+
+
+@dataclass
+class Messaging:
+    """The messaging service as a process runs it: its deps, and the relay sending through its transport."""
+
+    deps: MessagingDeps
+    relay: Relay
+    transport: Transport
+
+    def poll_receipts(self) -> int:
+        return self.relay.poll_receipts()
+
+
+def build_messaging(settings: Settings, store: Store, clock: Clock) -> Messaging:
+    deps = messaging_deps_from(settings, clock)
+    transport = make_transport(settings)
+    return Messaging(deps, Relay(store, transport, deps), transport)
+
+
+@dataclass
+class ServiceParts:
+    """One service process, built but not started: its background workers, its HTTP app (the whole
+    API for `api`; None for a consumer service, whose process serves only probes) and what to close
+    once the workers have stopped."""
+
+    workers: list[ConsumerLoop | PeriodicWorker]
+    app: Flask | None
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+
+# --- the runtime -----------------------------------------------------------------------------------
 @dataclass
 class Runtime:
     settings: Settings
@@ -48,8 +152,6 @@ class Runtime:
     clock: Clock = field(default=system_clock)
 
     def __post_init__(self) -> None:
-        from forlop.fhir.ids import set_patient_id_key
-
         set_patient_id_key(self.settings.patient_id_key)
         if self.settings.production and not self.settings.patient_id_key:
             log.warning("FORLOP_PATIENT_ID_KEY not set: Patient ids use the development key and could be "
@@ -60,76 +162,41 @@ class Runtime:
         clock: Clock = FixedClock(settings.clock) if settings.clock else system_clock
         return cls(settings, Store(settings.database_url, sqlite_cache_mb=sqlite_cache_mb), clock)
 
+    def now(self) -> datetime:
+        """The runtime's clock, read when called: a clock set on the runtime later counts."""
+        return self.clock()
+
     # --- the services' handlers -------------------------------------------------------------
     @cached_property
-    def pathway_deps(self) -> Any:
+    def pathway_deps(self) -> PathwayDeps:
         return pathway_deps_from(self.settings)
 
+    @cached_property
+    def messaging(self) -> Messaging:
+        return build_messaging(self.settings, self.store, self.clock)
+
     def ingest_handler(self, source: str) -> TxHandler:
-        from services.ingest.service import InboundRecord, ingest
-
-        def handle(conn: Connection, records: Sequence[Record]) -> None:
-            inbound = [
-                InboundRecord(r.value, r.origin, r.key.decode("utf-8", "replace") if r.key else None,
-                              r.topic, r.partition, r.offset, r.headers)
-                for r in records
-            ]
-            ingest(conn, source, inbound, self.clock(), self.settings.topics)
-
-        return handle
+        return ingest_handler(source, self.now, self.settings.topics)
 
     def pathway_handler(self, defer: bool = False) -> TxHandler:
         """`defer`: store the events and queue their pathways for one derivation later (replay)."""
-        from services.pathway.service import handle_events
-
-        def handle(conn: Connection, records: Sequence[Record]) -> None:
-            events = [PathwayEvent.from_dict(orjson.loads(r.value)) for r in records]
-            handle_events(conn, events, self.clock(), self.pathway_deps, defer=defer)
-
-        return handle
-
-    @cached_property
-    def messaging(self) -> Any:
-        from services.messaging.service import build_messaging
-
-        return build_messaging(self.settings, self.store, self.clock)
-
-    def message_replanner(self) -> Any:
-        """Asks for a re-plan of pathways whose messages were stored under earlier trigger rules
-        (`services.messaging.replan`), through the pathway's status-changed records."""
-        from services.messaging.replan import CAUSE, Replanner
-        from services.pathway.service import republish
-
-        topics = self.settings.topics
-        return Replanner(self.store, self.messaging.deps.triggers,
-                         lambda conn, keys, now: republish(conn, keys, now, topics, CAUSE), self.clock)
+        return pathway_handler(self.now, self.pathway_deps, defer=defer)
 
     def messaging_handler(self) -> TxHandler:
-        from services.messaging.handler import Inbound, handle_batch
+        return messaging_handler(self.now, self.messaging.deps, self.settings.topics.apprec)
 
-        apprec_topic = self.settings.topics.apprec
-
-        def handle(conn: Connection, records: Sequence[Record]) -> None:
-            # A record without a value (a tombstone) carries no receipt and no status: the consumer's
-            # isolation dead-letters it rather than letting it pass unseen.
-            if empty := [r for r in records if r.value is None]:
-                raise ValueError(f"a record without a value on {empty[0].topic} (offset {empty[0].offset})")
-            # In order, with every lock the batch needs taken first (services.messaging.handler).
-            handle_batch(conn, [
-                Inbound(apprec=r.value, correlation=r.headers.get("correlation-id")) if r.topic == apprec_topic
-                else Inbound(payload=orjson.loads(r.value), correlation=r.headers.get("correlation-id"))
-                for r in records
-            ], self.clock(), self.messaging.deps)
-
-        return handle
+    def message_replanner(self) -> Replanner:
+        """Asks for a re-plan of pathways whose messages were stored under earlier trigger rules
+        (`services.messaging.replan`), through the pathway's status-changed records."""
+        topics = self.settings.topics
+        return Replanner(self.store, self.messaging.deps.triggers,
+                         lambda conn, keys, now: republish(conn, keys, now, topics, REPLAN_CAUSE), self.clock)
 
     def hand_to_messaging(
-        self, conn: Connection, handed_over: Sequence[tuple[dict[str, Any], str, list[PathwayEvent]]],
-        now: datetime | None = None, prebuilt: dict[str, Any] | None = None,
+        self, conn: Connection, handed_over: Sequence[HandedOver], now: datetime | None = None,
+        prebuilt: Mapping[str, PrebuiltMessage] | None = None,
     ) -> None:
         """Status changes handed over in the caller's transaction (replay), as the consumer would get them."""
-        from services.messaging.handler import handle_parsed_status_changes
-
         correlations = {id(payload): correlation for payload, correlation, _ in handed_over}
         handle_parsed_status_changes(
             conn, [(payload, events) for payload, _, events in handed_over], now or self.clock(),
@@ -194,7 +261,7 @@ class Runtime:
 
         def on_batch(batch: Sequence[Record]) -> None:
             # One call per handler (messaging's serves two topics): a handler takes the locks of its
-            # whole batch first, in one order (services.messaging.handler). A partition's records keep
+            # whole batch first, in one order (services.messaging.handlers). A partition's records keep
             # their order within their topic.
             by_handler: dict[TxHandler, list[Record]] = {}
             for record in batch:
@@ -231,6 +298,63 @@ class Runtime:
 
     def backoff(self) -> Backoff:
         return Backoff(max_s=self.settings.retry_backoff_max_s)
+
+    # --- one service process (`forlop serve <service>`) -------------------------------------------
+    def service_parts(self, service: str, *, relay_outbox: bool = True) -> ServiceParts:
+        """The workers of one service and, for the API, its app; `relay_outbox`: False where there
+        is no broker (the bench's API)."""
+        parts = ServiceParts([], None)
+        relay = None
+        if relay_outbox:  # each process publishes the outbox rows of its own service's topics
+            outbox = self.outbox_relay(service)
+            parts.closers.append(outbox.producer.close)
+            # Busy (run again at once) only after a full page: a partial one left nothing behind, and
+            # the next commit wakes the relay. Running again after every page cost an empty
+            # transaction per wake-up.
+            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once() >= RELAY_PAGE, 0.2, self.backoff())
+        if service in ("ingest", "pathway", "messaging"):
+            parts.workers.append(self.consumer(service, after_commit=relay.wake if relay else None))
+        if service == "pathway":
+            parts.workers.append(PeriodicWorker("deadline-scanner", self.scan_step, self.settings.scan_interval_s))
+        if service == "messaging":
+            parts.workers.append(PeriodicWorker("message-relay", self.messaging.relay.run_once, 1.0))
+            # at start, then now and again: rows a rolling update's old replicas wrote are found too
+            parts.workers.append(PeriodicWorker("message-replan", self.message_replanner().run_once, 600.0))
+            parts.workers.append(PeriodicWorker("apprec-inbox", self.messaging.poll_receipts, 1.0))
+        if relay is not None:
+            parts.workers.append(relay)
+        parts.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(self.store, self.clock()), 15.0))
+        if service == "api":
+            parts.app = self.api_app(parts.closers)
+        return parts
+
+    def scan_step(self) -> int:
+        """One pass of the deadline scanner: first the pathways a replay stored but did not derive (it
+        was stopped before the end), then those whose next threshold has come."""
+        with self.store.transaction() as conn:
+            queued = len(refresh_queued(conn, self.clock(), self.pathway_deps).refreshed)
+        with self.store.transaction() as conn:
+            return queued + len(scan(conn, self.clock(), self.pathway_deps).refreshed)
+
+    def api_app(self, closers: list[Callable[[], object]]) -> Flask:
+        """The API with every service's blueprint; what must be closed with it goes to `closers`."""
+        blueprints = [(messages_bp, SCOPE_READ),
+                      (pathway_bp(self.store, self.now, self.settings.due_soon_days), SCOPE_READ)]
+        # The requests' own connections: on PostgreSQL each statement of theirs ends at the API's
+        # statement timeout (the relay and metrics of this process keep the runtime's store).
+        store = self.store.with_statement_timeout(self.settings.api_statement_timeout_ms)
+        if store is not self.store:
+            closers.append(store.dispose)
+        deps = ApiDeps(self.settings, store, self.clock, TokenVerifier(self.settings), readiness=[],
+                       blueprints=blueprints)
+        return create_app(deps)
+
+    # --- the commands' contexts ---------------------------------------------------------------
+    def messaging_commands(self) -> MessagingCommands:
+        return MessagingCommands(self.store, self.clock, self.messaging.deps, self.messaging.relay)
+
+    def pathway_commands(self) -> PathwayCommands:
+        return PathwayCommands(self.store, self.clock)
 
     # --- in-process delivery (replay) -----------------------------------------------------------
     def drain_outbox(self, handlers: dict[str, TxHandler], batch_size: int = 2000) -> int:
@@ -271,55 +395,9 @@ class Runtime:
                 delivered += len(rows)
 
 
-class PeriodicWorker:
-    """Runs `step()` every `interval` seconds on a thread until stopped; errors are logged, not fatal.
-
-    `wake()` runs the next step at once instead of at the end of the interval (the outbox relay
-    is woken by its consumer's commit, so an event does not wait out the polling interval). After
-    a failed step it waits `backoff` (doubling with each failure in a row, capped) instead, and a
-    wake() does not cut that short: a broker that is down is not asked again at every commit.
-    """
-
-    def __init__(self, name: str, step: Callable[[], Any], interval: float, backoff: Backoff | None = None) -> None:
-        self.name = name
-        self.step = step
-        self.interval = interval
-        self.backoff = backoff or Backoff(initial_s=interval, max_s=max(interval, 30.0))
-        self._stop = threading.Event()
-        self.wait: Callable[[float], object] = self._stop.wait  # how it waits out a backoff (tests replace it)
-        self._wake = threading.Event()
-        self.last_error: str | None = None
-        self.last_run: datetime | None = None
-        self.failures_in_a_row = 0
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            # Cleared before the step, not after the wait: a wake() while the step runs (a commit
-            # of rows the step did not see) runs the next step at once instead of being lost.
-            self._wake.clear()
-            try:
-                busy = self.step()
-                self.last_error = None
-                self.failures_in_a_row = 0
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                delay = self.backoff.delay(self.failures_in_a_row)
-                self.failures_in_a_row += 1
-                log.exception("%s failed (%d in a row); next try in %.1f s", self.name, self.failures_in_a_row, delay)
-                self.wait(delay)
-                continue
-            if not busy and not self._stop.is_set():
-                self._wake.wait(self.interval)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-
-def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
+def open_runtime(settings: Settings, *, migrate: bool = True, sqlite_cache_mb: int | None = None) -> Runtime:
+    """A runtime for a command: the settings' store (migrated first, unless `migrate` is False) and clock."""
+    rt = Runtime.from_settings(settings, sqlite_cache_mb=sqlite_cache_mb)
+    if migrate:
+        rt.store.migrate()
+    return rt

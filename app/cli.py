@@ -1,89 +1,56 @@
-"""`forlop`: the command line. Each command is a few lines that call into the services."""
+"""`forlop`: the command line. Each command is a few lines that call into the application or a service.
+
+The services add their own commands (`messages`, `indicators`, `quality`) through their public
+modules; a development package adds more (`run`, `generate`, `bench`) through the entry-point
+group `forlop.commands` (`forlop-devtools`, not part of the image).
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
-import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
+from app import dlq
+from app.bootstrap import open_runtime
+from app.export import export_bundle
+from app.replay.pipeline import replay_file
+from app.replay.workers import default_count
+from app.serve import SERVICES, serve_forever
+from app.timeline import print_timeline
+from forlop import dead_letters
+from forlop.auth import ALL_SCOPES, mint_dev_token
+from forlop.clock import Clock, FixedClock, parse_time
 from forlop.config import ConfigError, Settings, load_settings
 from forlop.logging import configure_logging
+from forlop.storage import Store
+from services.messaging import public as messaging
+from services.pathway import public as pathway
+
+COMMANDS_GROUP = "forlop.commands"  # entry points: callables that add commands to `forlop`'s subparsers
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings()
-
-
-def _runtime(settings: Settings, *, migrate: bool = True, sqlite_cache_mb: int | None = None):  # noqa: ANN202
-    from forlop.runtime import Runtime  # lazy import keeps `--help` fast
-
-    rt = Runtime.from_settings(settings, sqlite_cache_mb=sqlite_cache_mb)
-    if migrate:
-        rt.store.migrate()
-    return rt
-
-
-def _as_of(value: str | None, settings: Settings):  # noqa: ANN202
-    from forlop.clock import FixedClock, parse_time
-
+def _as_of(value: str | None, settings: Settings) -> Clock | None:
     if value:
         return FixedClock(parse_time(value))
     return FixedClock(settings.clock) if settings.clock else None
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.embedded import run_embedded
-
-    # The console shows the run's story; the services' JSON logs go to a file the summary points at.
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_dir / "forlop.log", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
-    configure_logging(settings.log_level, "json", stream=log_file, mask_key=settings.log_mask_key)
-    try:
-        return run_embedded(settings, pathways=args.pathways, seed=args.seed, keep_running=args.keep_running,
-                            port=args.port)
-    except KeyboardInterrupt:  # stopped early: everything was shut down on the way out
-        print("forlop: stopped", file=sys.stderr)
-        return 130
-
-
-def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.clock import parse_time
-    from forlop.synthetic import iter_generate, write_ndjson
-
-    as_of = parse_time(args.as_of) if args.as_of else settings.clock
-    events = iter_generate(args.vendor, args.pathways, args.seed, as_of=as_of)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fp:
-            write_ndjson(events, fp)
-    else:
-        try:
-            write_ndjson(events, sys.stdout)
-        except BrokenPipeError:  # `forlop generate ... | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.serve import serve_forever
-
-    return serve_forever(_runtime(settings, migrate=False), args.service)
+    return serve_forever(open_runtime(settings, migrate=False), args.service)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.storage import Store
-
     applied = Store(settings.database_url).migrate()
     print(f"schema migrations applied: {applied or 'none (up to date)'}")
     return 0
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.replay import replay_file
-
-    rt = _runtime(settings, sqlite_cache_mb=args.cache_mb or None)
+    rt = open_runtime(settings, sqlite_cache_mb=args.cache_mb or None)
     clock = _as_of(args.as_of, settings)
     if clock:
         rt.clock = clock
@@ -94,9 +61,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.export import export_bundle
-
-    rt = _runtime(settings)
+    rt = open_runtime(settings)
     clock = _as_of(args.as_of, settings) or rt.clock
     as_of = clock()
     if args.out:
@@ -109,10 +74,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop import dead_letters
-    from forlop.dlq import replay
-
-    rt = _runtime(settings)
+    rt = open_runtime(settings)
     statuses = None if args.all else dead_letters.UNRESOLVED
     if args.dlq_command == "list":
         with rt.store.read() as conn:
@@ -140,7 +102,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     failed = 0
     for dl_id in ids:
         try:
-            outcome = replay(rt, dl_id)
+            outcome = dlq.replay(rt, dl_id)
         except KeyError as exc:
             print(str(exc).strip("'\""), file=sys.stderr)
             return 1
@@ -153,8 +115,6 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dead_letter_json(row: dict) -> dict:
     """A dead letter for `dlq list --json`: the exact bytes as base64 (`rawBase64`) beside the readable text."""
-    import base64
-
     out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items() if k != "raw_bytes"}
     raw = row.get("raw_bytes")
     out["rawBase64"] = base64.b64encode(bytes(raw)).decode() if raw is not None else None
@@ -162,8 +122,6 @@ def _dead_letter_json(row: dict) -> dict:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.auth import ALL_SCOPES, mint_dev_token
-
     if settings.production:
         print("forlop token mints development tokens only; production tokens come from the identity provider",
               file=sys.stderr)
@@ -174,34 +132,17 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from forlop.timeline import print_timeline
-
-    rt = _runtime(settings)
+    rt = open_runtime(settings)
     clock = _as_of(args.as_of, settings) or rt.clock
     return print_timeline(rt, args.pathway, clock(), sys.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="forlop", description=__doc__)
+    p = argparse.ArgumentParser(prog="forlop", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run everything embedded: bundled broker, SQLite, all services, a synthetic day")
-    run.add_argument("--pathways", type=int, default=24, help="pathways per vendor (default 24)")
-    run.add_argument("--seed", type=int, default=2026)
-    run.add_argument("--port", type=int, default=None, help="API port (default FORLOP_HTTP_PORT or a free one)")
-    run.add_argument("--keep-running", action="store_true", help="keep the services and API up until Ctrl-C")
-    run.set_defaults(func=cmd_run)
-
-    gen = sub.add_parser("generate", help="write synthetic vendor events (NDJSON)")
-    gen.add_argument("--vendor", choices=("dips", "esp"), required=True)
-    gen.add_argument("--pathways", type=int, default=10)
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--as-of", help="no event after this time (default: now)")
-    gen.add_argument("--out", help="file to write (default stdout)")
-    gen.set_defaults(func=cmd_generate)
-
     serve = sub.add_parser("serve", help="run one service (for Kubernetes)")
-    serve.add_argument("service", choices=("ingest", "pathway", "messaging", "api"))
+    serve.add_argument("service", choices=SERVICES)
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser("migrate", help="apply database schema migrations")
@@ -215,8 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.add_argument("--cache-mb", type=int, default=256,
                      help="SQLite page cache per connection for this run, MiB (0: SQLite's default)")
-    from forlop.replay_workers import default_count
-
     rep.add_argument("--workers", type=int, default=default_count(),
                      help="worker processes that check, derive and build messages ahead of the writes "
                           "(0: all in this process; default 1 with more than one core; each is ~180 MiB)")
@@ -229,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     fhir.add_argument("--out", help="file to write (default stdout)")
     fhir.set_defaults(func=cmd_export)
 
-    dlq = sub.add_parser("dlq", help="inspect and replay dead letters: rejected and poison records of every stage")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dead = sub.add_parser("dlq", help="inspect and replay dead letters: rejected and poison records of every stage")
+    dlq_sub = dead.add_subparsers(dest="dlq_command", required=True)
     stages = ("ingest", "pathway", "messaging", "receipts", "relay")
     dl_list = dlq_sub.add_parser("list", help="the dead letters not replayed yet (open, still-rejected, still-failing)")
     dl_list.add_argument("--json", action="store_true", help="one JSON object a line, the exact bytes as rawBase64")
@@ -257,12 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--as-of")
     st.set_defaults(func=cmd_status)
 
-    from forlop import bench
-    from services.messaging import cli as messaging_cli
-    from services.pathway import cli as pathway_cli
-
-    for module in (messaging_cli, pathway_cli, bench):
-        module.add_commands(sub)
+    messaging.add_commands(sub, lambda settings: open_runtime(settings).messaging_commands())
+    pathway.add_commands(sub, lambda settings: open_runtime(settings).pathway_commands())
+    for entry in entry_points(group=COMMANDS_GROUP):
+        entry.load()(sub)
     return p
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from app.bootstrap import Runtime
 from forlop import dead_letters
 from forlop.dead_letters import exception_reason
 from forlop.failures import Failure, is_infrastructure
 from forlop.kafka import Record
-from forlop.runtime import Runtime
 from forlop.storage import schema
-from services.ingest.dead_letters import ReplayOutcome, replay_dead_letter
+from services.ingest.public import ReplayOutcome, replay_dead_letter
 
 SERVICE_OF_STAGE = {"pathway": "pathway", "messaging": "messaging", "receipts": "messaging"}
 

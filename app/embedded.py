@@ -1,34 +1,24 @@
-"""`forlop run`: the whole thing on one machine, for a first look.
+"""Every service of forlop in one process: ingest, pathway, messaging and the API.
 
-Starts the bundled Kafka broker and all services (ingest, pathway, messaging, API)
-on a fresh SQLite database, feeds a synthetic day of events from both vendors
-(DIPS through Kafka, eSP through the HTTP API), waits until everything is
-processed and prints what came out.
+Each service runs on threads as `forlop serve <service>` runs it (the wiring is the composition
+root's, `app.bootstrap`), all on the broker and store the runtime's settings name. It starts no
+broker: the development package's `forlop run` starts the bundled one and runs this on it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import signal
-import sys
-import threading
 import time
-import urllib.request
-from collections import Counter
-from dataclasses import replace
-from datetime import datetime
-from pathlib import Path
-from typing import TextIO
+from dataclasses import dataclass, field, replace
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.structs import TopicPartition
 from sqlalchemy import func, select
 
-from forlop.auth import ALL_SCOPES, mint_dev_token
-from forlop.broker import EmbeddedBroker, free_port
+from app.bootstrap import SERVICES, Runtime
+from app.serve import ServiceProcess
 from forlop.config import Settings
-from forlop.kafka import client_options, group_id, make_producer
-from forlop.runtime import Runtime
+from forlop.kafka import ConsumerLoop, client_options, group_id
 from forlop.storage import schema
 
 log = logging.getLogger(__name__)
@@ -38,8 +28,6 @@ def consumer_lag(settings: Settings, services: tuple[str, ...]) -> int:
     """Records produced but not yet committed by the services' consumer groups."""
     admin = KafkaAdminClient(**client_options(settings))
     try:
-        from kafka import KafkaConsumer
-
         probe = KafkaConsumer(**client_options(settings))
         try:
             lag = 0
@@ -51,8 +39,6 @@ def consumer_lag(settings: Settings, services: tuple[str, ...]) -> int:
                     "pathway": [settings.topics.events],
                     "messaging": [settings.topics.status_changed],
                 }[service]
-                from kafka.structs import TopicPartition
-
                 parts = [
                     TopicPartition(t, p) for t in topics for p in (probe.partitions_for_topic(t) or [])
                 ]
@@ -69,9 +55,10 @@ def consumer_lag(settings: Settings, services: tuple[str, ...]) -> int:
 
 
 def wait_until_idle(rt: Runtime, timeout: float = 120.0) -> bool:
-    """Idle = outbox published and every consumer group at the end of its topics, twice in a row."""
+    """Idle = outbox published and every consumer group at the end of its topics, three times in a row."""
     deadline = time.monotonic() + timeout
     calm = 0
+    pending = lag = 0
     while time.monotonic() < deadline:
         with rt.store.read() as conn:
             pending = conn.execute(
@@ -87,176 +74,43 @@ def wait_until_idle(rt: Runtime, timeout: float = 120.0) -> bool:
     return False
 
 
-def run_embedded(
-    settings: Settings, *, pathways: int = 24, seed: int = 2026, keep_running: bool = False,
-    port: int | None = None, out: TextIO = sys.stdout,
-) -> int:
-    from forlop.serve import ServiceProcess
-    from forlop.synthetic import generate
+@dataclass
+class EmbeddedServices:
+    """The four services started on `runtime` (its store migrated, its topics made): the API on the
+    settings' HTTP port, each consumer service's probes on a free one."""
 
-    _stop_on_signals()
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    import os
+    runtime: Runtime
+    processes: list[ServiceProcess] = field(default_factory=list)
 
-    explicit_db = bool(os.environ.get("FORLOP_DATABASE_URL"))
-    if not explicit_db:
-        db = data_dir / "embedded-run.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        settings = replace(settings, database_url=f"sqlite:///{db}")
-    api_port = port or (settings.http_port if os.environ.get("FORLOP_HTTP_PORT") else free_port())
-    if settings.transport == "kafka" and not settings.transport_dir:
-        pass
-    out.write("forlop: starting the bundled Kafka broker (Tansu) ...\n")
-    broker = EmbeddedBroker(log_dir=data_dir / "logs").start()
-    settings = replace(settings, kafka_bootstrap=broker.bootstrap, max_poll_interval_ms=3000, http_port=api_port,
-                       http_host="127.0.0.1")
-    rt = Runtime.from_settings(settings)
-    rt.store.migrate()
-    rt.ensure_topics()
-    procs: list[ServiceProcess] = []
-    receiver = None
-    try:
-        for service in ("ingest", "pathway", "messaging", "api"):
-            svc_settings = settings if service == "api" else replace(settings, http_port=0)
-            proc_rt = rt if service == "api" else Runtime(svc_settings, rt.store, rt.clock)
-            procs.append(ServiceProcess(proc_rt, service).build().start())
-        receiver = _start_receiver(settings)
-        out.write(f"forlop: services up (API http://127.0.0.1:{api_port}); waiting for consumer groups ...\n")
-        _wait_joined(procs)
+    @classmethod
+    def start(cls, runtime: Runtime) -> EmbeddedServices:
+        runtime.store.migrate()
+        runtime.ensure_topics()
+        services = cls(runtime)
+        try:
+            for service in SERVICES:
+                rt = runtime if service == "api" else Runtime(
+                    replace(runtime.settings, http_port=0), runtime.store, runtime.clock)
+                services.processes.append(ServiceProcess(rt, service).build().start())
+        except BaseException:
+            services.stop()
+            raise
+        return services
 
-        now = rt.clock()
-        dips = generate("dips", pathways, seed, as_of=now)
-        esp = generate("esp", pathways, seed + 1, as_of=now)
-        producer = make_producer(settings)
-        for ev in dips:
-            producer.send(settings.topics.dips, key=ev["patient"]["nationalId"].encode(),
-                          value=json.dumps(ev, ensure_ascii=False).encode())
-        producer.flush()
-        producer.close()
-        token = mint_dev_token(settings, list(ALL_SCOPES))
-        posted = {"accepted": 0, "duplicates": 0}
-        for start in range(0, len(esp), settings.http_max_records):  # at most the records one request may carry
-            body = "\n".join(json.dumps(ev, ensure_ascii=False) for ev in esp[start:start + settings.http_max_records])
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{api_port}/ingest/esp", data=body.encode(), method="POST",
-                headers={"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {token}"},
-            )
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                answer = json.loads(resp.read())
-            posted = {k: posted[k] + answer[k] for k in posted}
-        out.write(
-            f"forlop: fed {len(dips)} DIPS events through Kafka and {len(esp)} eSP events through "
-            f"POST /ingest/esp ({posted['accepted']} accepted, {posted['duplicates']} duplicates)\n"
-        )
-        idle = wait_until_idle(rt)
-        if receiver is not None:
-            _wait_for_receipts(rt, timeout=60)
-        wait_until_idle(rt, timeout=30)
-        print_summary(rt, out, api_port, settings, idle, now)
-        if keep_running:
-            out.write("forlop: running; Ctrl-C to stop\n")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-        return 0 if idle else 1
-    finally:
-        for proc in procs:
+    @property
+    def api_port(self) -> int:
+        return next(p.port for p in self.processes if p.service == "api")
+
+    def wait_joined(self, timeout: float = 60.0) -> None:
+        """Until every consumer has joined its group (or `timeout` has passed)."""
+        loops = [w for p in self.processes for w in p.workers if isinstance(w, ConsumerLoop)]
+        deadline = time.monotonic() + timeout
+        for loop in loops:
+            loop.joined.wait(max(0.1, deadline - time.monotonic()))
+
+    def wait_until_idle(self, timeout: float = 120.0) -> bool:
+        return wait_until_idle(self.runtime, timeout)
+
+    def stop(self) -> None:
+        for proc in self.processes:
             proc.stop()
-        if receiver is not None:
-            receiver.stop()
-        broker.stop()
-
-
-def _stop_on_signals() -> None:
-    """Ctrl-C or SIGTERM (even where the shell ignored SIGINT for a background job) stops the run
-    through its `finally`, so the broker and the service threads never outlive it."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def stop(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-
-
-def _wait_for_receipts(rt: Runtime, timeout: float) -> None:
-    """The simulated receiver answers every message; wait until none is queued or awaiting its AppRec."""
-    m = schema.messages
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with rt.store.read() as conn:
-            waiting = conn.execute(
-                select(func.count()).select_from(m).where(m.c.status.in_(("queued", "sent")))
-            ).scalar_one()
-        if waiting == 0:
-            return
-        time.sleep(0.3)
-
-
-def _wait_joined(procs: list, timeout: float = 60.0) -> None:
-    from forlop.kafka import ConsumerLoop
-
-    loops = [w for p in procs for w in p.workers if isinstance(w, ConsumerLoop)]
-    deadline = time.monotonic() + timeout
-    for loop in loops:
-        loop.joined.wait(max(0.1, deadline - time.monotonic()))
-
-
-def _start_receiver(settings: Settings):  # noqa: ANN202 - the simulated receiver lives in tools/
-    """The embedded run's stand-in for the national message network: it answers every message with an AppRec."""
-    from tools.simulated_receiver import start_for_embedded
-
-    return start_for_embedded(settings)
-
-
-def print_summary(rt: Runtime, out: TextIO, port: int, settings: Settings, idle: bool, now: datetime) -> None:
-    p, m, d = schema.pathways, schema.messages, schema.dead_letters
-    with rt.store.read() as conn:
-        rows = conn.execute(select(p.c.pathway_key, p.c.pathway_id, p.c.pathway_type, p.c.episode_status, p.c.status)
-                            .order_by(p.c.source, p.c.pathway_id)).all()
-        messages = conn.execute(select(m.c.role, m.c.trigger, m.c.status)).all()
-        dead = conn.execute(select(func.count()).select_from(d)).scalar_one()
-        resources = conn.execute(
-            select(schema.fhir_resources.c.resource_type, func.count()).group_by(schema.fhir_resources.c.resource_type)
-        ).all()
-        alerts = conn.execute(select(func.count()).select_from(schema.alerts)).scalar_one()
-    out.write("\n" + ("all events processed" if idle else "WARNING: not everything was processed in time") + "\n\n")
-    out.write(f"{'pathway':<16} {'type':<4} {'episode':<17} {'next milestone':<18} {'deadline':<11} status\n")
-    for row in rows:
-        nxt = _next_open(row.status)
-        out.write(
-            f"{row.pathway_id:<16} {row.pathway_type:<4} {row.episode_status:<17} "
-            f"{(nxt or {}).get('key', '-'):<18} {(nxt or {}).get('adjusted_deadline') or '-':<11} "
-            f"{(nxt or {}).get('deadline_status') or ''}\n"
-        )
-    episodes = Counter(r.episode_status for r in rows)
-    out.write(f"\n{len(rows)} pathways: " + ", ".join(f"{v} {k}" for k, v in sorted(episodes.items())) + "\n")
-    out.write("FHIR resources: " + ", ".join(f"{n} {t}" for t, n in sorted(resources)) + "\n")
-    out.write(f"deadline alerts emitted: {alerts}; dead letters: {dead}\n")
-    by_status = Counter(r.status for r in messages)
-    by_kind = Counter(f"{r.role}:{r.trigger}" for r in messages)
-    out.write(f"messages: {len(messages)} (" + ", ".join(f"{v} {k}" for k, v in sorted(by_status.items())) + ")\n")
-    out.write("  by recipient and trigger: " + ", ".join(f"{k}={v}" for k, v in sorted(by_kind.items())) + "\n")
-    db = settings.database_url
-    out.write(
-        "\nwhere to look next (from a checkout: source .venv/bin/activate):\n"
-        f"  database: {db}\n"
-        f"  logs:     {settings.data_dir / 'logs' / 'forlop.log'} (JSON, personal data masked)\n"
-        f"  export FORLOP_DATABASE_URL={db}\n"
-        "  forlop status <pathway id>            one pathway's timeline\n"
-        "  forlop messages list                  the e-messages and their receipts\n"
-        "  forlop export fhir --out bundle.json  every FHIR resource\n"
-        "  forlop run --keep-running             keep the API up, then:\n"
-        f"    TOKEN=$(forlop token); curl -H \"Authorization: Bearer $TOKEN\" "
-        f"http://127.0.0.1:{port}/fhir/EpisodeOfCare?status=active\n"
-    )
-
-
-def _next_open(status: dict) -> dict | None:
-    open_ones = [m for m in status.get("milestones", []) if m.get("state") == "requested" and m.get("deadline")]
-    return min(open_ones, key=lambda m: m.get("adjusted_deadline") or m["deadline"], default=None)

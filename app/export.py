@@ -9,11 +9,9 @@ from typing import Any, TextIO
 
 from sqlalchemy import select
 
-from forlop.runtime import Runtime
+from app.bootstrap import Runtime
 from forlop.storage import schema
-from services.pathway.domain.derive import derive
-from services.pathway.fhir_mapping import map_pathway
-from services.pathway.service import load_history
+from services.pathway.public import derive, load_history, map_pathway
 
 
 def resources_at(runtime: Runtime, as_of: datetime, chunk: int = 500) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,7 @@ run as several processes on one port (FORLOP_HTTP_WORKERS, `ApiWorkers`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import json
 import logging
@@ -22,17 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, jsonify
+from kafka import KafkaAdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
-from forlop.auth import SCOPE_READ, TokenVerifier
-from forlop.kafka import RELAY_PAGE, ConsumerLoop, client_options
-from forlop.metrics import refresh_gauges
-from forlop.runtime import PeriodicWorker, Runtime, start_thread
+from app.bootstrap import SERVICES, Runtime
+from forlop.auth import ensure_dev_key
+from forlop.kafka import ConsumerLoop, client_options
+from forlop.workers import PeriodicWorker, start_thread
 from forlop.wsgi import HttpServer, ServerLimits, listen_socket, make_http_server
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("ingest", "pathway", "messaging", "api")
+__all__ = ["SERVICES", "ApiWorkers", "ServiceProcess", "serve_forever"]
 
 # Which API process answered a scrape (FORLOP_HTTP_WORKERS > 1: each has its own registry).
 http_worker = Gauge("forlop_http_worker", "The API process that answered: its index among FORLOP_HTTP_WORKERS "
@@ -41,8 +43,6 @@ http_worker = Gauge("forlop_http_worker", "The API process that answered: its in
 
 def broker_check(runtime: Runtime) -> Callable[[], str | None]:
     def check() -> str | None:
-        from kafka import KafkaAdminClient
-
         try:
             admin = KafkaAdminClient(**client_options(runtime.settings), request_timeout_ms=3000)
             admin.close()
@@ -79,38 +79,12 @@ class ServiceProcess:
         return checks
 
     def build(self) -> ServiceProcess:
+        """The service's workers and HTTP server, as the composition root wires them (`app.bootstrap`)."""
         rt = self.runtime
-        relay = None
-        if self.relay_outbox:
-            outbox = rt.outbox_relay(self.service)
-            self.closers.append(outbox.producer.close)
-            # Busy (run again at once) only after a full page: a partial one left nothing behind,
-            # and the next commit wakes the relay. Running again after every page was an empty
-            # transaction per wake-up (PostgreSQL's log: 5,010 outbox reads in a 30 s run).
-            relay = PeriodicWorker("outbox-relay", lambda: outbox.run_once() >= RELAY_PAGE, 0.2, rt.backoff())
-        if self.service in ("ingest", "pathway", "messaging"):
-            self.workers.append(rt.consumer(self.service, after_commit=relay.wake if relay else None))
-        if self.service == "pathway":
-            from services.pathway.service import refresh_queued, scan
-
-            def scan_step() -> int:
-                # first the pathways a replay stored but did not derive (it was stopped before the end)
-                with rt.store.transaction() as conn:
-                    queued = len(refresh_queued(conn, rt.clock(), rt.pathway_deps).refreshed)
-                with rt.store.transaction() as conn:
-                    return queued + len(scan(conn, rt.clock(), rt.pathway_deps).refreshed)
-
-            self.workers.append(PeriodicWorker("deadline-scanner", scan_step, rt.settings.scan_interval_s))
-        if self.service == "messaging":
-            self.workers.append(PeriodicWorker("message-relay", rt.messaging.relay.run_once, 1.0))
-            # at start, then now and again: rows a rolling update's old replicas wrote are found too
-            self.workers.append(PeriodicWorker("message-replan", rt.message_replanner().run_once, 600.0))
-            if hasattr(rt.messaging, "poll_receipts"):
-                self.workers.append(PeriodicWorker("apprec-inbox", rt.messaging.poll_receipts, 1.0))
-        if relay is not None:
-            self.workers.append(relay)
-        self.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(rt.store, rt.clock()), 15.0))
-        app = self.api_app() if self.service == "api" else self.probe_app()
+        parts = rt.service_parts(self.service, relay_outbox=self.relay_outbox)
+        self.workers += parts.workers
+        self.closers += parts.closers
+        app = parts.app or self.probe_app()
         if self.service == "api":
             http_worker.labels(str(self.worker), str(os.getpid())).set(1)
         # the API's request threads; a consumer service's server only answers probes and /metrics
@@ -118,27 +92,6 @@ class ServiceProcess:
         self.server = make_http_server(rt.settings.http_host, rt.settings.http_port, app, threads, self.sock,
                                        ServerLimits.of(rt.settings))
         return self
-
-    def api_app(self) -> Flask:
-        from services.api.app import ApiDeps, create_app
-        from services.messaging.api import messages_bp
-        from services.pathway.api import pathway_bp
-
-        blueprints = [(messages_bp, SCOPE_READ), (pathway_bp(self.runtime), SCOPE_READ)]
-        # The requests' own connections: on PostgreSQL each statement of theirs ends at the API's
-        # statement timeout (the relay and metrics of this process keep the runtime's store).
-        store = self.runtime.store.with_statement_timeout(self.runtime.settings.api_statement_timeout_ms)
-        if store is not self.runtime.store:
-            self.closers.append(store.dispose)
-        deps = ApiDeps(
-            self.runtime.settings,
-            store,
-            self.runtime.clock,
-            TokenVerifier(self.runtime.settings),
-            readiness=[],
-            blueprints=blueprints,
-        )
-        return create_app(deps)
 
     def probe_app(self) -> Flask:
         app = Flask(f"forlop-{self.service}")
@@ -190,8 +143,8 @@ class ServiceProcess:
 def freeze_startup_heap() -> None:
     """Keep what starting the process allocated (modules, the app, rule sets) out of the collector's passes.
 
-    Those objects live as long as the process; a full collection walking them took ~50 ms, a
-    pause of every request in flight every few thousand requests (the API's p99).
+    Those objects live as long as the process; a full collection walking them paused every request
+    in flight every few thousand requests (the API's p99; docs/performance.md).
     """
     gc.collect()
     gc.freeze()
@@ -256,8 +209,6 @@ class ApiWorkers:
         holder = listen_socket(settings.http_host, settings.http_port, reuse_port=True)
         self.port = holder.getsockname()[1]
         if not (settings.jwt_jwks_url or settings.jwt_jwks_file):
-            from forlop.auth import ensure_dev_key
-
             ensure_dev_key(settings)  # made once here: workers making it at once would each keep their own
         # The workers open their own connections: none may be shared across the fork.
         self.runtime.store.dispose()
@@ -371,7 +322,5 @@ def _die_with_parent() -> None:
     """Linux: SIGTERM to this process when its parent ends, SIGKILL included (prctl PR_SET_PDEATHSIG)."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG

@@ -7,10 +7,9 @@ from typing import TextIO
 
 from sqlalchemy import or_, select
 
-from forlop.runtime import Runtime
+from app.bootstrap import Runtime
 from forlop.storage import schema
-from services.pathway.domain.derive import derive
-from services.pathway.service import load_history
+from services.pathway.public import derive, load_history
 
 
 def find_pathway_key(runtime: Runtime, pathway: str) -> str | None:

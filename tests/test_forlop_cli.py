@@ -6,7 +6,7 @@ import json
 
 import jwt
 
-from forlop import cli
+from app import cli
 
 AS_OF = "2026-01-05T10:00:00+01:00"
 

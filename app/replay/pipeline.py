@@ -21,18 +21,17 @@ from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
+from app.replay.workers import ReplayWorkers, check_batch, derive_batch, unpacked
 from forlop.events import PathwayEvent
-from forlop.replay_workers import ReplayWorkers, check_batch, derive_batch, unpacked
-from forlop.runtime import Runtime
 from forlop.storage import schema
-from services.ingest.service import InboundRecord, ingest
-from services.ingest.validation import Problem
-from services.pathway.service import PathwayResult, handle_events, refresh_queued
+from services.ingest.public import InboundRecord, Problem, ingest
+from services.pathway.public import PathwayResult, handle_events, refresh_queued
 
 # Pathways per chunk when workers derive ahead. Smaller than the chunk without workers: the
 # worker's result waits in memory while the chunk before is written, and the first and last
-# chunks run without overlap (100k events on 2 cores: 1,945 events/s at 500 with one worker,
-# 1,724 at 2,000; 250 pays more commits than it saves: 1,703).
+# chunks run without overlap; a smaller one pays more commits than it saves (the chunk sizes
+# measured: docs/performance.md).
 AHEAD_CHUNK = 500
 
 
@@ -124,7 +123,7 @@ def replay_file(
     The pathways wait in `pathway_refresh_queue` between the two phases, so a replay stopped
     half-way is finished by the next replay or by the pathway service's scanner.
     `workers`: processes that check, derive and build messages for the next batch while this
-    one is written (`forlop.replay_workers`); 0 computes everything in this process. They are
+    one is written (`app.replay.workers`); 0 computes everything in this process. They are
     spawned, so a script that calls this with workers needs the `if __name__ == "__main__"` guard.
     """
     # Canonical events an earlier replay or an API intake left in the outbox go first (per-patient order).

@@ -4,7 +4,7 @@ Only pure work goes to them: checking vendor records, deriving pathways and mapp
 building the XML of the messages their histories owe. Every write stays in the main process, in
 the same transactions as without workers (SQLite has one writer). A worker reads histories on its
 own connection; the main process uses a derivation only if the history it loads in its write
-transaction is the one derived (`services.pathway.service.refresh`), and a prebuilt message only
+transaction is the one derived (`services.pathway.handlers.refresh`), and a prebuilt message only
 for the new row it was built for (`services.messaging.prebuild`), so a worker can make a replay
 faster but never change what it stores.
 
@@ -21,8 +21,17 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 from typing import Any
 
+from app.bootstrap import messaging_deps_from, pathway_deps_from
+from forlop.clock import system_clock
 from forlop.collector import collector_paused
 from forlop.config import Settings
+from forlop.events import PathwayEvent
+from forlop.fhir.ids import set_patient_id_key
+from forlop.logging import configure_logging
+from forlop.storage import Store
+from services.ingest.public import check_records
+from services.messaging.public import prebuild_messages
+from services.pathway.public import derive_pathway, load_history
 
 
 def default_count() -> int:
@@ -35,33 +44,20 @@ _worker: dict[str, Any] = {}
 
 
 def _start(settings: Settings, database_url: str) -> None:
-    from forlop.clock import system_clock
-    from forlop.fhir.ids import set_patient_id_key
-    from forlop.logging import configure_logging
-    from forlop.runtime import pathway_deps_from
-    from forlop.storage import Store
-    from services.messaging.service import build_deps
-
     configure_logging(settings.log_level, settings.log_format, mask_key=settings.log_mask_key)
     set_patient_id_key(settings.patient_id_key)  # Patient ids in the FHIR resources
     _worker["store"] = Store(database_url, pool_size=1)
     _worker["pathway"] = pathway_deps_from(settings)
-    _worker["messaging"] = build_deps(settings, system_clock)
+    _worker["messaging"] = messaging_deps_from(settings, system_clock)
 
 
 def check_batch(source: str, records: Sequence[Any]) -> bytes:
     """Each record's canonical event as a dict (cheaper to send back than the event), or its problems."""
-    from forlop.events import PathwayEvent
-    from services.ingest.service import check_records
-
     return _packed([c.to_dict() if isinstance(c, PathwayEvent) else c for c in check_records(source, records)])
 
 
 def derive_batch(pathway_keys: Sequence[str], now: datetime) -> bytes:
     """The pathways' derivations from their stored histories, with their owed messages prebuilt."""
-    from services.messaging.prebuild import prebuild_messages
-    from services.pathway.service import derive_pathway, load_history
-
     with _worker["store"].read() as conn:
         histories = load_history(conn, pathway_keys)
     out = []
@@ -78,8 +74,8 @@ def derive_batch(pathway_keys: Sequence[str], now: datetime) -> bytes:
 
 def _packed(value: Any) -> bytes:
     # Pickled here and unpickled by `unpacked` in the caller's thread with the collector paused:
-    # unpickled by the pool's result thread, a chunk's ~250,000 new containers set the cyclic
-    # collector off again and again (1.05 s instead of 0.33 s for a chunk of 2,000 pathways).
+    # unpickled by the pool's result thread, a chunk's hundreds of thousands of new containers set
+    # the cyclic collector off again and again (docs/performance.md).
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import importlib.metadata as md
 import json
+import logging
 import os
 import platform
 import re
@@ -19,13 +22,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, func, select, text, update
+
+from app.bootstrap import Runtime
+from app.replay.workers import default_count
+from app.serve import ServiceProcess
+from forlop.auth import SCOPE_READ, mint_dev_token
+from forlop.clock import FixedClock, system_clock
 from forlop.config import Settings, load_settings
-from forlop.process_cpu import TreeRss
+from forlop.fhir import ids
+from forlop.kafka import make_producer
+from forlop.storage import Store, schema
+from forlop_devtools.broker import EmbeddedBroker, free_port
+from forlop_devtools.messaging_bench import messages_per_second
+from forlop_devtools.process_cpu import CpuMeter, TreeRss
+from forlop_devtools.synthetic import iter_generate
+from services.pathway.public import compute_indicators, scan
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -38,8 +57,6 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _machine() -> dict[str, Any]:
-    import importlib.metadata as md
-
     mem = 0
     try:
         with open("/proc/meminfo") as fp:
@@ -60,8 +77,6 @@ def _machine() -> dict[str, Any]:
 
 
 def _write_events(path: Path, vendor: str, pathways: int, seed: int, as_of: datetime) -> int:
-    from forlop.synthetic import iter_generate
-
     n = 0
     with path.open("w", encoding="utf-8") as fp:
         for ev in iter_generate(vendor, pathways, seed, as_of=as_of):
@@ -76,7 +91,6 @@ def _fresh_store_url(kind: str, workdir: Path, tag: str) -> tuple[str, Any]:
     if kind == "sqlite":
         db = workdir / f"{tag}.db"
         return f"sqlite:///{db}", lambda: None
-    from sqlalchemy import create_engine, text
 
     schema_name = f"bench_{tag}_{os.getpid()}"
     admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -99,7 +113,6 @@ GENERATOR_TICK_S = 0.01  # at offered load, events due this close together are p
 
 def _spawn_services(settings: Settings, url: str, workdir: Path, consumers: int) -> list[subprocess.Popen]:
     """`consumers` replicas each of `forlop serve ingest` and `forlop serve pathway`, as separate OS processes."""
-    from forlop.broker import free_port
 
     procs: list[subprocess.Popen] = []
     for service in ("ingest", "pathway"):
@@ -117,12 +130,10 @@ def _spawn_services(settings: Settings, url: str, workdir: Path, consumers: int)
                 FORLOP_LOG_LEVEL="WARNING",
             )
             log = open(workdir / f"serve-{service}-{i}.log", "wb")  # noqa: SIM115 - the child keeps it
-            proc = subprocess.Popen([sys.executable, "-m", "forlop.cli", "serve", service], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", service], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
             proc.port = port  # type: ignore[attr-defined]
             procs.append(proc)
-    import urllib.error
-    import urllib.request
 
     deadline = time.time() + 90
     for proc in procs:
@@ -146,13 +157,6 @@ def bench_ingest(
     consumers=0 runs the ingest and pathway services on threads of this process (one GIL with
     the producer); consumers=N runs N replicas of each as separate `forlop serve` processes.
     """
-    from sqlalchemy import func, select
-
-    from forlop.broker import EmbeddedBroker
-    from forlop.kafka import make_producer
-    from forlop.runtime import Runtime
-    from forlop.serve import ServiceProcess
-    from forlop.storage import Store, schema
 
     url, cleanup = _fresh_store_url(kind, workdir, f"ingest_{kind}_{int(rate or 0)}_{consumers}")
     procs: list[ServiceProcess] = []
@@ -264,14 +268,11 @@ def _ingest_cpu(store: Any, broker: Any, children: list[subprocess.Popen]) -> An
     """A CPU meter over an ingest run's processes: the service replicas (or, with the services on
     threads, this process), the broker, the run's PostgreSQL backends and this process (the load
     generator and its completion poll)."""
-    from sqlalchemy import text
-
-    from forlop.process_cpu import CpuMeter
 
     def groups() -> dict[str, list[int]]:
         out: dict[str, list[int]] = {"broker": [broker.pid] if broker.pid else []}
         for child in children:
-            service = child.args[-1]  # [python, -m, forlop.cli, serve, <service>]
+            service = child.args[-1]  # [python, -m, app.cli, serve, <service>]
             out.setdefault(service, []).append(child.pid)
         out["load_generator" if children else "bench_process"] = [os.getpid()]
         if store.dialect == "postgresql":
@@ -286,8 +287,6 @@ def _ingest_cpu(store: Any, broker: Any, children: list[subprocess.Popen]) -> An
 
 # --- 2. replay -----------------------------------------------------------------------------------
 def bench_replay(pathways: int, workdir: Path, as_of: datetime, workers: int | None = None) -> tuple[dict[str, Any], str]:
-    from forlop.replay_workers import default_count
-
     workers = default_count() if workers is None else workers  # `forlop replay`'s own default
     path = workdir / "replay-dips.ndjson"
     n = _write_events(path, "dips", pathways, 7, as_of)
@@ -301,7 +300,7 @@ def bench_replay(pathways: int, workdir: Path, as_of: datetime, workers: int | N
     started = time.perf_counter()
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "forlop.cli", "replay", "--source", "dips", str(path), "--quiet",
+            [sys.executable, "-m", "app.cli", "replay", "--source", "dips", str(path), "--quiet",
              "--batch-size", "5000", "--workers", str(workers)],
             env=env, stdout=stdout, stderr=stderr,
         )
@@ -345,9 +344,6 @@ def _clone_open_pathways(store: Any, target: int) -> int:
     two indexes were dropped here while the copies went in: filled copy by copy, nearly every page
     was written again per copy, ~150 GB for 200,000 open pathways).
     """
-    from sqlalchemy import func, select
-
-    from forlop.storage import schema
 
     p = schema.pathways
     with store.read() as conn:
@@ -392,7 +388,6 @@ def _clone_index_rows(conn: Any) -> None:
 
 def _clone_pathway_rows(conn: Any, suffix: str) -> None:
     """Copy the open originals' events, status rows and alerts under the keys and ids with `suffix`."""
-    from forlop.storage import schema
 
     conn.exec_driver_sql(
         "INSERT INTO pathway_events (event_id, pathway_key, kind, occurred_on, recorded_at, stored_at, event) "
@@ -428,7 +423,6 @@ def _clone_pathway_rows(conn: Any, suffix: str) -> None:
 def _clone_statuses(conn: Any, suffix: str) -> None:
     """temp.clone_status: each original's stored status with its pathway key, pathway id and event ids
     suffixed (whole JSON strings, in the stored text), and the history hash of the suffixed event ids."""
-    import hashlib
 
     events: dict[str, list[str]] = {}
     for key, event_id in conn.exec_driver_sql(
@@ -464,7 +458,6 @@ def _clone_fhir(conn: Any, n: int) -> None:
     The resources go in in new-id order (the temporary table's rowid), one walk over the table's
     key index; CROSS JOIN keeps SQLite reading the originals by key from the temporary table.
     """
-    from forlop.fhir import ids
 
     s = f"~c{n}"
     rows, episode = [], {}
@@ -514,14 +507,6 @@ def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any
     are due: the scanner's everyday work) and a worst case in which every open pathway is due
     at once, 30 days on (e.g. after the scanner was down for a month).
     """
-    from datetime import timedelta
-
-    from sqlalchemy import func, select, update
-
-    from forlop.clock import FixedClock
-    from forlop.runtime import Runtime
-    from forlop.storage import Store, schema
-    from services.pathway.service import scan
 
     store = Store(url)
     settings = replace(load_settings(), database_url=url)
@@ -570,10 +555,8 @@ def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any
     }
 
 
-def _indicators(rt: Any) -> int:
-    from services.pathway.reports import compute_indicators
-
-    return len(compute_indicators(rt, None, None, "pathwayType"))
+def _indicators(rt: Runtime) -> int:
+    return len(compute_indicators(rt.store, rt.clock(), None, None, "pathwayType"))
 
 
 # --- 4. API under load -------------------------------------------------------------------------
@@ -684,8 +667,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "latencies": lat, "err
 def bench_api(url: str, workdir: Path, clients: int, per_client: int, processes: int = 1) -> dict[str, Any]:
     """`clients` closed-loop clients (keep-alive connections of one load process, one request outstanding
     on each, `per_client` requests each) against the API as `processes` processes (FORLOP_HTTP_WORKERS)."""
-    from forlop.auth import SCOPE_READ, mint_dev_token
-    from forlop.broker import free_port
 
     port = free_port()
     settings = load_settings({"FORLOP_DATA_DIR": str(workdir)})
@@ -696,16 +677,14 @@ def bench_api(url: str, workdir: Path, clients: int, per_client: int, processes:
     # server, worker threads and metrics worker) less the topics check and the outbox relay, which
     # need a broker; stopped by SIGTERM.
     code = (
-        "import sys; from forlop.config import load_settings; from forlop.runtime import Runtime; "
-        "from forlop.serve import serve_forever; "
+        "import sys; from forlop.config import load_settings; from app.bootstrap import Runtime; "
+        "from app.serve import serve_forever; "
         "sys.exit(serve_forever(Runtime.from_settings(load_settings()), 'api', ensure_topics=False, "
         "relay_outbox=False))"
     )
     server_log = open(workdir / "api-server.log", "wb")  # noqa: SIM115 - closed below; a pipe nobody reads could fill
     server = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=server_log, stderr=subprocess.STDOUT)
     try:
-        import urllib.request
-
         # Every process up before the load starts: each scrape lands on one of them (a new connection
         # each time, spread by the kernel), and names it.
         deadline, seen = time.time() + 60, set()
@@ -753,16 +732,12 @@ def bench_api(url: str, workdir: Path, clients: int, per_client: int, processes:
 
 # --- 5. messaging ---------------------------------------------------------------------------------
 def bench_messaging(workdir: Path, count: int) -> dict[str, Any]:
-    from services.messaging.bench import messages_per_second
-
     return messages_per_second(workdir, count)
 
 
 # --- the command ---------------------------------------------------------------------------------
 def run_bench(quick: bool, stores: list[str], out_json: Path | None, consumers: int = 1,
               scaling: bool = False, api_processes: int = 2) -> dict[str, Any]:
-    from forlop.clock import system_clock
-
     as_of = system_clock()
     sizes = (
         {"ingest_pathways": 20, "latency_rate": 200.0, "latency_pathways": 10, "replay_pathways": 150,
@@ -773,7 +748,6 @@ def run_bench(quick: bool, stores: list[str], out_json: Path | None, consumers: 
               "api_clients": 32, "api_per_client": 150, "messages": 2000, "scan_open": 200_000,
               "calm_rate": 100.0, "calm_pathways": 150}
     )
-    from forlop.synthetic import iter_generate
 
     def mix(pathways: int) -> list[tuple[str, dict]]:
         evs = [("dips", e) for e in iter_generate("dips", pathways, 11, as_of=as_of)]
@@ -846,7 +820,6 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
     if settings.log_level == "INFO":
         # the in-process sections (scanner, indicators) would log an INFO line per alert: measure the work
-        import logging
 
         logging.getLogger().setLevel(logging.WARNING)
     report = run_bench(args.quick, stores, Path(args.out) if args.out else None, args.consumers, args.scaling,

@@ -1,13 +1,13 @@
 """Chaos (kill -9): the services as separate processes, killed at random while they work, checked
 against a replay of the same files.
 
-`python -m tools.chaos` (`make chaos`) and the short run in the suite (tests/e2e/test_chaos.py):
+`python -m forlop_devtools.chaos` (`make chaos`) and the short run in the suite (tests/e2e/test_chaos.py):
 
 1. A fresh PostgreSQL schema, the bundled broker (or one given) with topics of this run's own,
    `forlop serve ingest|pathway|messaging` each as its own process under a supervisor that starts a
    killed one again, and the simulated receiver answering every e-message with an AppRec (Kafka
    transport). Every process runs at the same fixed "now" (FORLOP_CLOCK).
-2. Synthetic DIPS and eSP events (`forlop.synthetic`: withdrawals, consent changes, redeliveries;
+2. Synthetic DIPS and eSP events (`forlop_devtools.synthetic`: withdrawals, consent changes, redeliveries;
    some records produced twice more) are produced to the vendor topics at a steady rate, while
    `kill -9` hits a service process that is ready and using CPU (working), one at a time.
 3. When all is quiet (no consumer lag, the outbox published, no message queued or awaiting its
@@ -44,15 +44,15 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 
-from forlop.broker import EmbeddedBroker, free_port
+from app.embedded import consumer_lag
 from forlop.config import Settings, Topics, load_settings
-from forlop.embedded import consumer_lag
 from forlop.events import PathwayEvent
 from forlop.kafka import ensure_topics, make_producer
 from forlop.storage import Store, schema
-from forlop.synthetic import generate, write_ndjson
-from services.messaging.domain.owed import withdrawn_registrations
-from tools.simulated_receiver import SimulatedReceiver
+from forlop_devtools.broker import EmbeddedBroker, free_port
+from forlop_devtools.simulated_receiver import SimulatedReceiver
+from forlop_devtools.synthetic import generate, write_ndjson
+from services.messaging.public import withdrawn_registrations
 
 SERVICES = ("ingest", "pathway", "messaging")
 DEFAULT_CLOCK = "2026-03-02T09:30:00+01:00"
@@ -161,7 +161,7 @@ class Supervised:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "forlop.cli", "serve", self.service],
+            self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", self.service],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
@@ -359,7 +359,7 @@ class Chaos:
     def _replay(self, env: dict[str, str], url: str, files: dict[str, list[bytes]]) -> None:
         for vendor in ("dips", "esp"):
             path = self.workdir / f"{vendor}.ndjson"
-            subprocess.run([sys.executable, "-m", "forlop.cli", "replay", "--source", vendor, str(path), "--quiet",
+            subprocess.run([sys.executable, "-m", "app.cli", "replay", "--source", vendor, str(path), "--quiet",
                             "--workers", "0"], env={**env, "FORLOP_DATABASE_URL": url}, check=True,
                            stdout=subprocess.DEVNULL, stderr=(self.logs / "replay.log").open("ab"))
 
@@ -537,7 +537,7 @@ def _resources(store: Store) -> dict[tuple[str, str], tuple[str | None, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.chaos", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m forlop_devtools.chaos", description=__doc__.split("\n\n")[0])
     p.add_argument("--pathways", type=int, default=200, help="synthetic pathways per vendor")
     p.add_argument("--kills", type=int, default=30)
     p.add_argument("--seed", type=int, default=2126)

@@ -12,7 +12,7 @@ checks after it reject (a national id's check digits, a code not on the code lis
 1900), and 414 for a URL whose parameters are each within their bounds but together longer than
 FORLOP_HTTP_MAX_URL_BYTES.
 
-``python -m tools.fuzz_api`` (``make fuzz-api``) runs the long version on SQLite and PostgreSQL
+``python -m forlop_devtools.fuzz_api`` (``make fuzz-api``) runs the long version on SQLite and PostgreSQL
 and prints its figures; tests/api/test_fuzz.py runs a short one in the suite.
 """
 
@@ -36,14 +36,14 @@ from typing import Any
 
 from sqlalchemy import create_engine, select, text
 
+from app.bootstrap import Runtime
+from app.serve import ServiceProcess
 from forlop.auth import ALL_SCOPES, SCOPE_READ, mint_dev_token
 from forlop.clock import FixedClock, parse_time
 from forlop.config import Settings, load_settings
-from forlop.runtime import Runtime
-from forlop.serve import ServiceProcess
 from forlop.storage import Store, schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (the development tools run from a clone)
 CONTRACTS = ROOT / "tests" / "fixtures" / "contracts"
 AS_OF = parse_time("2026-01-05T10:00:00+01:00")
 POSITIVE_ACCEPTED = ["2xx", "401", "403", "404", "414", "422"]
@@ -226,7 +226,7 @@ def _fresh_store(kind: str, workdir: Path) -> Iterator[Store | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.fuzz_api", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m forlop_devtools.fuzz_api", description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=200, help="test cases per operation and phase (default 200)")
     parser.add_argument("--seed", type=int, default=2126)
     parser.add_argument("--max-time", type=int, default=None, help="seconds per store, at most")

@@ -7,7 +7,7 @@ produced to `ehr.dips.pathway-events` or `ehr.esp.hendelser` with the key of the
 (one partition, so it is really behind it); the valid record opens a pathway of its own, whose row must
 appear in time.
 
-`make fuzz-ingest` (`python -m tools.fuzz_ingest --examples 500`) runs many and prints figures
+`make fuzz-ingest` (`python -m forlop_devtools.fuzz_ingest --examples 500`) runs many and prints figures
 (docs/reliability.md); tests/e2e/test_hostile_records.py runs a few dozen in the suite.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import statistics
 import sys
@@ -31,13 +32,17 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
-from forlop.config import Topics
-from forlop.runtime import Runtime
+from app.bootstrap import Runtime
+from app.serve import ServiceProcess
+from forlop.clock import FixedClock
+from forlop.config import Topics, load_settings
+from forlop.kafka import ConsumerLoop, make_producer
 from forlop.storage import Store, schema
+from forlop_devtools.broker import EmbeddedBroker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (the development tools run from a clone)
 CONTRACTS = ROOT / "tests" / "fixtures" / "contracts"
 CET = timezone(timedelta(hours=1))
 AS_OF = datetime(2026, 1, 5, 10, 0, tzinfo=CET)
@@ -223,10 +228,6 @@ def figures(store: Store, probe: Probe, elapsed: float) -> dict[str, Any]:
 
 def start_pipeline(broker: str, store: Store, data_dir: Path) -> tuple[Runtime, Callable[[], None]]:
     """Ingest, pathway and messaging services on threads against `broker` and `store`; (runtime, stop)."""
-    from forlop.clock import FixedClock
-    from forlop.config import load_settings
-    from forlop.kafka import ConsumerLoop
-    from forlop.serve import ServiceProcess
 
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"{getattr(Topics(), k)}.{suffix}" for k in Topics.__dataclass_fields__})
@@ -254,7 +255,6 @@ def _store(kind: str, postgres_url: str, tmp: Path) -> tuple[Store, Callable[[],
         store = Store(f"sqlite:///{tmp / 'fuzz.db'}")
         store.migrate()
         return store, lambda: None
-    from sqlalchemy import create_engine, text
 
     name = f"fuzz_{uuid.uuid4().hex[:10]}"
     admin = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -272,10 +272,7 @@ def _store(kind: str, postgres_url: str, tmp: Path) -> tuple[Store, Callable[[],
 
 
 def main(argv: list[str] | None = None) -> int:
-    from forlop.broker import EmbeddedBroker
-    from forlop.kafka import make_producer
-
-    parser = argparse.ArgumentParser(prog="python -m tools.fuzz_ingest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m forlop_devtools.fuzz_ingest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=500, help="hostile records per store (default 500)")
     parser.add_argument("--store", action="append", choices=("sqlite", "postgresql"),
                         help="the store(s) to run against (default: sqlite; repeat for both)")
@@ -283,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="derandomize (the same examples every run)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    import logging
 
     logging.basicConfig(level=logging.CRITICAL)  # the services' warnings about each record are the point, not news
     results = []

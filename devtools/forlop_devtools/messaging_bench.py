@@ -7,19 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.bootstrap import sender_from
 from forlop.config import load_settings
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
 from services.messaging.adapters.schemas import schema_set
 from services.messaging.adapters.transport import DirectoryTransport
 from services.messaging.deps import new_msg_id
 from services.messaging.domain.model import Recipient, Role, Trigger
 from services.messaging.render import build_xml
-from services.messaging.service import sender_from
 
 
 def messages_per_second(workdir: Path, count: int) -> dict[str, Any]:
-    from forlop.synthetic import generate
-    from services.ingest.normalise import parse_vendor_event
-
     settings = load_settings({"FORLOP_DATA_DIR": str(workdir)})
     schemas = schema_set(settings.xsd_dir)
     events = [parse_vendor_event("dips", raw) for raw in generate("dips", 40, 3, as_of=datetime.now(UTC))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -84,8 +85,6 @@ class TreeRss:
     workers), sampled every `interval` seconds on a thread until `stop()`; 0 where /proc is missing."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
-        import threading
-
         self.pid, self.interval = pid, interval
         self.peak_kib = 0
         self._done = threading.Event()

@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from kafka import KafkaConsumer
+
+from forlop.config import Settings, load_settings
+from forlop.kafka import client_options, make_producer
 from services.messaging.adapters.apprec import build_apprec
+from services.messaging.adapters.transport import directory_paths
 from services.messaging.adapters.xmlsafe import UnsafeXml, parse_untrusted
 
 log = logging.getLogger(__name__)
@@ -133,10 +138,6 @@ class SimulatedReceiver:
 
     # --- Kafka adapter ------------------------------------------------------------------------
     def start_kafka(self, settings: Any) -> SimulatedReceiver:
-        from kafka import KafkaConsumer
-
-        from forlop.kafka import client_options, make_producer
-
         consumer = KafkaConsumer(
             settings.topics.outbound, **client_options(settings), group_id=f"{settings.consumer_group}.sim-receiver",
             auto_offset_reset="earliest", enable_auto_commit=False,
@@ -201,22 +202,18 @@ class SimulatedReceiver:
         for t in self._threads:
             t.join(timeout=5)
 
-def start_for_embedded(settings: Any) -> SimulatedReceiver:
+def start_for_embedded(settings: Settings) -> SimulatedReceiver:
     """Start the receiver for the configured transport (policy from FORLOP_RECEIVER_POLICY, default ok)."""
     receiver = SimulatedReceiver(os.environ.get("FORLOP_RECEIVER_POLICY", "ok"))
-    kind = getattr(settings, "transport", "kafka")
+    kind = settings.transport
     if kind == "directory":
-        from services.messaging.adapters.transport import directory_paths
-
         return receiver.start_directory(*directory_paths(settings))
     if kind == "http":
         url = urlparse(settings.transport_url or "http://127.0.0.1:8099/messages")
         return receiver.start_http(url.hostname or "127.0.0.1", url.port or 80)
     return receiver.start_kafka(settings)
 
-def main() -> None:  # pragma: no cover - manual use: python -m tools.simulated_receiver
-    from forlop.config import load_settings
-
+def main() -> None:  # pragma: no cover - manual use: python -m forlop_devtools.simulated_receiver
     r = start_for_embedded(load_settings())
     try:
         while True:

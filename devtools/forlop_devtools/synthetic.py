@@ -36,11 +36,11 @@ from datetime import date, datetime, timedelta
 from typing import Any, TextIO
 
 from forlop.clock import OSLO
-from services.ingest.national_id import synthetic_national_id
+from forlop.config import SYNTHETIC_SENDER_ORG_NUMBER as ORG_NUMBER  # the health trust messages are sent as
+from services.ingest.public import synthetic_national_id
 
 VENDORS = ("dips", "esp")
 DEFAULT_SPAN_DAYS = 365
-ORG_NUMBER = "983974899"
 
 # (HER-id, name) per pathway type: two outpatient clinics and one inpatient unit
 _UNITS = {

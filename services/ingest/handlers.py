@@ -28,9 +28,9 @@ from forlop.events import PathwayEvent
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many
-from services.ingest.boundary import RecordProblems, parse_record, value_problems
-from services.ingest.normalise import RejectedEvent, parse_vendor_event
-from services.ingest.validation import SOURCES, Problem, bounds
+from services.ingest.domain.boundary import RecordProblems, parse_record, value_problems
+from services.ingest.domain.normalise import RejectedEvent, parse_vendor_event
+from services.ingest.domain.validation import SOURCES, Problem, bounds
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from sqlalchemy import Connection
 
 from forlop.events import PathwayEvent
 from forlop.logging import correlation_id, ctx
-from services.messaging import metrics, repository
+from services.messaging import metrics
+from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import AppRec
 from services.messaging.apply import apply_changes, release_held
 from services.messaging.deps import MessagingDeps

@@ -17,6 +17,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from forlop import metrics
 from forlop.clock import local_date
@@ -26,12 +28,12 @@ from forlop.fhir import ids
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many, update_many
+from services.pathway.adapters.fhir_store import upsert_many
 from services.pathway.domain.derive import derive
+from services.pathway.domain.fhir_mapping import map_pathway, retimed_task
 from services.pathway.domain.living import Transition, advance, deadline_transitions
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import DeadlineStatus, MilestoneState
-from services.pathway.fhir_mapping import map_pathway, retimed_task
-from services.pathway.fhir_store import upsert_many
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,7 @@ def handle_events(
 def _queue(conn: Connection, keys: Sequence[str], now: datetime) -> None:
     """Queue pathways for one derivation; one already queued (by this or a concurrent replay) stays."""
     q = schema.pathway_refresh_queue
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(dialect_insert(q).on_conflict_do_nothing(index_elements=["pathway_key"]),
                  [{"pathway_key": k, "queued_at": now} for k in keys])
 
@@ -156,7 +155,7 @@ def refresh_queued(
 class Derivation:
     """One pathway derived from its history: everything `refresh` stores for it that needs no database.
 
-    Pure and picklable, so a replay can compute it in a worker process (`forlop.replay_workers`)
+    Pure and picklable, so a replay can compute it in a worker process (`app.replay.workers`)
     while the main process writes the chunk before.
     """
 

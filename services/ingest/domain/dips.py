@@ -3,7 +3,7 @@
 Assumes the record passed `validation.validate("dips", ...)`.
 
 Time rules, shared with the eSP mapping so that both vendors place the same fact at
-the same moment (see `services.ingest.normalise`): a pathway code is placed at 00:00
+the same moment (see `services.ingest.domain.normalise`): a pathway code is placed at 00:00
 Europe/Oslo on ``document.date``; a deletion when it was recorded (``recordedTime``:
 eSP knows no other time for it); an appointment change at the appointment it changes
 (``originalTime``); a stay event at ``admission.time``; a consent at ``eventTime``.
@@ -31,7 +31,7 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.ingest.validation import parse_dips_time, registration_instant
+from services.ingest.domain.validation import parse_dips_time, registration_instant
 
 _ADMISSION_KINDS = {
     "admission.started": EventKind.ADMISSION_STARTED,

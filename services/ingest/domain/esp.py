@@ -3,7 +3,7 @@
 Assumes the record passed `validation.validate("esp", ...)`. eSP times carry no
 offset: they are Norwegian local time, made aware with Europe/Oslo.
 
-Time rule, shared with the DIPS mapping (see `services.ingest.normalise`): a pathway
+Time rule, shared with the DIPS mapping (see `services.ingest.domain.normalise`): a pathway
 code (FORLOPSKODE) is placed at 00:00 Europe/Oslo on ``hendelsesdato``. A deletion has
 no clinical time, so it is placed when it was keyed in (``registrertTid``); an
 appointment change at the appointment it changes (``opprinneligTid``); stays and
@@ -29,7 +29,7 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.ingest.validation import parse_esp_date, parse_esp_time, registration_instant
+from services.ingest.domain.validation import parse_esp_date, parse_esp_time, registration_instant
 
 _SETTINGS = {"P": Setting.OUTPATIENT, "D": Setting.INPATIENT}
 _YES_NO = {"J": True, "N": False}

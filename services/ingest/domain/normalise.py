@@ -31,9 +31,9 @@ from typing import Any, cast
 import orjson
 
 from forlop.events import PathwayEvent
-from services.ingest import dips, esp
-from services.ingest.boundary import json_problem
-from services.ingest.validation import Problem, validate
+from services.ingest.domain import dips, esp
+from services.ingest.domain.boundary import json_problem
+from services.ingest.domain.validation import Problem, validate
 
 _MAPPINGS: dict[str, Callable[[dict[str, Any]], PathwayEvent]] = {"dips": dips.normalise, "esp": esp.normalise}
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
@@ -80,7 +80,7 @@ def parse_body(content_type: str, body: bytes, *, max_records: int | None = None
     may hold U+2028), blank lines skipped. An empty body holds no records. Raises BodyError naming
     the line of bad JSON, TooManyRecords past `max_records` (counted before any record is parsed
     in NDJSON). orjson parses: no number, nesting or escape can raise anything else (see
-    `services.ingest.boundary`).
+    `services.ingest.domain.boundary`).
     """
     media_type = content_type.split(";", 1)[0].strip().lower()
     if body.startswith(b"\xef\xbb\xbf"):  # a byte order mark, which orjson refuses

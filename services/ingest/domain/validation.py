@@ -27,8 +27,8 @@ from jsonschema import Draft202012Validator, ValidationError, validators
 
 from forlop.clock import OSLO
 from forlop.codes import UnknownCode, code_list
-from services.ingest.boundary import Problem, RecordBounds, date_problem
-from services.ingest.national_id import check_national_id
+from services.ingest.domain.boundary import Problem, RecordBounds, date_problem
+from services.ingest.domain.national_id import check_national_id
 
 SOURCES = ("dips", "esp")
 
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def registration_instant(day: date) -> datetime:
     """The canonical moment of a date-only pathway registration: 00:00 Europe/Oslo that day.
 
-    Both vendor mappings use it (see `services.ingest.normalise` for why).
+    Both vendor mappings use it (see `services.ingest.domain.normalise` for why).
     """
     return datetime.combine(day, time(0), OSLO)
 

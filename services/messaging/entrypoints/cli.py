@@ -1,4 +1,9 @@
-"""`forlop messages list|show|retry`: each a few lines into the repository or the relay."""
+"""`forlop messages list|show|retry`: each a few lines into the repository or the relay.
+
+Added to the `forlop` command by the application (``add_commands(sub, context)``): each command
+asks `context` for what it works with (`CliContext`, built from the settings by the
+application's composition root).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,38 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from forlop.clock import Clock
 from forlop.config import Settings
-from services.messaging import metrics, repository
+from forlop.storage import Store
+from services.messaging import metrics
+from services.messaging.adapters import repository
+from services.messaging.apply import release_held
+from services.messaging.deps import MessagingDeps
+from services.messaging.relay import Relay
 from services.messaging.views import message_view
 
 
-def _runtime(settings: Settings) -> Any:
-    from forlop.runtime import Runtime
+@dataclass(frozen=True)
+class CliContext:
+    """What the message commands work with: the store (migrated), the clock, messaging's deps and relay."""
 
-    rt = Runtime.from_settings(settings)
-    rt.store.migrate()
-    return rt
+    store: Store
+    clock: Clock
+    deps: MessagingDeps
+    relay: Relay
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    rt = _runtime(settings)
-    with rt.store.read() as conn:
+ContextFactory = Callable[[Settings], CliContext]
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings, context: ContextFactory) -> int:
+    ctx = context(settings)
+    with ctx.store.read() as conn:
         rows = repository.list_messages(conn, args.status, args.pathway, limit=100_000)
     # The JSON line is a contract for scripts: exactly these keys. Notes show in the text form and `show`.
     keys = ("id", "pathway", "recipientHerId", "role", "trigger", "messageType", "status", "attempts")
@@ -46,9 +65,9 @@ def _print_rows(rows: list[dict[str, Any]], keys: tuple[str, ...], as_json: bool
                   f"{view['status']:<12} {view['attempts']}{reason}{notes}")
 
 
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    rt = _runtime(settings)
-    with rt.store.read() as conn:
+def cmd_show(args: argparse.Namespace, settings: Settings, context: ContextFactory) -> int:
+    ctx = context(settings)
+    with ctx.store.read() as conn:
         row = repository.get(conn, args.id)
         receipts = repository.receipts_for(conn, args.id) if row else []
     if row is None:
@@ -64,17 +83,15 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_retry(args: argparse.Namespace, settings: Settings, context: ContextFactory) -> int:
     """Held: resolve the recipient again and release. Failed/rejected: queue again with the same MsgId.
 
     Never a message marked `sentWithoutConsentInForce`: the history says the patient had not consented.
     """
-    from services.messaging.apply import release_held
-
-    rt = _runtime(settings)
-    deps = rt.messaging.deps
-    now = rt.clock()
-    with rt.store.transaction() as conn:
+    ctx = context(settings)
+    deps = ctx.deps
+    now = ctx.clock()
+    with ctx.store.transaction() as conn:
         row = repository.get(conn, args.id, lock=True)
         if row is None:
             print(f"forlop: no message {args.id}")
@@ -94,23 +111,23 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(f"forlop: {args.id} is {row['status']}; only held, failed or rejected messages can be retried")
             return 1
-    sent = rt.messaging.relay.run_once()
-    with rt.store.read() as conn:
+    sent = ctx.relay.run_once()
+    with ctx.store.read() as conn:
         print(f"{args.id}: {repository.get(conn, args.id)['status']} (relay pass handled {sent})")
     return 0
 
 
-def add_commands(subparsers: Any) -> None:
+def add_commands(subparsers: Any, context: ContextFactory) -> None:
     p = subparsers.add_parser("messages", help="the e-messages to GPs, referrers and municipalities")
     sub = p.add_subparsers(dest="messages_command", required=True)
     ls = sub.add_parser("list", help="list messages")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.add_argument("--status", choices=("queued", "sent", "acknowledged", "rejected", "failed", "held", "suppressed"))
     ls.add_argument("--pathway", help="the source system's pathway id")
-    ls.set_defaults(func=cmd_list)
+    ls.set_defaults(func=partial(cmd_list, context=context))
     show = sub.add_parser("show", help="one message with its receipts and XML")
     show.add_argument("id")
-    show.set_defaults(func=cmd_show)
+    show.set_defaults(func=partial(cmd_show, context=context))
     retry = sub.add_parser("retry", help="release a held message or resend a failed one")
     retry.add_argument("id")
-    retry.set_defaults(func=cmd_retry)
+    retry.set_defaults(func=partial(cmd_retry, context=context))

@@ -5,36 +5,22 @@ Errors are FHIR OperationOutcomes, like every other error of the API.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from forlop.fhir.outcome import error
+from forlop.http import INT32_MAX, one_value, whole_number
 from forlop.storage import Store
-from services.api.outcome import error
-from services.api.params import INT32_MAX, one_value, whole_number
-from services.messaging import (
-    metrics,  # noqa: F401 - registers the messaging counters on this process's /metrics
-    repository,
-)
+from services.messaging import metrics  # noqa: F401 - registers the messaging counters on this process's /metrics
+from services.messaging.adapters import repository
 from services.messaging.domain.model import MessageStatus
 from services.messaging.views import message_view
 
 messages_bp = Blueprint("messages", __name__)
 
 
-@lru_cache(maxsize=4)
-def _store_for(url: str) -> Store:
-    return Store(url)
-
-
 def _store() -> Store:
-    """The app's store when it publishes one (FORLOP_STORE); else one from the settings (same database)."""
-    store = current_app.config.get("FORLOP_STORE")
-    if store is None:
-        from forlop.config import load_settings
-
-        store = _store_for(load_settings().database_url)
-    return store
+    """The store the app publishes for its blueprints (FORLOP_STORE, set by `services.api.app.create_app`)."""
+    return current_app.config["FORLOP_STORE"]
 
 
 MAX_COUNT = 1000  # messages in one answer; a larger _count gives this many

@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     Connection,
     Dialect,
@@ -469,8 +470,6 @@ def _outside_transaction(conn: Connection, dbapi_conn: Any) -> bool:
     """
     if conn.dialect.driver != "psycopg" or conn.in_transaction() or dbapi_conn.autocommit:
         return False
-    from psycopg.pq import TransactionStatus
-
     return dbapi_conn.info.transaction_status == TransactionStatus.IDLE
 
 

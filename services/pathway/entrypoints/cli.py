@@ -1,7 +1,8 @@
 """`forlop indicators` and `forlop quality`: the reports of the API, as a table or JSON.
 
-Added to the `forlop` command by ``forlop.cli.build_parser`` (``add_commands(sub)``);
-each handler takes ``(args, settings)`` and returns the exit code.
+Added to the `forlop` command by the application (``add_commands(sub, context)``): each command
+asks `context` for what it works with (`CliContext`, built from the settings by the
+application's composition root) and returns the exit code.
 """
 
 from __future__ import annotations
@@ -9,24 +10,41 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import partial
 from typing import Any, TextIO
 
+from forlop.clock import Clock, parse_time
 from forlop.config import Settings
+from forlop.storage import Store
+from services.pathway.reports import compute_indicators, compute_quality
 
 
-def add_commands(sub: Any) -> None:
+@dataclass(frozen=True)
+class CliContext:
+    """What the report commands read: the store (migrated) and the clock."""
+
+    store: Store
+    clock: Clock
+
+
+ContextFactory = Callable[[Settings], CliContext]
+
+
+def add_commands(sub: Any, context: ContextFactory) -> None:
     ind = sub.add_parser("indicators", help="deadlines met per milestone, with the national targets beside them")
     _period_args(ind)
     ind.add_argument("--group-by", choices=("pathwayType", "unit", "month"), default="pathwayType")
     ind.add_argument("--json", action="store_true", help="print the report as JSON")
-    ind.set_defaults(func=cmd_indicators)
+    ind.set_defaults(func=partial(cmd_indicators, context=context))
 
     q = sub.add_parser("quality", help="registration-quality findings (incl. inpatient stays' notices) and missing "
                                        "milestones per unit and month")
     _period_args(q)
     q.add_argument("--json", action="store_true", help="print the report as JSON")
-    q.set_defaults(func=cmd_quality)
+    q.set_defaults(func=partial(cmd_quality, context=context))
 
 
 def _period_args(p: argparse.ArgumentParser) -> None:
@@ -43,15 +61,8 @@ def _iso_date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _runtime(args: argparse.Namespace, settings: Settings) -> Any:
-    from forlop.clock import FixedClock, parse_time
-    from forlop.runtime import Runtime
-
-    rt = Runtime.from_settings(settings)
-    rt.store.migrate()
-    if args.as_of:
-        rt.clock = FixedClock(parse_time(args.as_of))
-    return rt
+def _now(args: argparse.Namespace, ctx: CliContext) -> datetime:
+    return parse_time(args.as_of) if args.as_of else ctx.clock()
 
 
 def _check_period(args: argparse.Namespace) -> bool:
@@ -61,13 +72,11 @@ def _check_period(args: argparse.Namespace) -> bool:
     return True
 
 
-def cmd_indicators(args: argparse.Namespace, settings: Settings) -> int:
-    from services.pathway.reports import compute_indicators
-
+def cmd_indicators(args: argparse.Namespace, settings: Settings, context: ContextFactory) -> int:
     if not _check_period(args):
         return 2
-    rt = _runtime(args, settings)
-    report = compute_indicators(rt, args.date_from, args.date_to, args.group_by)
+    ctx = context(settings)
+    report = compute_indicators(ctx.store, _now(args, ctx), args.date_from, args.date_to, args.group_by)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -75,13 +84,11 @@ def cmd_indicators(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
-    from services.pathway.reports import compute_quality
-
+def cmd_quality(args: argparse.Namespace, settings: Settings, context: ContextFactory) -> int:
     if not _check_period(args):
         return 2
-    rt = _runtime(args, settings)
-    report = compute_quality(rt, args.date_from, args.date_to)
+    ctx = context(settings)
+    report = compute_quality(ctx.store, _now(args, ctx), args.date_from, args.date_to)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:

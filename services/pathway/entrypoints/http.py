@@ -2,7 +2,7 @@
 
 Thin: each route checks its parameters (a bad one is a 400 OperationOutcome naming it),
 reads in one connection and hands the rows to ``services.pathway.reports``. The
-blueprint is registered by ``forlop.serve`` under the read scope.
+blueprint is registered by the application (``app.bootstrap``) under the read scope.
 
 - ``GET /worklist?unit=<HER-id>[&limit=N]``
 - ``GET /municipalities/<kommunenummer>/pathways[?episodeStatus=waitlist,active,finished][&limit=N]``
@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from forlop.clock import Clock
+from forlop.fhir.outcome import error
+from forlop.http import BadParameter, one_value, whole_number
 from forlop.storage import Store
-from services.api.outcome import error
-from services.api.params import BadParameter, one_value, whole_number
-from services.ingest.validation import bounds
+from services.ingest.public import bounds
 from services.pathway import reports
 
 MAX_LIMIT = 5000
@@ -32,14 +33,13 @@ HER_ID = re.compile(r"[0-9]{1,12}")
 EARLIEST, LATEST = bounds("dips").earliest_date, bounds("dips").latest_date
 
 
-def pathway_bp(runtime: Any) -> Blueprint:
-    """The routes, bound to a runtime (its clock and due-soon setting; its store unless the app
-    publishes the one its requests use, FORLOP_STORE)."""
+def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = None) -> Blueprint:
+    """The routes, reading `default_store` unless the app publishes the one its requests use
+    (FORLOP_STORE), as of `clock`, with the due-soon setting (FORLOP_DUE_SOON_DAYS)."""
     bp = Blueprint("pathway_reports", __name__)
-    due_soon_days = runtime.settings.due_soon_days
 
     def store() -> Store:
-        return current_app.config.get("FORLOP_STORE") or runtime.store
+        return current_app.config.get("FORLOP_STORE") or default_store
 
     @bp.errorhandler(BadParameter)
     def bad_parameter(exc: BadParameter) -> Response:
@@ -54,7 +54,7 @@ def pathway_bp(runtime: Any) -> Blueprint:
             raise BadParameter("unit", f"unit={unit[:40]!r} is not a HER-id (1 to 12 digits)")
         limit = _limit()
         with store().read() as conn:
-            body = reports.worklist(conn, unit, runtime.clock(), limit, due_soon_days)
+            body = reports.worklist(conn, unit, clock(), limit, due_soon_days)
         return _json(body)
 
     @bp.get("/municipalities/<kommunenummer>/pathways")
@@ -72,7 +72,7 @@ def pathway_bp(runtime: Any) -> Blueprint:
                 )
         limit = _limit()
         with store().read() as conn:
-            body = reports.municipal_overview(conn, kommunenummer, runtime.clock(), statuses, limit, due_soon_days)
+            body = reports.municipal_overview(conn, kommunenummer, clock(), statuses, limit, due_soon_days)
         return _json(body)
 
     @bp.get("/indicators")
@@ -82,14 +82,14 @@ def pathway_bp(runtime: Any) -> Blueprint:
         if group_by not in reports.GROUP_BY:
             raise BadParameter("groupBy", f"groupBy={group_by[:40]!r}: use one of {', '.join(reports.GROUP_BY)}")
         with store().read() as conn:
-            report = reports.indicators(conn, date_from, date_to, group_by, runtime.clock())
+            report = reports.indicators(conn, date_from, date_to, group_by, clock())
         return _json(report.to_dict())
 
     @bp.get("/quality")
     def get_quality() -> Response:
         date_from, date_to = _period()
         with store().read() as conn:
-            body = reports.quality(conn, date_from, date_to, runtime.clock())
+            body = reports.quality(conn, date_from, date_to, clock())
         return _json(body)
 
     return bp
