@@ -84,7 +84,7 @@ class ServiceProcess:
         parts = rt.service_parts(self.service, relay_outbox=self.relay_outbox)
         self.workers += parts.workers
         self.closers += parts.closers
-        app = parts.app or self.probe_app()
+        app = parts.app if parts.app is not None else self.probe_app()
         if self.service == "api":
             http_worker.labels(str(self.worker), str(os.getpid())).set(1)
         # the API's request threads; a consumer service's server only answers probes and /metrics

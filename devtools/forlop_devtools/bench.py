@@ -196,10 +196,9 @@ def bench_ingest(
                 if rate:
                     due = started + i / rate
                     pause = due - time.time()
-                    # Sleep only when 10 ms or more ahead: the events due within 10 ms go out
-                    # together (latency counts from each one's send). A sleep per event (2 ms apart
-                    # at 500/s) cost the generator 0.45 ms of CPU per event, a fifth of a core
-                    # taken from the services on the same machine; this way 0.28.
+                    # Sleep only when a tick or more ahead: the events due within a tick go out
+                    # together (latency counts from each one's send). A sleep per event cost the
+                    # generator CPU taken from the services on the same machine (docs/performance.md).
                     if pause > GENERATOR_TICK_S:
                         time.sleep(pause)
                 topic = settings.topics.dips if vendor == "dips" else settings.topics.esp
@@ -216,8 +215,8 @@ def bench_ingest(
                     done = conn.execute(select(func.count()).select_from(e)).scalar_one()
                 if done >= unique:
                     break
-                # The count reads the whole growing table on the database the services use: every
-                # 50 ms it took ~8 % of a core from them (PostgreSQL statement log). Latencies come
+                # The count reads the whole growing table on the database the services use: polled
+                # often, it took a share of a core from them (docs/performance.md). Latencies come
                 # from stored_at, so only the end of the run is this coarse.
                 time.sleep(0.25)
             finished = time.time()
@@ -342,7 +341,7 @@ def _clone_open_pathways(store: Any, target: int) -> int:
 
     The search index's table has no index of its own to fill copy by copy since migration 8 (its
     two indexes were dropped here while the copies went in: filled copy by copy, nearly every page
-    was written again per copy, ~150 GB for 200,000 open pathways).
+    was written again per copy: docs/performance.md).
     """
 
     p = schema.pathways
@@ -566,8 +565,8 @@ port, token, clients, per_client = int(sys.argv[1]), sys.argv[2], int(sys.argv[3
 paths = json.loads(sys.argv[5])
 # One thread, one selector, `clients` keep-alive connections each with one request outstanding
 # (closed loop), a latency from the request's send to its response's last byte. No client threads
-# competing for a GIL (http.client on 32 threads took ~0.25 ms of CPU per request, a sixth of the
-# server's, on the same cores), so a latency is the server's rather than the client's scheduling.
+# competing for a GIL (http.client on threads took CPU per request the server needed, on the same
+# cores: docs/performance.md), so a latency is the server's rather than the client's scheduling.
 REQUESTS = [(p, f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\n"
                 f"Authorization: Bearer {token}\r\n\r\n".encode()) for p in paths]
 TIMEOUT = 30.0
