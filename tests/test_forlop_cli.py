@@ -6,7 +6,7 @@ import json
 
 import jwt
 
-from forlop import cli
+from app import cli
 
 AS_OF = "2026-01-05T10:00:00+01:00"
 
@@ -72,3 +72,28 @@ def test_replay_connections_get_the_page_cache_asked_for(tmp_path):
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -64 * 1024
     with plain.transaction() as conn:
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000  # SQLite's default
+
+
+def _commands(parser) -> set[str]:  # noqa: ANN001 - an argparse parser
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_the_development_commands_come_from_the_entry_point_group(monkeypatch):
+    """`run`, `generate` and `bench` are the development package's (entry-point group forlop.commands):
+    present where it is installed (here), absent in the image, where no package adds to the group."""
+    product = {"serve", "migrate", "replay", "export", "dlq", "token", "status", "messages", "indicators", "quality"}
+    assert _commands(cli.build_parser()) == product | {"run", "generate", "bench"}
+    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    assert _commands(cli.build_parser()) == product
+
+
+def test_generate_through_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORLOP_DATA_DIR", str(tmp_path))
+    out = tmp_path / "events.ndjson"
+    assert cli.main(["generate", "--vendor", "esp", "--pathways", "3", "--seed", "4", "--as-of",
+                     "2026-01-05T10:00:00+01:00", "--out", str(out)]) == 0
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events and all("meldingsId" in e for e in events)

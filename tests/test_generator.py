@@ -12,9 +12,9 @@ import pytest
 
 from forlop.clock import OSLO
 from forlop.events import AppointmentChange, EventKind, PathwayEvent, Setting
-from forlop.synthetic import generate, iter_generate, write_ndjson
-from services.ingest.normalise import parse_body, parse_vendor_event
-from services.ingest.validation import validate
+from forlop_devtools.synthetic import generate, iter_generate, write_ndjson
+from services.ingest.domain.normalise import parse_body, parse_vendor_event
+from services.ingest.domain.validation import validate
 
 AS_OF = datetime(2026, 3, 1, 12, 0, tzinfo=OSLO)
 PATHWAYS = 400

@@ -19,7 +19,8 @@ PARENTS = re.compile(r"Path\(__file__\)(?:\.resolve\(\))?(\.parents\[(\d+)\]|(?:
 BESIDE = re.compile(r"""\.\./shared|parent\s*/\s*["']shared["']|parents\[\d+\]\s*/\s*["']shared["']""")
 
 
-SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", "build", "node_modules"}
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".import_linter_cache",
+             "build", "node_modules"}
 
 
 def _repository_files() -> list[Path]:

@@ -147,7 +147,7 @@ def _isolation(conn: Connection) -> None:
                       "ON dead_letters (topic, kafka_partition, kafka_offset)"))
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_dead_letters_outbox ON dead_letters (outbox_id)"))
     # An accepted event's content fingerprint; rows before this step have none and are compared by
-    # their stored raw record instead (services.ingest.service).
+    # their stored raw record instead (services.ingest.handlers).
     _add_columns(conn, "inbound_events", [("fingerprint", String(64), "")])
     # The relay parks a row the broker will never accept.
     _add_columns(conn, "outbox", [("parked_at", DateTime(timezone=True), ""), ("park_reason", Text(), "")])

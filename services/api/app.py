@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import version
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
@@ -23,16 +24,26 @@ from forlop.clock import Clock
 from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.capability import capability_statement
+from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
+from forlop.http import BadParameter
 from forlop.logging import correlation_id
 from forlop.storage import Store
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.openapi import openapi_document
-from services.api.outcome import error, fhir_response, issue, operation_outcome
-from services.api.params import FHIR_ID, BadParameter, SearchLimits, search_request
-from services.ingest.normalise import BodyError, RejectedEvent, TooManyRecords, parse_body
-from services.ingest.service import ConflictingDuplicates, InboundRecord, check_record, ingest
-from services.ingest.validation import SOURCES, Problem
-from services.pathway import fhir_store
+from services.api.params import FHIR_ID, SearchLimits, search_request
+from services.ingest.public import (
+    SOURCES,
+    BodyError,
+    ConflictingDuplicates,
+    InboundRecord,
+    Problem,
+    RejectedEvent,
+    TooManyRecords,
+    check_record,
+    ingest,
+    parse_body,
+)
+from services.pathway.public import SEARCH_PARAMS, read_resource, search_page
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +158,7 @@ def create_app(deps: ApiDeps) -> Flask:
         found = None
         if FHIR_ID.fullmatch(rid):  # any other id names nothing (FHIR R4's id: [A-Za-z0-9-.]{1,64})
             with deps.store.read() as conn:
-                found = fhir_store.read_resource(conn, rtype, rid)
+                found = read_resource(conn, rtype, rid)
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} does not exist")
         return fhir_response(found.with_meta(), headers={"ETag": f'W/"{found.version_id}"'})
@@ -155,11 +166,11 @@ def create_app(deps: ApiDeps) -> Flask:
     def search(rtype: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
             return denied
-        query_ = search_request(rtype, fhir_store.SEARCH_PARAMS[rtype], request.args, search_limits)
+        query_ = search_request(rtype, SEARCH_PARAMS[rtype], request.args, search_limits)
         count, offset = query_.count, query_.offset
         with deps.store.read() as conn:
-            page = fhir_store.search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
-                                          count_total=query_.total_mode == "accurate")
+            page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
+                               count_total=query_.total_mode == "accurate")
         found = page.resources
         base = request.base_url
         query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
@@ -193,7 +204,7 @@ def create_app(deps: ApiDeps) -> Flask:
 
     # One rule per resource type served (the OpenAPI document lists each with its own parameters);
     # another type has no route: 404.
-    for rtype in fhir_store.SEARCH_PARAMS:
+    for rtype in SEARCH_PARAMS:
         app.add_url_rule(f"/fhir/{rtype}", f"search_{rtype}", partial(search, rtype))
         app.add_url_rule(f"/fhir/{rtype}/<rid>", f"read_{rtype}", partial(read, rtype))
 
@@ -294,8 +305,6 @@ def _db_check(store: Store) -> Callable[[], str | None]:
 
 
 def _version() -> str:
-    from importlib.metadata import version
-
     try:
         return version("forlop")
     except Exception:

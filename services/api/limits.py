@@ -17,7 +17,7 @@ from flask import Response
 from werkzeug.datastructures import MultiDict
 
 from forlop.config import Settings
-from services.api.outcome import error
+from forlop.fhir.outcome import error
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ import yaml
 from forlop.config import Settings
 from forlop.fhir.capability import DOCUMENTATION, SEARCH
 from services.api.params import CHAINED, MAX_VALUE_LENGTH
-from services.ingest.validation import schema as vendor_schema
-from services.messaging.domain.model import MessageStatus
+from services.ingest.public import schema as vendor_schema
+from services.messaging.public import MessageStatus
 
 SETTING_MARK = "x-forlop-setting"
 _VENDOR_SCHEMAS = {"DipsEvent": "dips", "EspEvent": "esp"}

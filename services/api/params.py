@@ -1,10 +1,8 @@
-"""Query parameters as the API reads them: strict ASCII numbers, bounded FHIR searches.
+"""FHIR search requests as the API reads them: bounded, each parameter checked.
 
-Every parameter a route reads is checked here or by the route; a bad one is a `BadParameter`,
-which the app answers with a 400 OperationOutcome naming it. Numbers are ASCII digits only
-(`str.isdigit()` is true of "²", and `int()` reads "٣" and "1_000"), within a range, so that no
-value reaches the database it cannot hold (PostgreSQL's LIMIT and OFFSET are 64-bit; a bound
-above 2^31 as INTEGER failed).
+Every parameter a search reads is checked here; a bad one is a `BadParameter` (`forlop.http`, with
+the strict number and single-value rules every route shares), which the app answers with a 400
+OperationOutcome naming it.
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ from dataclasses import dataclass
 from werkzeug.datastructures import MultiDict
 
 from forlop.config import Settings
+from forlop.http import INT32_MAX, BadParameter, one_value, shown, whole_number
 from forlop.storage import schema
 
-INT32_MAX = 2**31 - 1
-_WHOLE = re.compile(r"-?[0-9]{1,18}")
 MAX_COUNT = 500  # resources on one search page; a larger _count gives this many (FHIR lets a server give fewer)
 DEFAULT_COUNT = 50
 TOTAL_MODES = ("none", "estimate", "accurate")  # FHIR _total; only "accurate" counts every match
@@ -28,34 +25,6 @@ FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4's id; a _cursor is the 
 MAX_VALUE_LENGTH = schema.fhir_search_index.c.value.type.length
 CONTROL_PARAMS = ("_count", "_offset", "_cursor", "_total", "_format")
 CHAINED = {"patient:identifier": "patient.identifier", "patient.identifier": "patient.identifier"}
-
-
-class BadParameter(ValueError):
-    """A query or path parameter the route cannot use; becomes a 400 OperationOutcome naming it."""
-
-    def __init__(self, name: str, message: str, code: str = "value") -> None:
-        super().__init__(message)
-        self.name = name
-        self.code = code
-
-
-def whole_number(name: str, raw: str, low: int, high: int) -> int:
-    """`raw` as an integer from `low` to `high`, written in ASCII digits; else BadParameter."""
-    if not _WHOLE.fullmatch(raw) or not low <= int(raw) <= high:
-        raise BadParameter(name, f"{name}={_shown(raw)} must be a whole number from {low} to {high}")
-    return int(raw)
-
-
-def one_value(args: MultiDict[str, str], name: str) -> str | None:
-    """The single value of a parameter (None when absent); given twice with different values is a 400."""
-    values = list(dict.fromkeys(args.getlist(name)))
-    if len(values) > 1:
-        raise BadParameter(name, f"{name} is given {len(values)} times with different values; give it once")
-    return values[0] if values else None
-
-
-def _shown(raw: str) -> str:
-    return repr(raw if len(raw) <= 40 else raw[:40] + "…")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +63,11 @@ def search_request(resource_type: str, supported: Iterable[str], args: MultiDict
         offset = whole_number("_offset", raw, 0, limits.max_offset)
     if (raw := one_value(args, "_cursor")) is not None:
         if not FHIR_ID.fullmatch(raw):
-            raise BadParameter("_cursor", f"_cursor={_shown(raw)} is not a paging position from a next link")
+            raise BadParameter("_cursor", f"_cursor={shown(raw)} is not a paging position from a next link")
         cursor = raw
     if (raw := one_value(args, "_total")) is not None:
         if raw not in TOTAL_MODES:
-            raise BadParameter("_total", f"_total={_shown(raw)}: use one of {', '.join(TOTAL_MODES)}")
+            raise BadParameter("_total", f"_total={shown(raw)}: use one of {', '.join(TOTAL_MODES)}")
         total_mode = raw
     criteria: list[tuple[str, list[str]]] = []
     for name in args:

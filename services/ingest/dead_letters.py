@@ -1,7 +1,7 @@
 """Replaying ingest's dead letters: the very same raw record through the ingest flow again.
 
 Once the cause is fixed (a code list update, a corrected rule, a vendor fix) it processes. The
-dead letters of every stage, and replay of the others, are in `forlop.dead_letters` and `forlop.dlq`.
+dead letters of every stage, and replay of the others, are in `forlop.dead_letters` and `app.dlq`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from forlop import dead_letters
 from forlop.config import Topics
-from services.ingest.service import InboundRecord, ingest
+from services.ingest.handlers import InboundRecord, ingest
 
 
 @dataclass(frozen=True, slots=True)

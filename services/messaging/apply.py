@@ -16,7 +16,8 @@ from sqlalchemy import Connection
 
 from forlop.events import PathwayEvent
 from forlop.logging import ctx
-from services.messaging import metrics, repository
+from services.messaging import metrics
+from services.messaging.adapters import repository
 from services.messaging.adapters.schemas import InvalidMessage
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import WITHDRAWN, MessageStatus, Recipient, Role, Trigger

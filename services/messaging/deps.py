@@ -1,4 +1,4 @@
-"""What the handlers and the relay need, wired once by `service.build_messaging`."""
+"""What the handlers and the relay need, wired once by the composition root (`app.bootstrap.build_messaging`)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from forlop.logging import ctx
-from services.messaging import metrics, repository
+from services.messaging import metrics
+from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import AppRec, InvalidAppRec, parse_apprec
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus

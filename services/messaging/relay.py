@@ -7,13 +7,13 @@ send and record leaves the row due; the resend carries the same MsgId and the re
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
 from forlop.logging import ctx
 from forlop.storage import Store
-from services.messaging import metrics, repository
+from services.messaging import metrics
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import Transport, TransportError
 from services.messaging.apply import release_held
 from services.messaging.deps import MessagingDeps
@@ -22,24 +22,12 @@ from services.messaging.receipts import apply_apprec
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "FORLOP_FAULT"  # "after-send[:N]": die after the Nth hand-over, before the DB record (crash tests)
-
-
-def _fault_after_send(sent_in_process: int) -> bool:
-    fault = os.environ.get(FAULT_ENV, "")
-    if not fault.startswith("after-send"):
-        return False
-    _, _, n = fault.partition(":")
-    return sent_in_process >= (int(n) if n.isdigit() else 1)
-
-
 class Relay:
     def __init__(self, store: Store, transport: Transport, deps: MessagingDeps, batch: int = 200) -> None:
         self.store = store
         self.transport = transport
         self.deps = deps
         self.batch = batch
-        self._sent = 0  # hand-overs by this process, for the fault hook
 
     def run_once(self) -> int:
         """One pass; returns how many messages were released, sent or given up."""
@@ -86,9 +74,6 @@ class Relay:
                 repository.update_message(conn, msg_id, status_reason=str(exc)[:500],
                                           next_attempt_at=now + self._backoff(attempts, retry_s=60))
                 return 0
-            self._sent += 1
-            if _fault_after_send(self._sent):
-                os._exit(17)
             metrics.sends.labels(self.deps.transport_name, "sent").inc()
             repository.update_message(
                 conn, msg_id, status=MessageStatus.SENT.value, status_reason=None, sent_at=now,

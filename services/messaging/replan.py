@@ -6,7 +6,7 @@ message suppressed with "no consent". The next status change of the pathway re-p
 usual reconciliation, but a pathway may never change again. So the messaging service looks, at
 start and then now and again, for rows suppressed by a gate the current rules never apply to
 their trigger and role, and asks for a re-plan of their pathways: a status-changed record with the
-pathway's stored status and history, through the outbox (`services.pathway.service.republish`).
+pathway's stored status and history, through the outbox (`services.pathway.handlers.republish`).
 
 The re-plan itself is the consumer's ordinary handling of that record, in order with the pathway's
 other records on its partition: no second writer of a pathway's messages, so nothing can go twice

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Select, bindparam, literal, select
 
 from forlop.clock import local_date
 from forlop.codes import code_list
-from forlop.storage import schema
+from forlop.storage import Store, schema
 
 OPEN_EPISODES = ("waitlist", "active")
 EPISODE_STATUSES = ("waitlist", "active", "finished", "entered-in-error")
@@ -590,11 +590,11 @@ def indicators(
     return indicators_of(rows, date_from, date_to, group_by, local_date(now))
 
 
-def compute_indicators(rt: Any, date_from: date | str | None, date_to: date | str | None,
+def compute_indicators(store: Store, now: datetime, date_from: date | str | None, date_to: date | str | None,
                        group_by: str = "pathwayType") -> IndicatorReport:
-    """The indicators over every stored pathway, as of the runtime's clock (what the bench times)."""
-    with rt.store.read() as conn:
-        return indicators(conn, _as_date(date_from), _as_date(date_to), group_by, rt.clock())
+    """The indicators over every stored pathway, as of `now` (what the bench times)."""
+    with store.read() as conn:
+        return indicators(conn, _as_date(date_from), _as_date(date_to), group_by, now)
 
 
 def quality(conn: Connection, date_from: date | None, date_to: date | None, now: datetime) -> dict[str, Any]:
@@ -607,9 +607,10 @@ def quality(conn: Connection, date_from: date | None, date_to: date | None, now:
     return tally.report(local_date(now))
 
 
-def compute_quality(rt: Any, date_from: date | str | None = None, date_to: date | str | None = None) -> dict[str, Any]:
-    with rt.store.read() as conn:
-        return quality(conn, _as_date(date_from), _as_date(date_to), rt.clock())
+def compute_quality(store: Store, now: datetime, date_from: date | str | None = None,
+                    date_to: date | str | None = None) -> dict[str, Any]:
+    with store.read() as conn:
+        return quality(conn, _as_date(date_from), _as_date(date_to), now)
 
 
 def _as_date(value: date | str | None) -> date | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from forlop.storage import Store
-from tools.fuzz_api import ServedApi, serve_api, stop_api
+from forlop_devtools.fuzz_api import ServedApi, serve_api, stop_api
 
 
 @pytest.fixture

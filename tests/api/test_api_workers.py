@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from forlop.auth import SCOPE_READ, mint_dev_token
-from forlop.broker import free_port
 from forlop.config import load_settings
 from forlop.storage import Store
+from forlop_devtools.broker import free_port
 
 SERVE = (
-    "import sys; from forlop.config import load_settings; from forlop.runtime import Runtime; "
-    "import forlop.serve as serve; {patch}"
+    "import sys; from forlop.config import load_settings; from app.bootstrap import Runtime; "
+    "import app.serve as serve; {patch}"
     "sys.exit(serve.serve_forever(Runtime.from_settings(load_settings()), 'api', ensure_topics=False, "
     "relay_outbox=False))"
 )

@@ -1,10 +1,10 @@
 """schemathesis over /openapi.json against the running API, on both stores: no server error, and every
-answer as the document says (all of schemathesis' checks; `tools.fuzz_api` says which statuses count
+answer as the document says (all of schemathesis' checks; `forlop_devtools.fuzz_api` says which statuses count
 as accepting a schema-valid request, and why). The long run is `make fuzz-api`."""
 
 from __future__ import annotations
 
-from tools.fuzz_api import ServedApi, fuzz
+from forlop_devtools.fuzz_api import ServedApi, fuzz
 
 
 def test_schemathesis_finds_no_failure(served_api: ServedApi, tmp_path) -> None:

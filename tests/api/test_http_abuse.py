@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from forlop.storage import Store, schema
+from forlop_devtools.fuzz_api import ServedApi, serve_api, stop_api
 from tests.api.conftest import outcome
-from tools.fuzz_api import ServedApi, serve_api, stop_api
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from app.bootstrap import Runtime
 from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, TokenVerifier, mint_dev_token
 from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
-from forlop.runtime import Runtime
 from forlop.storage import Store
 from services.api.app import ApiDeps, create_app
 

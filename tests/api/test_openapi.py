@@ -10,11 +10,10 @@ import pytest
 import schemathesis
 from jsonschema import Draft202012Validator
 
+from app.bootstrap import Runtime
 from forlop.auth import SCOPE_READ, TokenVerifier
 from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
-from forlop.runtime import Runtime
-from forlop.serve import ServiceProcess
 from forlop.storage import Store
 
 NOW = parse_time("2026-01-05T10:00:00+01:00")
@@ -24,7 +23,7 @@ NOW = parse_time("2026-01-05T10:00:00+01:00")
 def app(sqlite_store: Store, tmp_path):
     """The app as `forlop serve api` builds it: every blueprint."""
     settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path)})
-    return ServiceProcess(Runtime(settings, sqlite_store, FixedClock(NOW)), "api").api_app()
+    return Runtime(settings, sqlite_store, FixedClock(NOW)).api_app(closers=[])
 
 
 def _document(app) -> dict:
@@ -84,11 +83,11 @@ def test_the_bounds_are_this_servers_settings(sqlite_store: Store, tmp_path) -> 
     settings = replace(load_settings({"FORLOP_DATA_DIR": str(tmp_path)}), api_max_offset=77, api_max_search_repeats=3,
                        api_max_search_values=4, http_max_records=9)
     from services.api.app import ApiDeps, create_app
-    from services.pathway.api import pathway_bp
+    from services.pathway.entrypoints.http import pathway_bp
 
     rt = Runtime(settings, sqlite_store, FixedClock(NOW))
     doc = _document(create_app(ApiDeps(settings, sqlite_store, rt.clock, TokenVerifier(settings),
-                                       blueprints=[(pathway_bp(rt), SCOPE_READ)])))
+                                       blueprints=[(pathway_bp(rt.store, rt.clock), SCOPE_READ)])))
     assert doc["components"]["parameters"]["_offset"]["schema"]["maximum"] == 77
     status = next(p for p in doc["paths"]["/fhir/Task"]["get"]["parameters"] if p.get("name") == "status")
     assert status["schema"]["maxItems"] == 3 and status["schema"]["items"]["pattern"].endswith("{0,3}$")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from forlop.broker import broker_available
+from forlop_devtools.broker import broker_available
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     env.pop("FORLOP_FHIR_VALIDATE", None)  # the bench measures the production setting
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "forlop.cli", "bench", "--quick", "--json", "--store", "both", "--out", str(out)],
+        [sys.executable, "-m", "app.cli", "bench", "--quick", "--json", "--store", "both", "--out", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

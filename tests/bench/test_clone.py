@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from forlop import bench
 from forlop.config import load_settings
 from forlop.fhir import ids
 from forlop.storage import Store, schema
-from forlop.synthetic import generate
-from services.ingest.normalise import parse_vendor_event
+from forlop_devtools import bench
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
+from services.pathway.adapters.fhir_store import index_values
 from services.pathway.domain.rules import RuleBook
-from services.pathway.fhir_store import index_values
-from services.pathway.service import PathwayDeps, PathwayResult, handle_events, refresh, scan
+from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, refresh, scan
 from tests.pathway.scenario import at
 
 AS_OF = at("2026-03-01")

@@ -24,9 +24,9 @@ from chartkit import (
     rendered,
 )
 
+from app.serve import SERVICES
 from forlop.config import Topics, load_settings
 from forlop.kafka import group_id
-from forlop.serve import SERVICES
 
 SECRET_ENV = {
     "FORLOP_DATABASE_URL",
@@ -249,7 +249,7 @@ def test_default_image_without_digest_is_always_pulled(default_render: Rendered)
 
 
 def test_migrate_job_is_a_pre_install_and_pre_upgrade_hook(any_render: Rendered) -> None:
-    from forlop.cli import build_parser
+    from app.cli import build_parser
 
     job = any_render.one("Job", "forlop-migrate")
     notes = job["metadata"]["annotations"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from chartkit import CHART, ROOT
 
-from forlop.cli import build_parser
+from app.cli import build_parser
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -95,7 +95,7 @@ def test_every_chart_service_is_a_serve_choice() -> None:
     assert set(values["services"]) <= set(choices), (
         f"not a `forlop serve` choice: {set(values['services']) - set(choices)}"
     )
-    from forlop.serve import SERVICES
+    from app.serve import SERVICES
 
     assert set(choices) == set(SERVICES)
 
@@ -106,7 +106,7 @@ def test_data_dir_is_under_writable_tmp() -> None:
     assert "HOME=/tmp" in env
 
 
-@pytest.mark.parametrize("needed", ["pyproject.toml", "forlop/", "services/", "profiles/"])
+@pytest.mark.parametrize("needed", ["pyproject.toml", "forlop/", "services/", "app/", "profiles/"])
 def test_dockerignore_keeps_the_sources(needed: str) -> None:
     ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "**" in ignore, "allow-list: everything else stays out of the build context"
@@ -126,3 +126,16 @@ def test_the_lock_file_agrees_with_the_pins_and_has_hashes():
         name, version = re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", pin).groups()
         assert norm.get(re.sub(r"[-_.]+", "-", name).lower()) == version, f"{pin} not locked"
     assert len(re.findall(r"^    --hash=sha256:[0-9a-f]{64}$", lock, re.M)) == len(locked)
+
+
+def test_the_image_gets_no_development_tool_and_no_bundled_broker() -> None:
+    """The development package (devtools/) and the `embedded` extra (the bundled broker) stay out."""
+    steps = instructions()
+    copied = [exec_form(a)[0] for kw, a in steps if kw == "COPY" and "--from" not in a]
+    assert "app" in copied and not any(c.startswith(("devtools", "tests", "tools")) for c in copied), copied
+    installs = " ".join(a for kw, a in steps if kw == "RUN" and "pip install" in a)
+    assert not re.search(r"pip install[^&;]*\s\.\[", installs), "no extra of forlop is installed into the image"
+    assert "devtools" not in installs
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert not any(line.startswith(("!devtools", "!tests", "!tools")) for line in ignore)
+    assert "calfkit" not in (ROOT / "requirements.lock").read_text().lower()

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 
+from app.bootstrap import Runtime
+from app.serve import ServiceProcess
 from forlop.clock import FixedClock
 from forlop.config import Topics, load_settings
-from forlop.runtime import Runtime
-from forlop.serve import ServiceProcess
 
 
 def eventually(check: Callable[[], object], timeout: float = 60.0, every: float = 0.2) -> object:

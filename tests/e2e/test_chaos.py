@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from forlop_devtools.chaos import SERVICES, Chaos, ChaosConfig
 from tests.conftest import POSTGRES_URL
-from tools.chaos import SERVICES, Chaos, ChaosConfig
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 

@@ -1,6 +1,6 @@
 """Hostile vendor records on the real broker, each followed by a valid one: 0 stalls.
 
-The records come from hypothesis strategies (tools/fuzz_ingest.py: huge numbers, deep nesting, lone
+The records come from hypothesis strategies (devtools/forlop_devtools/fuzz_ingest.py: huge numbers, deep nesting, lone
 surrogates, NUL, wrong types, extreme dates, huge strings, random bytes, tombstones, valid records with
 one field mutated), produced to both vendor topics of a running pipeline; the valid record behind each
 must be derived within a bounded time. A few dozen here; `make fuzz-ingest` runs hundreds.
@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from app.embedded import consumer_lag
 from forlop.clock import FixedClock
-from forlop.embedded import consumer_lag
 from forlop.kafka import make_producer
+from forlop_devtools.fuzz_ingest import Probe, run_examples
 from tests.e2e.conftest import eventually
-from tools.fuzz_ingest import Probe, run_examples
 
 pytestmark = pytest.mark.broker
 

@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
+from app.export import resources_at
+from app.replay.pipeline import replay_file
 from forlop.auth import SCOPE_READ, mint_dev_token
 from forlop.clock import FixedClock
-from forlop.export import resources_at
 from forlop.kafka import make_producer
-from forlop.replay import replay_file
-from forlop.runtime import Runtime
 from forlop.storage import Store, schema
 from tests.e2e.conftest import eventually
 

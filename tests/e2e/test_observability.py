@@ -77,8 +77,8 @@ def test_metrics_probes_and_masked_correlated_logs(pipeline, store, contracts_di
             doc = json.loads(line)
             if doc.get("correlation_id") == correlation:
                 loggers.add(doc["logger"])
-        return loggers if {"services.ingest.service", "services.pathway.service",
-                            "services.messaging.handler"} <= loggers else set()
+        return loggers if {"services.ingest.handlers", "services.pathway.handlers",
+                            "services.messaging.handlers"} <= loggers else set()
 
     eventually(followed, 30)
     output = json_logs.getvalue()

@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import PeriodicWorker, Runtime
+from app.serve import ServiceProcess
 from forlop.clock import FixedClock
 from forlop.config import Topics, load_settings
 from forlop.kafka import ConsumerLoop, make_producer
-from forlop.runtime import PeriodicWorker, Runtime
-from forlop.serve import ServiceProcess
 from forlop.storage import Store, schema
 from tests.e2e.conftest import eventually
 

@@ -19,12 +19,12 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from forlop.clock import FixedClock
 from forlop.config import Topics, load_settings
 from forlop.kafka import ConsumerLoop, Record, client_options, group_id, make_producer
-from forlop.runtime import Runtime
 from forlop.storage import Store, schema
-from services.ingest.service import InboundRecord, check_record
+from services.ingest.handlers import InboundRecord, check_record
 from services.messaging.adapters.apprec import build_apprec
 from tests.e2e.conftest import eventually
 
@@ -192,7 +192,7 @@ def test_every_consumer_dead_letters_a_poison_record_and_goes_on(broker, store, 
 
 
 def test_a_conflicting_duplicate_from_kafka_is_a_dead_letter_naming_the_id(broker, store, tmp_path, contracts_dir):
-    from forlop.dlq import replay
+    from app.dlq import replay
 
     rt = runtime_for(broker, store, tmp_path)
     dips = _lines(contracts_dir, "dips")

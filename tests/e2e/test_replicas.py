@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
+from app.serve import ServiceProcess
 from forlop.config import Topics, load_settings
 from forlop.kafka import ConsumerLoop, make_producer
-from forlop.runtime import Runtime
-from forlop.serve import ServiceProcess
 from forlop.storage import schema
-from forlop.synthetic import generate
+from forlop_devtools.synthetic import generate
 from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.broker

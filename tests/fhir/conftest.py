@@ -404,6 +404,6 @@ def build() -> dict[str, Any]:
 @pytest.fixture
 def mapped_active() -> list[dict[str, Any]]:
     """The mapped resources of the adjusted-deadline pathway (has every Task extension)."""
-    from services.pathway.fhir_mapping import map_pathway
+    from services.pathway.domain.fhir_mapping import map_pathway
 
     return map_pathway(*adjusted_deadline_and_delay())

@@ -10,11 +10,11 @@ import pytest
 
 from forlop.events import PathwayEvent
 from forlop.fhir.conformance import check_conformance
-from forlop.synthetic import generate
-from services.ingest.normalise import parse_vendor_event
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
 from services.pathway.domain.derive import derive
+from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
-from services.pathway.fhir_mapping import map_pathway
 
 AS_OF = datetime(2026, 6, 1, 12, tzinfo=ZoneInfo("Europe/Oslo"))
 

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from forlop.clock import parse_time
 from forlop.events import PathwayEvent
 from forlop.storage import Store
-from services.ingest.normalise import RejectedEvent
-from services.ingest.service import InboundRecord, check_record, check_records, ingest
+from services.ingest.domain.normalise import RejectedEvent
+from services.ingest.handlers import InboundRecord, check_record, check_records, ingest
 from services.pathway.domain.derive import derive
+from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
-from services.pathway.fhir_mapping import map_pathway
 
 NOW = parse_time("2026-01-05T10:00:00+01:00")
 

@@ -11,13 +11,13 @@ import json
 import pytest
 from sqlalchemy import func, select, update
 
+from app.bootstrap import Runtime
 from forlop.auth import SCOPE_WRITE_EVENTS, TokenVerifier, mint_dev_token
 from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
-from forlop.runtime import Runtime
 from forlop.storage import Store, schema
 from services.api.app import ApiDeps, create_app
-from services.ingest.service import InboundRecord, fingerprint, ingest
+from services.ingest.handlers import InboundRecord, fingerprint, ingest
 
 NOW = parse_time("2026-01-05T10:00:00+01:00")
 TOPICS = load_settings({}).topics

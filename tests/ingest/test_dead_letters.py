@@ -8,12 +8,13 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
-from forlop import cli, codes
+from app import cli
+from forlop import codes
 from forlop.clock import parse_time
 from forlop.config import load_settings
 from forlop.storage import Store, schema
-from services.ingest import dips, esp, validation
-from services.ingest.service import InboundRecord, ingest
+from services.ingest.domain import dips, esp, validation
+from services.ingest.handlers import InboundRecord, ingest
 
 
 @pytest.fixture

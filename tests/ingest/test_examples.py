@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from forlop.events import EventKind, PathwayEvent
-from services.ingest.normalise import parse_vendor_event
-from services.ingest.validation import OSLO, validate
+from services.ingest.domain.normalise import parse_vendor_event
+from services.ingest.domain.validation import OSLO, validate
 
 
 def normalised(example_records: dict[str, list[dict]], source: str) -> list[PathwayEvent]:

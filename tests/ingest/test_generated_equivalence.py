@@ -7,8 +7,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from forlop.events import EventKind, PathwayEvent
-from forlop.synthetic import generate
-from services.ingest.normalise import parse_vendor_event
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
 
 
 def test_generated_dips_and_esp_streams_normalise_to_the_same_events(

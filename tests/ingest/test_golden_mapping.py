@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from forlop.events import PathwayEvent
-from services.ingest.normalise import parse_vendor_event
-from services.ingest.validation import schema
+from services.ingest.domain.normalise import parse_vendor_event
+from services.ingest.domain.validation import schema
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("FORLOP_UPDATE_GOLDEN") == "1"

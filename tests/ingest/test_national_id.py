@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest.national_id import (
+from services.ingest.domain.national_id import (
     birth_date,
     check_national_id,
     is_synthetic,

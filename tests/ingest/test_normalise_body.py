@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.normalise import BodyError, parse_body
+from services.ingest.domain.normalise import BodyError, parse_body
 
 
 def test_one_object() -> None:

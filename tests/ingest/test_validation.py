@@ -11,8 +11,8 @@ import fastjsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
-from services.ingest.normalise import RejectedEvent, parse_vendor_event
-from services.ingest.validation import Problem, _compiled_copy, _EventValidator, schema, validate
+from services.ingest.domain.normalise import RejectedEvent, parse_vendor_event
+from services.ingest.domain.validation import Problem, _compiled_copy, _EventValidator, schema, validate
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -283,7 +283,7 @@ def test_unknown_source_is_a_programming_error() -> None:
 
 @pytest.mark.parametrize("source", ["dips", "esp"])
 def test_every_schema_pattern_has_a_plain_english_message(source: str) -> None:
-    from services.ingest.validation import _PATTERN_TEXT
+    from services.ingest.domain.validation import _PATTERN_TEXT
 
     def patterns(node: object) -> set[str]:
         if isinstance(node, dict):

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forlop.synthetic import iter_generate
-from services.ingest import validation
-from services.ingest.validation import Problem, schema, validate
+from forlop_devtools.synthetic import iter_generate
+from services.ingest.domain import validation
+from services.ingest.domain.validation import Problem, schema, validate
 
 SOURCES = ("dips", "esp")
 AS_OF = datetime(2026, 3, 1, 12, tzinfo=ZoneInfo("Europe/Oslo"))

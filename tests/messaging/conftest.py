@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from msgkit import NOW, AddressRegister, id_factory, load_examples
 
+from app.bootstrap import sender_from
 from forlop.clock import FixedClock
-from forlop.config import Topics, shipped_xsd_dir
+from forlop.config import Settings, Topics, shipped_xsd_dir
 from forlop.events import PathwayEvent
 from services.messaging.adapters.directory import FileDirectory
 from services.messaging.adapters.schemas import schema_set
 from services.messaging.deps import MessagingDeps
-from services.messaging.service import sender_from
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # tools/ (the simulated receiver) is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from msgkit import NOW, AddressRegister, id_factory, load_examples  # noqa: E402
 
 
 @pytest.fixture
@@ -41,7 +35,7 @@ def deps(contracts_dir: Path, clock: FixedClock, directory_file: Path) -> Messag
     d = FileDirectory(directory_file)
     return MessagingDeps(
         topics=Topics(), schemas=schema_set(shipped_xsd_dir()), municipal=d, gps=d,
-        sender=sender_from(object()), id_factory=id_factory(), clock=clock, apprec_timeout_s=3600, max_attempts=3,
+        sender=sender_from(Settings()), id_factory=id_factory(), clock=clock, apprec_timeout_s=3600, max_attempts=3,
     )
 
 
@@ -61,7 +55,7 @@ def register() -> Iterator[AddressRegister]:
 @pytest.fixture
 def http_receiver() -> Iterator[Callable[[str], object]]:
     """start(policy) -> a SimulatedReceiver serving HTTP on 127.0.0.1; all stopped afterwards."""
-    from tools.simulated_receiver import SimulatedReceiver
+    from forlop_devtools.simulated_receiver import SimulatedReceiver
 
     started: list[SimulatedReceiver] = []
 

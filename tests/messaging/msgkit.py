@@ -13,7 +13,7 @@ from typing import Any
 
 from forlop.clock import OSLO
 from forlop.events import PathwayEvent
-from services.ingest.normalise import parse_vendor_event
+from services.ingest.domain.normalise import parse_vendor_event
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 

@@ -19,19 +19,19 @@ import pytest
 from msgkit import NOW, payload
 from sqlalchemy import select, text
 
+from app.bootstrap import pathway_deps_from
 from forlop.config import load_settings
 from forlop.events import EventKind
-from forlop.runtime import pathway_deps_from
 from forlop.storage import Store, schema
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import DirectoryTransport
 from services.messaging.apply import apply_changes, release_held
 from services.messaging.domain.model import MunicipalEntry, Recipient
 from services.messaging.domain.owed import owed_messages, withdrawn_registrations
 from services.messaging.domain.plan import reconcile
-from services.messaging.handler import Inbound, handle_batch, handle_status_changed
+from services.messaging.handlers import Inbound, handle_batch, handle_status_changed
 from services.messaging.relay import Relay
-from services.pathway.service import handle_events
+from services.pathway.handlers import handle_events
 from tests.conftest import _postgres_store
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from forlop.events import EventKind
 from forlop.storage import schema
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import DirectoryTransport
-from services.messaging.handler import handle_status_changed
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 from services.messaging.views import message_view
 

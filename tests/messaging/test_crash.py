@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,39 +10,57 @@ from msgkit import NOW, payload
 
 from forlop.config import shipped_xsd_dir
 from forlop.storage import Store
-from services.messaging import repository
-from services.messaging.handler import handle_status_changed
-from tools.simulated_receiver import SimulatedReceiver
+from forlop_devtools.simulated_receiver import SimulatedReceiver
+from services.messaging.adapters import repository
+from services.messaging.handlers import handle_status_changed
 
+# The relay in a process of its own, sending through the directory transport. With a fault (N), its
+# transport is `DiesAfterSends`: the Nth message is handed over (the file is written), then the
+# process dies at once (os._exit, no cleanup), before the relay records the send.
 RELAY = r"""
+import os
 import sys
-from pathlib import Path
-from forlop.clock import FixedClock
-from forlop.config import Topics
 from datetime import datetime
-from forlop.config import shipped_xsd_dir
+from pathlib import Path
+
+from app.bootstrap import sender_from
+from forlop.clock import FixedClock
+from forlop.config import Settings, Topics
 from forlop.storage import Store
 from services.messaging.adapters.directory import FileDirectory
 from services.messaging.adapters.schemas import schema_set
 from services.messaging.adapters.transport import DirectoryTransport
 from services.messaging.deps import MessagingDeps
 from services.messaging.relay import Relay
-from services.messaging.service import sender_from
-db, xsd, out, inbox, now = sys.argv[1:6]
+
+
+class DiesAfterSends:
+    def __init__(self, transport, sends):
+        self.transport, self.left = transport, sends
+
+    def send(self, msg_id, xml):
+        answer = self.transport.send(msg_id, xml)
+        self.left -= 1
+        if self.left == 0:
+            os._exit(17)
+        return answer
+
+
+db, xsd, out, inbox, now, fault = sys.argv[1:7]
 d = FileDirectory(Path(out).parent / "directory.yaml")
-deps = MessagingDeps(topics=Topics(), schemas=schema_set(xsd), municipal=d, gps=d, sender=sender_from(object()),
+deps = MessagingDeps(topics=Topics(), schemas=schema_set(xsd), municipal=d, gps=d, sender=sender_from(Settings()),
                      clock=FixedClock(datetime.fromisoformat(now)))
-Relay(Store(db), DirectoryTransport(Path(out), Path(inbox)), deps).run_once()
+transport = DirectoryTransport(Path(out), Path(inbox))
+Relay(Store(db), DiesAfterSends(transport, int(fault)) if fault else transport, deps).run_once()
 """
 
 
-def _relay(tmp_path: Path, db: str, xsd: Path, fault: str | None) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "FORLOP_FAULT"}
-    if fault:
-        env["FORLOP_FAULT"] = fault
+def _relay(tmp_path: Path, db: str, xsd: Path, fault: int | None) -> int:
+    """Run one relay pass in a process of its own; `fault`: it dies right after the fault-th hand-over."""
     proc = subprocess.run(
-        [sys.executable, "-c", RELAY, db, str(xsd), str(tmp_path / "out"), str(tmp_path / "in"), NOW.isoformat()],
-        env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", RELAY, db, str(xsd), str(tmp_path / "out"), str(tmp_path / "in"), NOW.isoformat(),
+         str(fault or "")],
+        capture_output=True, text=True, timeout=120,
     )
     return proc.returncode
 
@@ -60,7 +77,7 @@ def test_crash_after_send_is_exactly_once_in_effect(tmp_path, deps, examples, co
     assert len(queued) >= 6
     receiver = SimulatedReceiver("ok")
 
-    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), "after-send:3") == 17  # died after the 3rd hand-over
+    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), 3) == 17  # died after the 3rd hand-over
     receiver.poll_directory(tmp_path / "out", tmp_path / "in")
     assert len(receiver.deliveries) == 3
     with store.read() as conn:
@@ -90,7 +107,7 @@ def test_a_withdrawal_after_a_crash_in_the_send_is_corrected(tmp_path, deps, exa
     with store.transaction() as conn:
         handle_status_changed(conn, payload(events), NOW, deps)
     receiver = SimulatedReceiver("ok")
-    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), "after-send:1") == 17
+    assert _relay(tmp_path, db, Path(shipped_xsd_dir()), 1) == 17
     receiver.poll_directory(tmp_path / "out", tmp_path / "in")
     (original,) = list(receiver.deliveries)
     with store.read() as conn:

@@ -8,8 +8,8 @@ from collections import Counter
 
 from msgkit import NOW, payload
 
-from services.messaging import repository
-from services.messaging.handler import handle_status_changed
+from services.messaging.adapters import repository
+from services.messaging.handlers import handle_status_changed
 
 
 def _counts(rows: list[dict]) -> dict[str, int]:
@@ -61,7 +61,7 @@ def test_a_batch_of_status_changes_equals_one_transaction_each(store, deps, exam
     from sqlalchemy import delete
 
     from forlop.storage import schema
-    from services.messaging.handler import handle_status_changes
+    from services.messaging.handlers import handle_status_changes
 
     def state(key: str) -> set:
         with store.read() as conn:

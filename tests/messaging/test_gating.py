@@ -9,9 +9,9 @@ import yaml
 from msgkit import NOW, payload
 
 from forlop.events import EventKind
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import DirectoryTransport
-from services.messaging.handler import handle_status_changed
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 
 

@@ -14,8 +14,8 @@ from lxml import etree
 from msgkit import NOW, VendorRecords, id_factory, local, parse, payload, raw_examples
 
 from forlop.events import EventKind
-from services.messaging import repository
-from services.messaging.handler import handle_status_changed
+from services.messaging.adapters import repository
+from services.messaging.handlers import handle_status_changed
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -11,12 +11,12 @@ from dataclasses import replace
 import pytest
 from msgkit import NOW, payload
 
-from forlop.cli import main
+from app.cli import main
 from forlop.storage import Store
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.directory import HttpDirectory
 from services.messaging.adapters.transport import HttpTransport
-from services.messaging.handler import handle_status_changed
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 
 TRONDHEIM = {
@@ -105,7 +105,7 @@ def test_unknown_gp_is_held_then_released_by_messages_retry(
         "FORLOP_LOG_FORMAT": "text", "FORLOP_LOG_LEVEL": "ERROR",
     }.items():
         monkeypatch.setenv(name, value)
-    for name in ("FORLOP_GP_DIRECTORY", "FORLOP_CLOCK", "FORLOP_FAULT"):
+    for name in ("FORLOP_GP_DIRECTORY", "FORLOP_CLOCK"):
         monkeypatch.delenv(name, raising=False)
     register.municipalities["5001"] = TRONDHEIM
     deps.municipal = deps.gps = HttpDirectory(register.url, timeout=5)

@@ -14,9 +14,9 @@ from msgkit import NOW, LocalHttpServer, payload
 from sqlalchemy import select
 
 from forlop.storage import schema
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import HttpTransport
-from services.messaging.handler import handle_status_changed
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 
 
@@ -105,7 +105,7 @@ class Flaky:
 
 
 def test_5xx_and_redirect_leave_the_message_for_retry_with_backoff(store, deps, examples, clock) -> None:
-    from tools.simulated_receiver import SimulatedReceiver
+    from forlop_devtools.simulated_receiver import SimulatedReceiver
 
     events = _queue(store, deps, examples, "PPR-4745328")
     receiver = SimulatedReceiver("ok")

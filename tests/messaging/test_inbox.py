@@ -16,7 +16,7 @@ from forlop.storage import schema
 from services.messaging.adapters.apprec import build_apprec
 from services.messaging.adapters.transport import DirectoryTransport, make_transport
 from services.messaging.adapters.xmlsafe import MAX_BYTES
-from services.messaging.handler import handle_status_changed
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 
 

@@ -12,11 +12,11 @@ from msgkit import NOW, payload
 
 from forlop.config import Topics, load_settings
 from forlop.kafka import client_options, ensure_topics
-from services.messaging import repository
+from forlop_devtools.simulated_receiver import SimulatedReceiver
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import KafkaTransport
-from services.messaging.handler import handle_apprec, handle_status_changed
+from services.messaging.handlers import handle_apprec, handle_status_changed
 from services.messaging.relay import Relay
-from tools.simulated_receiver import SimulatedReceiver
 
 
 @pytest.mark.broker

@@ -9,12 +9,12 @@ from msgkit import NOW, payload
 from sqlalchemy import select
 
 from forlop.storage import schema
-from services.messaging import repository
+from forlop_devtools.simulated_receiver import SimulatedReceiver
+from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import build_apprec
 from services.messaging.adapters.transport import DirectoryTransport
-from services.messaging.handler import handle_apprec, handle_status_changed
+from services.messaging.handlers import handle_apprec, handle_status_changed
 from services.messaging.relay import Relay
-from tools.simulated_receiver import SimulatedReceiver
 
 
 def _setup(store, deps, examples, tmp_path, pathway="PPR-4745328"):

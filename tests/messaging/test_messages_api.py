@@ -9,10 +9,10 @@ from prometheus_client import REGISTRY
 from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, TokenVerifier, mint_dev_token
 from forlop.config import load_settings
 from services.api.app import ApiDeps, create_app
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import HttpTransport
-from services.messaging.api import messages_bp
-from services.messaging.handler import handle_status_changed
+from services.messaging.entrypoints.http import messages_bp
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 
 

@@ -1,4 +1,4 @@
-"""`forlop messages list|show|retry` through forlop.cli.main against a temporary SQLite database."""
+"""`forlop messages list|show|retry` through app.cli.main against a temporary SQLite database."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 import yaml
 from msgkit import NOW, payload
 
-from forlop.cli import main
+from app.cli import main
 from forlop.storage import Store
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import build_apprec
 from services.messaging.adapters.transport import DirectoryTransport
-from services.messaging.handler import handle_apprec, handle_status_changed
+from services.messaging.handlers import handle_apprec, handle_status_changed
 from services.messaging.relay import Relay
 
 KEYS = ["id", "pathway", "recipientHerId", "role", "trigger", "messageType", "status", "attempts"]
@@ -28,8 +28,7 @@ def cli_env(tmp_path, contracts_dir, directory_file, monkeypatch):
         "FORLOP_TRANSPORT_DIR": str(tmp_path / "transport"), "FORLOP_LOG_FORMAT": "text", "FORLOP_LOG_LEVEL": "ERROR",
     }.items():
         monkeypatch.setenv(name, value)
-    for name in ("FORLOP_GP_DIRECTORY", "FORLOP_CLOCK", "FORLOP_FAULT", "FORLOP_TRANSPORT_OUTBOX_DIR",
-                 "FORLOP_TRANSPORT_INBOX_DIR"):
+    for name in ("FORLOP_GP_DIRECTORY", "FORLOP_CLOCK"):
         monkeypatch.delenv(name, raising=False)
     store = Store(db)
     store.migrate()

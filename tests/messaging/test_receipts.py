@@ -9,10 +9,10 @@ from msgkit import NOW, payload
 from sqlalchemy import func, insert, select, text
 
 from forlop.storage import Store, schema
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import build_apprec
 from services.messaging.adapters.transport import DirectoryTransport
-from services.messaging.handler import Inbound, handle_apprec, handle_batch, handle_status_changed
+from services.messaging.handlers import Inbound, handle_apprec, handle_batch, handle_status_changed
 from services.messaging.receipts import receipt_key
 from services.messaging.relay import Relay
 

@@ -21,14 +21,14 @@ from sqlalchemy import select, update
 
 from forlop.config import Topics
 from forlop.storage import schema
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import DirectoryTransport
 from services.messaging.domain.triggers import TriggerBook
-from services.messaging.handler import handle_status_changes
+from services.messaging.handlers import handle_status_changes
 from services.messaging.relay import Relay
 from services.messaging.replan import CAUSE, Replanner, stale_pathways
 from services.pathway.domain.rules import RuleBook
-from services.pathway.service import PathwayDeps, handle_events, republish
+from services.pathway.handlers import PathwayDeps, handle_events, republish
 
 LOGISTICS = ("admission", "discharge-ready", "discharged")
 PHV = {"dips": "PPR-1810111", "esp": "eSP-6029255"}
@@ -122,11 +122,11 @@ def test_rows_suppressed_under_the_old_rule_go_once_without_a_new_event(store, d
 
 def test_the_runtime_wires_the_replanner_to_the_pathway_topic_and_the_consumer(store, deps, contracts_dir,
                                                                                tmp_path) -> None:
-    """The messaging service's re-planner (forlop.runtime) writes records the messaging consumer's
+    """The messaging service's re-planner (app.bootstrap) writes records the messaging consumer's
     handler (as the runtime wires it) turns into released messages."""
+    from app.bootstrap import Runtime
     from forlop.clock import FixedClock
     from forlop.config import load_settings
-    from forlop.runtime import Runtime
 
     events = _histories(contracts_dir, "esp")
     with store.transaction() as conn:

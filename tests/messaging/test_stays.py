@@ -10,10 +10,10 @@ import pytest
 from lxml import etree
 from msgkit import NOW, VendorRecords, local, parse, payload, raw_examples
 
-from services.messaging import repository
+from services.messaging.adapters import repository
 from services.messaging.adapters.transport import DirectoryTransport
 from services.messaging.adapters.xml_build import PLO
-from services.messaging.handler import handle_status_changed
+from services.messaging.handlers import handle_status_changed
 from services.messaging.relay import Relay
 
 PHV = {"dips": "PPR-1810111", "esp": "eSP-6029255"}  # outpatient PHV, consent given at the start

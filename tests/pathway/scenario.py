@@ -9,7 +9,7 @@
 
 Every code registration gets its own registration id (``ref`` names it, for withdrawals) and
 happens at 00:00 Europe/Oslo of its date, as the ingest mappings make it
-(`services.ingest.validation.registration_instant`). It is recorded the same afternoon unless
+(`services.ingest.domain.validation.registration_instant`). It is recorded the same afternoon unless
 ``recorded`` says otherwise (late keying). Identities are synthetic (fødselsnummer with month + 80).
 """
 
@@ -32,8 +32,8 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.ingest.national_id import synthetic_national_id
-from services.ingest.validation import registration_instant
+from services.ingest.domain.national_id import synthetic_national_id
+from services.ingest.domain.validation import registration_instant
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import Milestone, PathwayStatus

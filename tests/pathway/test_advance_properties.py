@@ -16,9 +16,9 @@ from scenario import at, pathway
 from test_history_properties import Generated, pathways
 
 from services.pathway.domain.derive import derive
+from services.pathway.domain.fhir_mapping import map_pathway, retimed_task
 from services.pathway.domain.living import advance
 from services.pathway.domain.rules import RuleBook
-from services.pathway.fhir_mapping import map_pathway, retimed_task
 
 RULES = RuleBook.load()
 

@@ -11,7 +11,7 @@ import pytest
 
 from forlop.clock import parse_time
 from forlop.events import PathwayEvent
-from services.ingest.normalise import parse_vendor_event
+from services.ingest.domain.normalise import parse_vendor_event
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import PathwayStatus

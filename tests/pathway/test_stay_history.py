@@ -7,7 +7,7 @@ import random
 from scenario import finding_kinds, pathway
 
 from forlop.events import EventKind
-from services.pathway.domain.history import current_history
+from forlop.history import current_history
 
 
 def _phv():

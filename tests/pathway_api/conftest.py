@@ -55,7 +55,7 @@ def loaded_store(store, dataset: Dataset):
     """The data set through the real write path (`handle_events`), on SQLite and PostgreSQL."""
     from forlop.config import load_settings
     from services.pathway.domain.rules import RuleBook
-    from services.pathway.service import PathwayDeps, handle_events
+    from services.pathway.handlers import PathwayDeps, handle_events
 
     deps = PathwayDeps(RuleBook.load(), load_settings({}).topics)
     with store.transaction() as conn:
@@ -66,17 +66,17 @@ def loaded_store(store, dataset: Dataset):
 @pytest.fixture
 def api(loaded_store, tmp_path: Path) -> Iterator[Any]:
     """Flask test client of the full API app with the pathway blueprint, and a read token."""
+    from app.bootstrap import Runtime
     from forlop.auth import SCOPE_READ, TokenVerifier, mint_dev_token
     from forlop.clock import FixedClock
     from forlop.config import load_settings
-    from forlop.runtime import Runtime
     from services.api.app import ApiDeps, create_app
-    from services.pathway.api import pathway_bp
+    from services.pathway.entrypoints.http import pathway_bp
 
     settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path), "FORLOP_DATABASE_URL": "sqlite://"})
     rt = Runtime(settings, loaded_store, FixedClock(NOW))
     deps = ApiDeps(settings, loaded_store, rt.clock, TokenVerifier(settings),
-                   blueprints=[(pathway_bp(rt), SCOPE_READ)])
+                   blueprints=[(pathway_bp(rt.store, rt.clock, settings.due_soon_days), SCOPE_READ)])
     client = create_app(deps).test_client()
     token = mint_dev_token(settings, [SCOPE_READ])
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"

@@ -139,12 +139,12 @@ def test_quality(api):
 
 
 def test_compute_indicators_for_the_bench(loaded_store, tmp_path):
-    """`forlop bench` calls compute_indicators(rt, None, None, "pathwayType") and counts the rows."""
+    """`forlop bench` calls compute_indicators(store, now, None, None, "pathwayType") and counts the rows."""
+    from app.bootstrap import Runtime
     from forlop.clock import FixedClock
     from forlop.config import load_settings
-    from forlop.runtime import Runtime
 
     rt = Runtime(load_settings({"FORLOP_DATA_DIR": str(tmp_path)}), loaded_store, FixedClock(NOW))
-    report = reports.compute_indicators(rt, None, None, "pathwayType")
+    report = reports.compute_indicators(rt.store, rt.clock(), None, None, "pathwayType")
     assert len(report) == len(report.rows) == 6
-    assert reports.compute_quality(rt)["pathways"] == 10
+    assert reports.compute_quality(rt.store, rt.clock())["pathways"] == 10

@@ -7,16 +7,16 @@ import json
 import pytest
 from report_dataset import NOW, UNIT_A, UNIT_B
 
-from forlop.cli import main
+from app.cli import main
 
 
 @pytest.fixture
 def database(tmp_path, dataset, monkeypatch):
-    pytest.importorskip("services.pathway.fhir_mapping")
+    pytest.importorskip("services.pathway.domain.fhir_mapping")
     from forlop.config import load_settings
     from forlop.storage import Store
     from services.pathway.domain.rules import RuleBook
-    from services.pathway.service import PathwayDeps, handle_events
+    from services.pathway.handlers import PathwayDeps, handle_events
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     store = Store(url)

@@ -8,7 +8,7 @@ import json
 import pytest
 from report_dataset import NOW, UNIT_A, UNIT_B, Dataset, stay_dataset
 
-from forlop.cli import main
+from app.cli import main
 
 STAY_KINDS = ("late-admission-notice", "discharge-ready-without-admission", "discharge-without-discharge-ready")
 EXPECTED = [
@@ -41,7 +41,7 @@ def test_forlop_quality_shows_them(tmp_path, dataset, monkeypatch, capsys) -> No
     from forlop.config import load_settings
     from forlop.storage import Store
     from services.pathway.domain.rules import RuleBook
-    from services.pathway.service import PathwayDeps, handle_events
+    from services.pathway.handlers import PathwayDeps, handle_events
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     store = Store(url)

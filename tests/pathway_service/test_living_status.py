@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from forlop.config import load_settings
 from forlop.storage import Store, schema
-from services.pathway import fhir_store
+from services.pathway.adapters import fhir_store
 from services.pathway.domain.rules import RuleBook
-from services.pathway.service import PathwayDeps, PathwayResult, handle_events, scan
+from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, scan
 from tests.pathway.scenario import at, pathway
 
 TOPICS = load_settings({}).topics
@@ -166,9 +166,9 @@ def test_the_scanners_time_only_pass_leaves_what_a_full_derivation_would(store: 
     """The scanner moves stored statuses without histories; deriving them again then changes nothing."""
     from datetime import timedelta
 
-    from forlop.synthetic import generate
-    from services.ingest.normalise import parse_vendor_event
-    from services.pathway.service import refresh
+    from forlop_devtools.synthetic import generate
+    from services.ingest.domain.normalise import parse_vendor_event
+    from services.pathway.handlers import refresh
 
     as_of = at("2026-03-01")
     events = [parse_vendor_event(v, rec) for v in ("dips", "esp") for rec in generate(v, 40, 3, as_of=as_of)]

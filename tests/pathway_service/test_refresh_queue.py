@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
+from app.replay.pipeline import replay_file
 from forlop.clock import FixedClock
 from forlop.config import load_settings
-from forlop.replay import replay_file
-from forlop.runtime import Runtime
 from forlop.storage import Store, schema
-from forlop.synthetic import generate
-from services.ingest.normalise import parse_vendor_event
-from services.ingest.service import InboundRecord, ingest
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
+from services.ingest.handlers import InboundRecord, ingest
 from services.pathway.domain.rules import RuleBook
-from services.pathway.service import PathwayDeps, handle_events, refresh_queued
+from services.pathway.handlers import PathwayDeps, handle_events, refresh_queued
 from tests.pathway.scenario import at
 
 AS_OF = at("2026-03-01")
@@ -75,7 +75,7 @@ def test_a_replay_stopped_before_deriving_is_finished_by_the_next_one(store, dip
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("forlop.replay.derive_queued", stopped)
+    monkeypatch.setattr("app.replay.pipeline.derive_queued", stopped)
     with pytest.raises(KeyboardInterrupt):
         replay_file(rt, "dips", dips_file, progress=None)
     queued = _count(store, schema.pathway_refresh_queue)

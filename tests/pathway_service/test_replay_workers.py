@@ -1,6 +1,6 @@
 """A replay with worker processes stores what a replay in one process stores.
 
-The workers (`forlop.replay_workers`) check records, derive pathways and build messages ahead of
+The workers (`app.replay.workers`) check records, derive pathways and build messages ahead of
 the main process's writes; the main process uses their results only where they still hold.
 """
 
@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select
 
+from app.bootstrap import Runtime
+from app.replay.pipeline import replay_file
 from forlop.clock import FixedClock
 from forlop.config import load_settings
-from forlop.replay import replay_file
-from forlop.runtime import Runtime
 from forlop.storage import Store, schema
-from forlop.synthetic import generate
-from services.ingest.normalise import parse_vendor_event
-from services.messaging.handler import handle_parsed_status_changes
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
+from services.messaging.handlers import handle_parsed_status_changes
 from services.messaging.prebuild import PrebuiltMessage, prebuild_messages
-from services.pathway.service import PathwayResult, derive_pathway, handle_events, load_history, refresh
+from services.pathway.handlers import PathwayResult, derive_pathway, handle_events, load_history, refresh
 from tests.pathway.scenario import at
 
 AS_OF = at("2026-03-01")
@@ -61,11 +61,11 @@ def test_a_replay_with_workers_stores_what_one_process_stores(
 ):
     settings = load_settings({})
     # Small chunks: several derive-ahead chunks in flight, written while the next is derived.
-    monkeypatch.setattr("forlop.replay.AHEAD_CHUNK", 4)
+    monkeypatch.setattr("app.replay.pipeline.AHEAD_CHUNK", 4)
     built_here: list[str] = []
     derived_here: list[str] = []
     import services.messaging.apply as apply
-    import services.pathway.service as pathway_service
+    import services.pathway.handlers as pathway_service
 
     real_build, real_derive = apply.build_for, pathway_service.derive_pathway
     monkeypatch.setattr(apply, "build_for", lambda row, *a: built_here.append(row["id"]) or real_build(row, *a))
@@ -110,9 +110,9 @@ def test_pathways_queued_while_the_workers_derive_are_derived_too(store, tmp_pat
     path = tmp_path / "dips.ndjson"
     path.write_text("\n".join(first) + "\n")
     rt = Runtime(load_settings({}), store, FixedClock(AS_OF))
-    monkeypatch.setattr("forlop.replay.AHEAD_CHUNK", 3)
+    monkeypatch.setattr("app.replay.pipeline.AHEAD_CHUNK", 3)
 
-    import forlop.replay as replay
+    import app.replay.pipeline as replay
 
     real_unpacked = replay.unpacked
     derive_calls = []

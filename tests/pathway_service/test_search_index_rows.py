@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from forlop.config import load_settings
 from forlop.storage import Store, schema
-from forlop.synthetic import generate
-from services.ingest.normalise import parse_vendor_event
-from services.pathway import fhir_store
+from forlop_devtools.synthetic import generate
+from services.ingest.domain.normalise import parse_vendor_event
+from services.pathway.adapters import fhir_store
 from services.pathway.domain.rules import RuleBook
-from services.pathway.service import PathwayDeps, handle_events, scan
+from services.pathway.handlers import PathwayDeps, handle_events, scan
 from tests.pathway.scenario import at, pathway
 
 AS_OF = at("2026-03-01")

@@ -84,7 +84,7 @@ def test_bad_setting_fails_naming_it(env, named):
 
 
 def test_cli_reports_a_bad_setting_and_exits_2(monkeypatch, capsys):
-    from forlop.cli import main
+    from app.cli import main
 
     monkeypatch.setenv("FORLOP_KAFKA_BOOTSTRAP", "nohostport")
     assert main(["migrate"]) == 2

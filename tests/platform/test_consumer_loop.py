@@ -120,7 +120,7 @@ def test_a_loop_that_may_wait_for_a_batch_takes_a_trickle_in_a_few_polls(broker:
 
 
 def test_only_the_vendor_topics_consumer_waits_for_a_batch(tmp_path) -> None:
-    from forlop.runtime import Runtime
+    from app.bootstrap import Runtime
     from forlop.storage import Store
 
     settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path), "FORLOP_INGEST_BATCH_WAIT_MS": "25"})

@@ -14,14 +14,14 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from forlop import cli
+from app import cli
+from app.bootstrap import Runtime
 from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
 from forlop.failures import Failure
 from forlop.kafka import Record
-from forlop.runtime import Runtime
 from forlop.storage import Store, schema
-from services.ingest.service import InboundRecord, check_record
+from services.ingest.handlers import InboundRecord, check_record
 from services.messaging.adapters.apprec import build_apprec
 
 NOW = parse_time("2026-01-05T10:00:00+01:00")
@@ -79,8 +79,8 @@ def test_list_and_replay_each_consumer_stage_after_the_fix(rt: Runtime, capsys, 
 
     # pathway: a defect in the FHIR mapping; messaging: in the owed-messages rules; receipts: in the parser
     with monkeypatch.context() as broken:
-        broken.setattr("services.pathway.service.map_pathway", bug)
-        broken.setattr("services.messaging.handler.owed_messages", bug)
+        broken.setattr("services.pathway.handlers.map_pathway", bug)
+        broken.setattr("services.messaging.handlers.owed_messages", bug)
         broken.setattr("services.messaging.receipts.parse_apprec", bug)
         _quarantined(rt, Record(t.events, 1, 41, b"13837033319", json.dumps(first[0]).encode(), {"source": "dips"}))
         _quarantined(rt, Record(t.status_changed, 0, 7, b"13837033319", json.dumps(status_changed).encode(), {}))

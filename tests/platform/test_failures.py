@@ -13,9 +13,9 @@ import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 from sqlalchemy import insert, text
 
-from forlop.broker import free_port
 from forlop.failures import Failure, component, is_infrastructure
 from forlop.storage import Store, schema
+from forlop_devtools.broker import free_port
 
 
 def _raised(store: Store, statement) -> Exception:  # noqa: ANN001 - (Connection) -> object

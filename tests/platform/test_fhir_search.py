@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, insert, inspect, select, text
 
 from forlop.storage import Store, migrations, schema
-from services.pathway import fhir_store
+from services.pathway.adapters import fhir_store
 from tests.conftest import query_plan
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

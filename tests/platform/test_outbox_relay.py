@@ -20,14 +20,14 @@ from kafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
-from forlop import cli
-from forlop.broker import EmbeddedBroker
+from app import cli
+from app.bootstrap import PeriodicWorker, Runtime
+from app.dlq import replay
 from forlop.clock import FixedClock
 from forlop.config import Topics, load_settings
-from forlop.dlq import replay
 from forlop.kafka import Backoff, OutboxRelay, client_options, make_producer
-from forlop.runtime import PeriodicWorker, Runtime
 from forlop.storage import Store, schema
+from forlop_devtools.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.broker
 

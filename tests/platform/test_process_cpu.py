@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from forlop.process_cpu import CpuMeter, cpu_seconds
+from forlop_devtools.process_cpu import CpuMeter, cpu_seconds
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="CPU time is read from /proc (Linux)")
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from forlop.process_cpu import TreeRss, descendants, rss_kib
+from forlop_devtools.process_cpu import TreeRss, descendants, rss_kib
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

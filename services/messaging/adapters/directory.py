@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import urllib.error
 import urllib.parse
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from forlop.config import Settings
 from services.messaging.domain.model import MunicipalEntry, Recipient
 
 log = logging.getLogger(__name__)
@@ -108,11 +108,8 @@ def open_directory(location: str | None) -> FileDirectory | HttpDirectory:
     return FileDirectory(location or DEFAULT_FILE)
 
 
-def directories_from(settings: Any) -> tuple[FileDirectory | HttpDirectory, FileDirectory | HttpDirectory]:
-    """(municipal directory, GP directory) from settings, env fallback, then the shipped synthetic file."""
-    municipal = (
-        getattr(settings, "municipal_directory", None)
-        or os.environ.get("FORLOP_MUNICIPAL_DIRECTORY")
-    )
-    gp = getattr(settings, "gp_directory", None) or os.environ.get("FORLOP_GP_DIRECTORY") or municipal
-    return open_directory(municipal), open_directory(gp)
+def directories_from(settings: Settings) -> tuple[FileDirectory | HttpDirectory, FileDirectory | HttpDirectory]:
+    """(municipal directory, GP directory) as FORLOP_MUNICIPAL_DIRECTORY and FORLOP_GP_DIRECTORY say
+    (the GP lookup defaults to the municipal directory), else the shipped synthetic file."""
+    municipal = settings.municipal_directory
+    return open_directory(municipal), open_directory(settings.gp_directory or municipal)

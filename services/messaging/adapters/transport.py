@@ -16,8 +16,12 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from kafka import KafkaProducer
+
+from forlop.config import Settings
+from forlop.kafka import make_producer
 from forlop.logging import ctx
 from services.messaging.adapters.xmlsafe import MAX_BYTES
 
@@ -37,7 +41,7 @@ class Transport(Protocol):
 class KafkaTransport:
     """Topic `messages.outbound`, key = MsgId, value = the XML; waits for the broker's ack."""
 
-    def __init__(self, settings: Any, producer: Any | None = None) -> None:
+    def __init__(self, settings: Settings, producer: KafkaProducer | None = None) -> None:
         self.settings = settings
         self.topic = settings.topics.outbound
         self.producer = producer  # made on first send: building messaging must not need a broker
@@ -45,8 +49,6 @@ class KafkaTransport:
     def send(self, msg_id: str, xml: bytes) -> bytes | None:
         try:
             if self.producer is None:
-                from forlop.kafka import make_producer
-
                 self.producer = make_producer(self.settings)
             self.producer.send(self.topic, key=msg_id.encode(), value=xml).get(timeout=30)
         except Exception as exc:
@@ -181,20 +183,16 @@ class HttpTransport:
         return body if b"AppRec" in body else None
 
 
-def directory_paths(settings: Any) -> tuple[Path, Path]:
-    """(outbox, inbox): explicit settings if present, else under FORLOP_TRANSPORT_DIR or the data dir."""
-    base = Path(getattr(settings, "transport_dir", None) or Path(settings.data_dir) / "messages")
-    outbox = getattr(settings, "transport_outbox_dir", None) or os.environ.get("FORLOP_TRANSPORT_OUTBOX_DIR")
-    inbox = getattr(settings, "transport_inbox_dir", None) or os.environ.get("FORLOP_TRANSPORT_INBOX_DIR")
-    return Path(outbox) if outbox else base / "outbox", Path(inbox) if inbox else base / "inbox"
+def directory_paths(settings: Settings) -> tuple[Path, Path]:
+    """(outbox, inbox) of the directory transport: under FORLOP_TRANSPORT_DIR, else `<data dir>/messages`."""
+    base = Path(settings.transport_dir) if settings.transport_dir else Path(settings.data_dir) / "messages"
+    return base / "outbox", base / "inbox"
 
 
-def make_transport(settings: Any) -> KafkaTransport | DirectoryTransport | HttpTransport:
-    kind = getattr(settings, "transport", "kafka")
-    if kind == "directory":
-        return DirectoryTransport(*directory_paths(settings),
-                                  batch=int(getattr(settings, "apprec_inbox_batch", INBOX_BATCH)))
-    if kind == "http":
+def make_transport(settings: Settings) -> KafkaTransport | DirectoryTransport | HttpTransport:
+    if settings.transport == "directory":
+        return DirectoryTransport(*directory_paths(settings), batch=settings.apprec_inbox_batch)
+    if settings.transport == "http":
         if not settings.transport_url:
             raise ValueError("FORLOP_TRANSPORT_URL is required when FORLOP_TRANSPORT=http")
         return HttpTransport(settings.transport_url)

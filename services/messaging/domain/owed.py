@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from forlop.events import EventKind, PathwayEvent
+from forlop.history import current_history
 from services.messaging.domain.model import (
     GpDirectory,
     MunicipalityDirectory,
@@ -21,7 +22,6 @@ from services.messaging.domain.model import (
     Trigger,
 )
 from services.messaging.domain.triggers import Gate, TriggerBook, trigger_book
-from services.pathway.domain.history import current_history
 
 
 def _order(ev: PathwayEvent) -> tuple:

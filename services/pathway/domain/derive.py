@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from forlop.clock import local_date
 from forlop.codes import ParsedCode, UnknownCode, code_list
 from forlop.events import EventKind, PathwayEvent, Setting
-from services.pathway.domain.history import current_history, happened_order
+from forlop.history import current_history, happened_order
 from services.pathway.domain.rules import RuleBook, RuleSet, UnknownPathwayType
 from services.pathway.domain.status import (
     DeadlineStatus,

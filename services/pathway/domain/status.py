@@ -11,6 +11,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from forlop.events import plain
+
 
 class MilestoneCode(StrEnum):
     """Task.code, project CodeSystem `milestone` (a public contract)."""
@@ -110,6 +112,4 @@ class PathwayStatus:
         return min(open_ones, key=lambda m: m.adjusted_deadline or m.deadline, default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        from forlop.events import plain
-
         return plain(self)

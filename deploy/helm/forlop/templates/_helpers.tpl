@@ -71,7 +71,7 @@ Always
 {{- end -}}
 {{- end -}}
 
-{{/* Topics: what each service's code consumes and produces (forlop/runtime.py, services/*).
+{{/* Topics: what each service's code consumes and produces (app/bootstrap.py, services/*).
      Keys are those of .Values.topics. Not configurable: they follow the code. */}}
 {{- define "forlop.serviceTopics" -}}
 ingest:

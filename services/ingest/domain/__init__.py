@@ -1,0 +1,1 @@
+"""Checking and mapping vendor records to canonical events: pure functions over data, no I/O."""

@@ -1,0 +1,1 @@
+"""The ingest service's entrypoints: its Kafka handler."""

@@ -1,0 +1,1 @@
+"""The messaging service's entrypoints: its Kafka handler, its HTTP blueprint, its commands."""

@@ -1,0 +1,1 @@
+"""The pathway service's adapters: SQL storage of its FHIR resources."""
