@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
@@ -26,14 +26,20 @@ from forlop.config import Topics
 from forlop.events import PathwayEvent
 from forlop.fhir import ids
 from forlop.logging import ctx
+from forlop.status import DeadlineStatus, Milestone, PathwayStatus
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many, update_many
 from services.pathway.adapters.fhir_store import upsert_many
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway, retimed_task
-from services.pathway.domain.living import Transition, advance, deadline_transitions
+from services.pathway.domain.living import (
+    Transition,
+    advance,
+    deadline_transitions,
+    next_check_on,
+    overdue_milestones,
+)
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import DeadlineStatus, MilestoneState
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +198,7 @@ def derive_pathway(
         "consent_municipality": bool(facts["consentMunicipality"]),
         "episode_status": status.episode_status.value,
         "start_date": status.start_date,
-        **clock_columns(status_dict),
+        **clock_columns(status),
         "status": status_dict,
         "patient": facts,
         "history_hash": history_hash or _history_hash(history),
@@ -263,7 +269,9 @@ def refresh(
             else:
                 writes.status_changed.append(_status_changed_record(
                     payload, d.record_key, d.correlation, now, deps.topics))
-        _collect_alerts(writes, deadline_transitions(prev_status, d.status), d.status, d.unit_her_id,
+        transitions = deadline_transitions(_readable(prev_status) if prev_status else None,
+                                           PathwayStatus.from_dict(d.status)) if changed else []
+        _collect_alerts(writes, transitions, d.status, d.unit_her_id,
                         d.national_id, now)
     upsert_many(conn, writes.resources, now)
     insert_many(conn, p, writes.inserts)
@@ -310,28 +318,9 @@ def patient_facts(history: Sequence[PathwayEvent]) -> dict[str, Any]:
     }
 
 
-def clock_columns(status: dict[str, Any]) -> dict[str, Any]:
-    """The pathway row's columns the scanner reads, from the status as stored."""
-    return {
-        "next_check_on": next_check_on(status),
-        "overdue_milestones": sum(1 for m in status["milestones"]
-                                  if m["deadline_status"] == DeadlineStatus.OVERDUE.value),
-    }
-
-
-def next_check_on(status: dict[str, Any]) -> date | None:
-    """The first local date on which an open milestone's deadline status will change (status as stored)."""
-    horizon = int(status["extra"]["due_soon_days"])  # the rule set's, or FORLOP_DUE_SOON_DAYS via RuleBook.load
-    candidates: list[date] = []
-    for m in status["milestones"]:
-        due = m["adjusted_deadline"] or m["deadline"]
-        if m["state"] != MilestoneState.OPEN.value or due is None:
-            continue
-        if m["deadline_status"] == DeadlineStatus.PENDING.value:
-            candidates.append(date.fromisoformat(due) - timedelta(days=horizon))
-        elif m["deadline_status"] == DeadlineStatus.DUE_SOON.value:
-            candidates.append(date.fromisoformat(due) + timedelta(days=1))
-    return min(candidates, default=None)
+def clock_columns(status: PathwayStatus) -> dict[str, Any]:
+    """The pathway row's columns the scanner reads."""
+    return {"next_check_on": next_check_on(status), "overdue_milestones": overdue_milestones(status)}
 
 
 def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) -> PathwayResult:
@@ -357,11 +346,12 @@ def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) 
     result = PathwayResult()
     moved, rederive = [], []
     for row in rows:
-        status = advance(row.status, now)
-        if status is None:
+        previous = _readable(row.status)
+        status = advance(previous, now) if previous is not None else None
+        if previous is None or status is None:
             rederive.append(row.pathway_key)
         else:
-            moved.append((row, status))
+            moved.append((row, previous, status))
     if rederive:
         refresh(conn, sorted(rederive), now, deps, result)
     if moved:
@@ -369,36 +359,46 @@ def scan(conn: Connection, now: datetime, deps: PathwayDeps, limit: int = 5000) 
     return result
 
 
+def _readable(stored: dict[str, Any]) -> PathwayStatus | None:
+    """The stored status, or None when it is not in the form this version reads (derived again)."""
+    try:
+        return PathwayStatus.from_dict(stored)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _store_advanced(
-    conn: Connection, moved: list[tuple[Any, dict[str, Any]]], now: datetime, deps: PathwayDeps, result: PathwayResult
+    conn: Connection, moved: list[tuple[Any, PathwayStatus, PathwayStatus]], now: datetime, deps: PathwayDeps,
+    result: PathwayResult,
 ) -> None:
     """Write what the clock changed for pathways moved forward by `advance` (their history is unchanged)."""
     p = schema.pathways
     writes = _Writes()
-    retime: dict[str, dict[str, Any]] = {}  # Task id -> its moved milestone
+    retime: dict[str, Milestone] = {}  # Task id -> its moved milestone
     updates = []
-    for row, status in moved:
-        key, previous = row.pathway_key, row.status
-        before = {m["key"]: m for m in previous["milestones"]}
-        for m in status["milestones"]:
-            old = before.get(m["key"], {})
-            if (old.get("deadline_status"), old.get("delay_cause")) != (m["deadline_status"], m["delay_cause"]):
-                retime[ids.task_id(key, m["key"])] = m
+    for row, previous, status in moved:
+        key = row.pathway_key
+        before = {m.key: m for m in previous.milestones}
+        for m in status.milestones:
+            old = before.get(m.key)
+            if old is None or (old.deadline_status, old.delay_cause) != (m.deadline_status, m.delay_cause):
+                retime[ids.task_id(key, m.key)] = m
+        stored = status.to_dict()
         updates.append({
             "k_pathway_key": key,
-            "status": status,
+            "status": stored,
             **clock_columns(status),
             "derived_at": now,
             "updated_at": now,
         })
         result.refreshed.append(key)
-        if _comparable(previous) != _comparable(status):
+        if _comparable(row.status) != _comparable(stored):
             result.status_changes += 1
             # a change of the clock alone: no events (messaging owes nothing new)
             writes.status_changed.append(_status_changed_record(
-                _status_changed_payload(status, now, None), row.national_id, f"{key}|clock|{now.isoformat()}",
+                _status_changed_payload(stored, now, None), row.national_id, f"{key}|clock|{now.isoformat()}",
                 now, deps.topics))
-        _collect_alerts(writes, deadline_transitions(previous, status), status, row.unit_her_id, row.national_id,
+        _collect_alerts(writes, deadline_transitions(previous, status), stored, row.unit_her_id, row.national_id,
                         now)
     if retime:
         r = schema.fhir_resources

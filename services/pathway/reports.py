@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Select, bindparam, literal, select
 from forlop.clock import local_date
 from forlop.codes import code_list
 from forlop.storage import Store, schema
+from services.pathway.domain.deadlines import deadline_status
 
 OPEN_EPISODES = ("waitlist", "active")
 EPISODE_STATUSES = ("waitlist", "active", "finished", "entered-in-error")
@@ -73,12 +74,11 @@ def live_deadline_status(m: Mapping[str, Any], today: date, due_soon_days: int) 
     """The deadline status of a milestone as of today (open ones recomputed from their dates)."""
     if m.get("state") != _OPEN:
         return m.get("deadline_status")
-    left = days_left(m, today)
-    if left is None:
+    d = due(m)
+    if d is None:
         return None
-    if left < 0:
-        return "overdue"
-    return "due-soon" if left <= due_soon_days else "pending"
+    return deadline_status(date.fromisoformat(m.get("deadline") or d), date.fromisoformat(d), today,
+                           due_soon_days).value
 
 
 def horizon(status: Mapping[str, Any], override: int | None = None) -> int:

@@ -24,7 +24,7 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.pathway.domain.status import (
+from forlop.status import (
     DeadlineStatus,
     DelayCause,
     EpisodeStatus,

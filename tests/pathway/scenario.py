@@ -32,11 +32,11 @@ from forlop.events import (
     Source,
     Unit,
 )
+from forlop.status import Milestone, PathwayStatus
 from services.ingest.domain.national_id import synthetic_national_id
 from services.ingest.domain.validation import registration_instant
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import Milestone, PathwayStatus
 
 RULES = RuleBook.load()
 NATIONAL_ID = synthetic_national_id(random.Random(2025), date(1984, 3, 12))  # synthetic: month + 80

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import pytest
 from scenario import Scenario, day, milestone, pathway
 
-from services.pathway.domain.status import DeadlineStatus, DelayCause, MilestoneState
+from forlop.status import DeadlineStatus, DelayCause, MilestoneState
 
 TYPES = ("D11", "D12", "D01")
 SETTINGS = ("outpatient", "inpatient")

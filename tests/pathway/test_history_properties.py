@@ -20,9 +20,9 @@ from scenario import pathway
 
 from forlop.clock import OSLO
 from forlop.events import PathwayEvent
+from forlop.status import PathwayStatus
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import PathwayStatus
 
 RULES = RuleBook.load()
 FAST = settings(max_examples=150, deadline=None)

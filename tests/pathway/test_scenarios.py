@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from scenario import at, day, finding_kinds, has_milestone, milestone, pathway
 
-from services.pathway.domain.derive import derive
-from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import (
+from forlop.status import (
     DeadlineStatus,
     DelayCause,
     EpisodeStatus,
     MilestoneState,
     StatusPeriod,
 )
+from services.pathway.domain.derive import derive
+from services.pathway.domain.rules import RuleBook
 
 TYPES = ("D11", "D12", "D01")
 

@@ -1,0 +1,209 @@
+"""What the pathway engine derives: a pathway's status at a point in time.
+
+Plain values, no I/O. The pathway service's `derive(events, rules, now) -> PathwayStatus`
+produces these; the FHIR mapping, the scanner, the reports and messaging read them. A shared
+kernel like the canonical events: the status is what `pathway.status-changed` carries, so the
+consumer (messaging) reads the same types as the producer. The dict form (`to_dict`,
+`from_dict`) exists only at the edge: the stored row, the API and the Kafka record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from forlop.events import plain
+
+
+class MilestoneCode(StrEnum):
+    """Task.code, project CodeSystem `milestone` (a public contract)."""
+
+    START = "start"
+    FIRST_ATTENDANCE = "first-attendance"  # første samtale / første fremmøte
+    DECISION_BASIC = "decision-basic"  # klinisk beslutning etter basis utredning
+    DECISION_EXTENDED = "decision-extended"  # klinisk beslutning etter utvidet utredning
+    TREATMENT_START = "treatment-start"  # TSB: behandling starter etter avrusning
+    EVALUATION = "evaluation"  # evalueringspunkt
+    END = "end"  # avslutning
+
+
+class DeadlineStatus(StrEnum):
+    """Task.businessStatus, project CodeSystem `deadline-status` (a public contract)."""
+
+    PENDING = "pending"
+    DUE_SOON = "due-soon"
+    OVERDUE = "overdue"
+    MET = "met"
+    MET_ADJUSTED = "met-adjusted"
+    LATE = "late"
+
+
+class DelayCause(StrEnum):
+    PATIENT = "patient"  # patient-caused delay (no-show, patient moved the appointment)
+    SERVICE = "service"  # service-caused delay (hospital cancelled, capacity)
+    UNKNOWN = "unknown"
+
+
+class MilestoneState(StrEnum):
+    """Task.status for a milestone."""
+
+    OPEN = "requested"  # expected, not yet done
+    DONE = "completed"
+    CANCELLED = "cancelled"  # can no longer happen
+
+
+class EpisodeStatus(StrEnum):
+    WAITLIST = "waitlist"
+    ACTIVE = "active"
+    FINISHED = "finished"
+    ENTERED_IN_ERROR = "entered-in-error"
+
+
+@dataclass(frozen=True, slots=True)
+class Milestone:
+    key: str  # stable within the pathway: "decision-basic", "evaluation-2", ...
+    code: MilestoneCode
+    state: MilestoneState
+    anchor_date: date | None = None  # the date the deadline counts from
+    deadline: date | None = None  # national deadline (never moves)
+    adjusted_deadline: date | None = None  # moved by patient-caused delays
+    completed_on: date | None = None
+    deadline_status: DeadlineStatus | None = None  # None when the milestone has no deadline
+    delay_cause: DelayCause | None = None  # for late / overdue milestones
+    outcome: str | None = None  # clinical decision outcome letter (U, P, T, S, K, A, I) or end outcome
+    event_ids: tuple[str, ...] = ()  # the canonical events behind it
+
+    @property
+    def due(self) -> date | None:
+        """The date the milestone is measured against: its adjusted deadline, else the national one."""
+        return self.adjusted_deadline or self.deadline
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Milestone:
+        status, cause = d.get("deadline_status"), d.get("delay_cause")
+        return cls(d["key"], MilestoneCode(d["code"]), MilestoneState(d["state"]), _day(d.get("anchor_date")),
+                   _day(d.get("deadline")), _day(d.get("adjusted_deadline")), _day(d.get("completed_on")),
+                   DeadlineStatus(status) if status else None, DelayCause(cause) if cause else None,
+                   d.get("outcome"), tuple(d.get("event_ids") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPeriod:
+    status: EpisodeStatus
+    start: date
+    end: date | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StatusPeriod:
+        return cls(EpisodeStatus(d["status"]), date.fromisoformat(d["start"]), _day(d.get("end")))
+
+
+@dataclass(frozen=True, slots=True)
+class QualityFinding:
+    """A registration-quality finding (registreringskvalitet): reported, never silently fixed."""
+
+    kind: str  # e.g. "decision-before-first-attendance", "third-decision", "late-registration"
+    message: str
+    event_id: str | None = None
+    on: date | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QualityFinding:
+        return cls(d["kind"], d["message"], d.get("event_id"), _day(d.get("on")))
+
+
+@dataclass(frozen=True, slots=True)
+class LastContact:
+    on: date
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClockBasis:
+    """What moves a derived status to a later clock without its history (``extra["clock"]``).
+
+    Until ``future_on`` (a future-dated event's day) or ``recorded_after`` (an event recorded after
+    the derivation starts to count), only deadline statuses, delay causes and the passive-pathway
+    finding change with the clock.
+    """
+
+    future_on: date | None
+    recorded_after: datetime | None
+    overdue_causes: dict[str, str]  # open milestone -> its delay cause if it goes overdue
+    last_contact: LastContact | None  # of an open episode: where the passive-pathway count starts
+    passive_after_days: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClockBasis:
+        contact = d.get("last_contact")
+        after = d.get("recorded_after")
+        return cls(_day(d.get("future_on")), datetime.fromisoformat(after) if after else None,
+                   dict(d.get("overdue_causes") or {}),
+                   LastContact(date.fromisoformat(contact["on"]), contact["event_id"]) if contact else None,
+                   int(d["passive_after_days"]))
+
+
+@dataclass(frozen=True, slots=True)
+class PathwayStatus:
+    pathway_key: str
+    pathway_id: str
+    source: str
+    pathway_type: str
+    episode_status: EpisodeStatus
+    phase: str  # e.g. "referral", "assessment", "extended-assessment", "treatment", "ended"
+    milestones: tuple[Milestone, ...]
+    status_history: tuple[StatusPeriod, ...] = ()
+    start_date: date | None = None
+    end_date: date | None = None
+    rule_set: str | None = None  # id@version of the rule set in force
+    findings: tuple[QualityFinding, ...] = ()
+    as_of: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def next_open_milestone(self) -> Milestone | None:
+        open_ones = [m for m in self.milestones if m.state is MilestoneState.OPEN and m.deadline]
+        return min(open_ones, key=lambda m: m.adjusted_deadline or m.deadline, default=None)
+
+    @property
+    def due_soon_days(self) -> int:
+        """The "due soon" horizon the status was derived with (the rule set's, or FORLOP_DUE_SOON_DAYS)."""
+        return int(self.extra.get("due_soon_days", 7))
+
+    @property
+    def clock(self) -> ClockBasis | None:
+        """None for a status stored before the clock basis existed."""
+        return self.extra.get("clock")
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PathwayStatus:
+        """The status from its JSON form (`to_dict`, as stored and published)."""
+        extra = dict(d.get("extra") or {})
+        if isinstance(extra.get("clock"), Mapping):
+            extra["clock"] = ClockBasis.from_dict(extra["clock"])
+        as_of = d.get("as_of")
+        return cls(
+            pathway_key=d["pathway_key"],
+            pathway_id=d["pathway_id"],
+            source=d["source"],
+            pathway_type=d["pathway_type"],
+            episode_status=EpisodeStatus(d["episode_status"]),
+            phase=d["phase"],
+            milestones=tuple(Milestone.from_dict(m) for m in d.get("milestones") or ()),
+            status_history=tuple(StatusPeriod.from_dict(p) for p in d.get("status_history") or ()),
+            start_date=_day(d.get("start_date")),
+            end_date=_day(d.get("end_date")),
+            rule_set=d.get("rule_set"),
+            findings=tuple(QualityFinding.from_dict(f) for f in d.get("findings") or ()),
+            as_of=datetime.fromisoformat(as_of) if as_of else None,
+            extra=extra,
+        )
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
