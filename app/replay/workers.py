@@ -28,6 +28,7 @@ from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.ids import set_patient_id_key
 from forlop.logging import configure_logging
+from forlop.status import PathwayStatus
 from forlop.storage import Store
 from services.ingest.public import check_records
 from services.messaging.public import prebuild_messages
@@ -67,7 +68,7 @@ def derive_batch(pathway_keys: Sequence[str], now: datetime) -> bytes:
             continue
         d = derive_pathway(key, history, now, _worker["pathway"])
         ordered = sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))  # as `refresh` hands them over
-        d.messages = prebuild_messages(ordered, d.status, now, _worker["messaging"])
+        d.messages = prebuild_messages(ordered, PathwayStatus.from_dict(d.status), now, _worker["messaging"])
         out.append(d)
     return _packed(out)
 

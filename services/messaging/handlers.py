@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from forlop.events import PathwayEvent
 from forlop.logging import correlation_id, ctx
+from forlop.status import PathwayStatus
 from services.messaging import metrics
 from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import AppRec
@@ -107,6 +108,12 @@ def _parsed(payload: dict[str, Any]) -> StatusChange:
     return payload, [PathwayEvent.from_dict(e) for e in payload.get("events") or []]
 
 
+def status_of(payload: Mapping[str, Any]) -> PathwayStatus | None:
+    """The pathway status a status change carries (typed from here on), if any."""
+    status = payload.get("status")
+    return PathwayStatus.from_dict(status) if isinstance(status, dict) else None
+
+
 def history_version(payload: Mapping[str, Any], events: Sequence[PathwayEvent]) -> int:
     """The size of the history a status change carries (`history_version`; a payload of an older
     pathway service without it: its distinct events)."""
@@ -171,8 +178,7 @@ class _Batch:
                 self.write_inserts()
                 self.stored[pathway_key] = repository.rows_for_pathway(conn, pathway_key)  # locked already
                 self.dirty.discard(pathway_key)
-            status = payload.get("status") if isinstance(payload.get("status"), dict) else None
-            owed = owed_messages(events, status, deps.municipal, deps.gps, deps.triggers)
+            owed = owed_messages(events, status_of(payload), deps.municipal, deps.gps, deps.triggers)
             rows = self.stored.get(pathway_key, [])
             changes_ = reconcile(owed, rows, withdrawn_registrations(events))
             first_new = len(self.inserts)

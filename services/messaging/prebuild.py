@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from forlop.events import PathwayEvent
+from forlop.status import PathwayStatus
 from services.messaging.apply import build_for
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus
@@ -33,7 +34,7 @@ class PrebuiltMessage:
 
 
 def prebuild_messages(
-    events: Sequence[PathwayEvent], status: dict[str, Any], now: datetime, deps: MessagingDeps
+    events: Sequence[PathwayEvent], status: PathwayStatus | None, now: datetime, deps: MessagingDeps
 ) -> dict[str, PrebuiltMessage]:
     """The XML of every message the history owes that would be queued as a new row, by dedupe key."""
     out: dict[str, PrebuiltMessage] = {}
