@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from forlop.codes import code_list
 from forlop.events import EventKind, PathwayEvent
-
-# Same-day registrations happen in pathway order: start before first attendance before decision ...
-_LETTER_ORDER = {"A": 0, "F": 1, "V": 2, "C": 3, "B": 4, "E": 5, "X": 9}
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,9 @@ class CurrentHistory:
 
 
 def happened_order(ev: PathwayEvent) -> tuple:
-    letter = _letter(ev)
-    return (ev.occurred_at, _LETTER_ORDER.get(letter, 6), ev.recorded_at, ev.event_id)
+    """The order things happened in; registrations of the same moment in pathway order (the code list's)."""
+    code = ev.code if ev.kind is EventKind.PATHWAY_CODE else None
+    return (ev.occurred_at, code_list().same_day_rank(code, ev.pathway_type), ev.recorded_at, ev.event_id)
 
 
 def current_history(events: Iterable[PathwayEvent]) -> CurrentHistory:
@@ -80,9 +79,3 @@ def current_history(events: Iterable[PathwayEvent]) -> CurrentHistory:
         tuple(sorted(unmatched, key=happened_order)),
     )
 
-
-def _letter(ev: PathwayEvent) -> str:
-    if ev.kind is EventKind.PATHWAY_CODE and ev.code and ev.code.startswith(ev.pathway_type):
-        rest = ev.code[len(ev.pathway_type):]
-        return rest[:1]
-    return ""
