@@ -8,6 +8,7 @@ commands are here for the application to wire.
 from __future__ import annotations
 
 from services.pathway.adapters.fhir_store import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.adapters.reports import compute_indicators
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
@@ -25,7 +26,6 @@ from services.pathway.handlers import (
     republish,
     scan,
 )
-from services.pathway.reports import compute_indicators
 
 __all__ = [
     "SEARCH_PARAMS",
