@@ -11,6 +11,7 @@ withdrawal naming the stay's id withdraws each of its events recorded before it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,12 @@ class CurrentHistory:
     withdrawn: tuple[PathwayEvent, ...]  # registrations withdrawn (the cancelled versions)
     withdrawals: tuple[PathwayEvent, ...]  # the withdrawal events themselves
     unmatched_withdrawals: tuple[PathwayEvent, ...]  # withdrawals whose target is not (yet) known
+
+
+def history_hash(event_ids: Iterable[str]) -> str:
+    """What a pathway's status was derived from: the set of its events' ids (order and duplicates aside).
+    Stored beside the status; the same history gives the same hash, whatever order it arrived in."""
+    return hashlib.sha256("\n".join(sorted(event_ids)).encode()).hexdigest()
 
 
 def happened_order(ev: PathwayEvent) -> tuple:

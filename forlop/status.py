@@ -83,11 +83,15 @@ class Milestone:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Milestone:
-        status, cause = d.get("deadline_status"), d.get("delay_cause")
-        return cls(d["key"], MilestoneCode(d["code"]), MilestoneState(d["state"]), _day(d.get("anchor_date")),
-                   _day(d.get("deadline")), _day(d.get("adjusted_deadline")), _day(d.get("completed_on")),
-                   DeadlineStatus(status) if status else None, DelayCause(cause) if cause else None,
-                   d.get("outcome"), tuple(d.get("event_ids") or ()))
+        get = d.get
+        anchor, deadline, adjusted, completed = (get("anchor_date"), get("deadline"), get("adjusted_deadline"),
+                                                 get("completed_on"))
+        status, cause = get("deadline_status"), get("delay_cause")
+        return cls(d["key"], _CODES[d["code"]], _STATES[d["state"]],
+                   _iso_day(anchor) if anchor else None, _iso_day(deadline) if deadline else None,
+                   _iso_day(adjusted) if adjusted else None, _iso_day(completed) if completed else None,
+                   _DEADLINE_STATUSES[status] if status else None, _CAUSES[cause] if cause else None,
+                   get("outcome"), tuple(get("event_ids") or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,7 @@ class StatusPeriod:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StatusPeriod:
-        return cls(EpisodeStatus(d["status"]), date.fromisoformat(d["start"]), _day(d.get("end")))
+        return cls(_EPISODES[d["status"]], date.fromisoformat(d["start"]), _day(d.get("end")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,24 +190,31 @@ class PathwayStatus:
         extra = dict(d.get("extra") or {})
         if isinstance(extra.get("clock"), Mapping):
             extra["clock"] = ClockBasis.from_dict(extra["clock"])
-        as_of = d.get("as_of")
+        get = d.get
+        as_of = get("as_of")
+        milestone, period, finding = Milestone.from_dict, StatusPeriod.from_dict, QualityFinding.from_dict
         return cls(
-            pathway_key=d["pathway_key"],
-            pathway_id=d["pathway_id"],
-            source=d["source"],
-            pathway_type=d["pathway_type"],
-            episode_status=EpisodeStatus(d["episode_status"]),
-            phase=d["phase"],
-            milestones=tuple(Milestone.from_dict(m) for m in d.get("milestones") or ()),
-            status_history=tuple(StatusPeriod.from_dict(p) for p in d.get("status_history") or ()),
-            start_date=_day(d.get("start_date")),
-            end_date=_day(d.get("end_date")),
-            rule_set=d.get("rule_set"),
-            findings=tuple(QualityFinding.from_dict(f) for f in d.get("findings") or ()),
-            as_of=datetime.fromisoformat(as_of) if as_of else None,
-            extra=extra,
+            d["pathway_key"], d["pathway_id"], d["source"], d["pathway_type"], _EPISODES[d["episode_status"]],
+            d["phase"],
+            tuple([milestone(m) for m in get("milestones") or ()]),
+            tuple([period(p) for p in get("status_history") or ()]),
+            _day(get("start_date")),
+            _day(get("end_date")),
+            get("rule_set"),
+            tuple([finding(f) for f in get("findings") or ()]),
+            datetime.fromisoformat(as_of) if as_of else None,
+            extra,
         )
 
 
 def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
+
+
+# from_dict reads every stored status a report streams through: lookups, not enum calls
+_iso_day = date.fromisoformat
+_CODES: dict[str, MilestoneCode] = {m.value: m for m in MilestoneCode}
+_STATES: dict[str, MilestoneState] = {m.value: m for m in MilestoneState}
+_DEADLINE_STATUSES: dict[str, DeadlineStatus] = {m.value: m for m in DeadlineStatus}
+_CAUSES: dict[str, DelayCause] = {m.value: m for m in DelayCause}
+_EPISODES: dict[str, EpisodeStatus] = {m.value: m for m in EpisodeStatus}

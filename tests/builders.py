@@ -26,6 +26,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from forlop.clock import OSLO, parse_time
+from forlop.config import SYNTHETIC_SENDER_ORG_NUMBER
 from forlop.events import (
     Appointment,
     AppointmentChange,
@@ -147,7 +148,7 @@ class Scenario(EventBuilder):
     @staticmethod
     def _unit(setting: Setting) -> Unit:
         her_id, name = _UNITS[setting]
-        return Unit(her_id=her_id, name=name, setting=setting, org_number="983974899")
+        return Unit(her_id=her_id, name=name, setting=setting, org_number=SYNTHETIC_SENDER_ORG_NUMBER)
 
     def _add(self, kind: EventKind, occurred_at: datetime, recorded_at: datetime, setting: Setting | None = None,
              **fields: Any) -> Scenario:

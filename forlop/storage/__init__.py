@@ -35,7 +35,7 @@ class Store:
     # PRAGMAs, schema read).
     # sqlite_cache_mb: each SQLite connection's page cache (SQLite's default is 2 MiB). A bulk load
     # (`forlop replay`) inserts into B-trees far bigger than that and read pages back from the OS
-    # again and again (256 MiB: system time 30 -> 14 s on a 100k-event replay).
+    # again and again (a larger cache halved a replay's system time: docs/performance.md).
     # statement_timeout_ms (PostgreSQL): every statement on this store's connections is cancelled by
     # the server after this long (`with_statement_timeout`); 0: no limit.
     def __init__(self, database_url: str, *, pool_size: int = 10, sqlite_cache_mb: int | None = None,
@@ -70,9 +70,9 @@ class Store:
             # An executemany INSERT goes out through psycopg's pipeline: one statement text, converted
             # once and prepared by the server, for every row. SQLAlchemy's multi-row INSERT ... VALUES
             # pages were a new text per row count, which psycopg converts anew (it caches statements
-            # of up to 4 KB and 50 parameters) and the server parses anew: 3.7 % of the pathway
-            # process; Kafka ingest 472 -> 527 events/s (mean of 4 alternated runs each). The search
-            # index rows, for which pages were chosen once, go through `insert_rows` now.
+            # of up to 4 KB and 50 parameters) and the server parses anew (the gain in Kafka ingest:
+            # docs/performance.md). The search index rows, for which pages were chosen once, go
+            # through `insert_rows` now.
             self.engine.dialect.use_insertmanyvalues_wo_returning = False
 
     def with_statement_timeout(self, timeout_ms: int) -> Store:

@@ -8,7 +8,6 @@ next threshold (due soon, overdue) has been reached, without any new event.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from forlop.clock import local_date
 from forlop.config import Topics
 from forlop.events import PathwayEvent
 from forlop.fhir import ids
+from forlop.history import history_hash as hash_of
 from forlop.logging import ctx
 from forlop.status import DeadlineStatus, Milestone, PathwayStatus
 from forlop.storage import json_text, schema
@@ -201,7 +201,7 @@ def derive_pathway(
         **clock_columns(status),
         "status": status_dict,
         "patient": facts,
-        "history_hash": history_hash or _history_hash(history),
+        "history_hash": history_hash or hash_of(ev.event_id for ev in history),
         "derived_at": now,
         "updated_at": now,
     }
@@ -242,7 +242,7 @@ def refresh(
         history = histories.get(key) or []
         if not history:
             continue
-        history_hash = _history_hash(history)
+        history_hash = hash_of(ev.event_id for ev in history)
         d = derived.get(key) if derived else None
         if d is None or d.history_hash != history_hash or d.as_of != now:
             d = derive_pathway(key, history, now, deps, history_hash)
@@ -540,10 +540,6 @@ def _store_alerts(
     insert_many(conn, a, rows)
     insert_many(conn, schema.outbox, outbox)
     return len(rows)
-
-
-def _history_hash(history: Sequence[PathwayEvent]) -> str:
-    return hashlib.sha256("\n".join(sorted(ev.event_id for ev in history)).encode()).hexdigest()
 
 
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
