@@ -40,7 +40,7 @@ from forlop.status import (
 )
 from services.pathway.domain.deadlines import current_deadline_status
 from services.pathway.domain.living import days_left
-from services.pathway.domain.targets import TargetSet, national_targets
+from services.pathway.domain.targets import Target, TargetSet, national_targets
 
 OPEN_EPISODES = ("waitlist", "active")
 EPISODE_STATUSES = ("waitlist", "active", "finished", "entered-in-error")
@@ -354,39 +354,31 @@ class IndicatorTally:
 
     def target_rows(self) -> list[dict[str, Any]]:
         assert self.targets is not None
-        types = code_list().pathway_types
         waiting, evaluation = self.targets.waiting, self.targets.evaluation
-        out = []
-        for (group, ptype), w in sorted(self.waiting.items()):
-            average = round(w.days / w.pathways, 1)
-            out.append({
-                "group": group,
-                "pathwayType": ptype,
-                "short": types.get(ptype, {}).get("short"),
-                "target": waiting.name,
-                "description": waiting.description,
-                "threshold": waiting.thresholds[ptype],
-                "comparison": waiting.comparison,
-                "value": average,
-                "count": w.pathways,
-                "met": waiting.met(ptype, average),
-            })
-        for (group, ptype), e in sorted(self.evaluated.items()):
-            share = _share(e.evaluated, e.eligible)
-            out.append({
-                "group": group,
-                "pathwayType": ptype,
-                "short": types.get(ptype, {}).get("short"),
-                "target": evaluation.name,
-                "description": evaluation.description,
-                "threshold": evaluation.thresholds[ptype],
-                "comparison": evaluation.comparison,
-                "value": share,
-                "count": e.eligible,
-                "evaluated": e.evaluated,
-                "met": evaluation.met(ptype, share),
-            })
+        out = [_target_row(group, ptype, waiting, round(w.days / w.pathways, 1), w.pathways)
+               for (group, ptype), w in sorted(self.waiting.items())]
+        out += [_target_row(group, ptype, evaluation, _share(e.evaluated, e.eligible), e.eligible, e.evaluated)
+                for (group, ptype), e in sorted(self.evaluated.items())]
         return sorted(out, key=lambda t: (t["group"], t["pathwayType"], t["target"]))
+
+
+def _target_row(group: str, ptype: str, target: Target, value: float | None, count: int,
+                evaluated: int | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "group": group,
+        "pathwayType": ptype,
+        "short": code_list().pathway_types.get(ptype, {}).get("short"),
+        "target": target.name,
+        "description": target.description,
+        "threshold": target.thresholds[ptype],
+        "comparison": target.comparison,
+        "value": value,
+        "count": count,
+    }
+    if evaluated is not None:
+        row["evaluated"] = evaluated
+    row["met"] = target.met(ptype, value)
+    return row
 
 
 @dataclass(frozen=True)
