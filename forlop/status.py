@@ -178,8 +178,10 @@ class PathwayStatus:
 
     @property
     def clock(self) -> ClockBasis | None:
-        """None for a status stored before the clock basis existed."""
-        return self.extra.get("clock")
+        """None for a status stored before the clock basis existed. Read from its JSON form when asked
+        for (only the scanner does): the reports read every stored status and need none of it."""
+        basis = self.extra.get("clock")
+        return ClockBasis.from_dict(basis) if isinstance(basis, Mapping) else basis
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)
@@ -187,9 +189,7 @@ class PathwayStatus:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PathwayStatus:
         """The status from its JSON form (`to_dict`, as stored and published)."""
-        extra = dict(d.get("extra") or {})
-        if isinstance(extra.get("clock"), Mapping):
-            extra["clock"] = ClockBasis.from_dict(extra["clock"])
+        extra = d.get("extra") or {}
         get = d.get
         as_of = get("as_of")
         milestone, period, finding = Milestone.from_dict, StatusPeriod.from_dict, QualityFinding.from_dict
