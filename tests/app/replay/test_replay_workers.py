@@ -16,6 +16,7 @@ from app.bootstrap import Runtime
 from app.replay.pipeline import replay_file
 from forlop.clock import FixedClock
 from forlop.config import load_settings
+from forlop.status import PathwayStatus
 from forlop.storage import Store, schema
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
@@ -176,7 +177,7 @@ def test_a_prebuilt_message_is_used_only_for_the_row_it_was_built_for(store, con
     for i, (key, history) in enumerate(sorted(by_pathway.items())):
         status = derive_pathway(key, history, AS_OF, rt.pathway_deps).status
         changes.append(({"pathway_key": key, "pathway_id": history[0].pathway_id, "status": status}, history))
-        ready = prebuild_messages(history, status, AS_OF, deps)
+        ready = prebuild_messages(history, PathwayStatus.from_dict(status), AS_OF, deps)
         if i == 1:  # built for another recipient: not this row's
             ready = {k: _with(m, details={**m.details, "recipient": {"her_id": "1", "name": "Annen"}})
                      for k, m in ready.items()}
