@@ -179,25 +179,39 @@ def canonical_event_record(event: PathwayEvent, topics: Topics) -> dict:
 
 
 def ingest(
+    conn: Connection, source: str, records: Sequence[InboundRecord], now: datetime, topics: Topics, *,
+    dead_letter: bool = True,
+) -> IngestResult:
+    """Store the effect of a batch of vendor records in the caller's transaction: check each
+    (`check_records`), keep the accepted ones and their dead letters (`accept`), and forward the
+    accepted events to the pathway and messaging services through the outbox."""
+    result = accept(conn, source, records, check_records(source, records), now, topics, dead_letter=dead_letter)
+    forward(conn, result.accepted, now, topics)
+    return result
+
+
+def forward(conn: Connection, events: Sequence[PathwayEvent], now: datetime, topics: Topics) -> None:
+    """The accepted events' outbox records, on the topic of canonical events."""
+    insert_many(conn, schema.outbox, [{**canonical_event_record(event, topics), "created_at": now} for event in events])
+
+
+def accept(
     conn: Connection,
     source: str,
     records: Sequence[InboundRecord],
+    outcomes: Sequence[PathwayEvent | list[Problem]],
     now: datetime,
     topics: Topics,
     *,
     dead_letter: bool = True,
-    forward: bool = True,
-    checked: Sequence[PathwayEvent | list[Problem]] | None = None,
 ) -> IngestResult:
-    """Store the effect of a batch of vendor records in the caller's transaction.
-
-    `forward=False` (replay): the accepted events are not written to the outbox; the caller hands
-    `result.accepted` to the pathway service in the same transaction. `checked`: what
-    `check_records` gave for these records, when it ran before the transaction.
-    """
+    """Keep what checking the records gave (`outcomes`, as `check_records` gives them): each new
+    accepted event in the inbound log, each rejected record (and each conflicting duplicate) as a
+    dead letter unless `dead_letter` is False. Forwards nothing: `ingest` does (`forward`); a
+    replay hands `result.accepted` to the pathway service in the same transaction."""
     result = IngestResult()
     accepted: list[tuple[InboundRecord, PathwayEvent]] = []
-    for record, outcome in zip(records, checked if checked is not None else check_records(source, records), strict=True):
+    for record, outcome in zip(records, outcomes, strict=True):
         metrics.events_consumed.labels(source).inc()
         if isinstance(outcome, PathwayEvent):
             accepted.append((record, outcome))
@@ -208,7 +222,7 @@ def ingest(
             result.dead_letter_ids.append(_dead_letter(conn, source, record, outcome, now, topics))
 
     seen = _fingerprints(conn, [event.event_id for _, event in accepted])
-    inbound_rows, outbox_rows = [], []
+    inbound_rows = []
     for record, event in accepted:
         content = fingerprint(record)
         if event.event_id in seen:
@@ -236,8 +250,6 @@ def ingest(
                 "fingerprint": content,
             }
         )
-        if forward:
-            outbox_rows.append({**canonical_event_record(event, topics), "created_at": now})
         result.accepted.append(event)
         metrics.events_accepted.labels(source).inc()
         # The national id goes through the log filter, which masks it: a careless field cannot leak it.
@@ -245,7 +257,6 @@ def ingest(
             source=source, pathway=event.pathway_key, kind=event.kind.value, code=event.code,
             patient=event.patient.national_id)})
     insert_many(conn, schema.inbound_events, inbound_rows)
-    insert_many(conn, schema.outbox, outbox_rows)
     return result
 
 

@@ -21,8 +21,10 @@ from services.ingest.handlers import (
     ConflictingDuplicates,
     InboundRecord,
     IngestResult,
+    accept,
     check_record,
     check_records,
+    forward,
     ingest,
 )
 
@@ -36,9 +38,11 @@ __all__ = [
     "RejectedEvent",
     "ReplayOutcome",
     "TooManyRecords",
+    "accept",
     "bounds",
     "check_record",
     "check_records",
+    "forward",
     "ingest",
     "ingest_handler",
     "parse_body",
