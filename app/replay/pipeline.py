@@ -29,7 +29,7 @@ from app.bootstrap import Runtime
 from app.replay.workers import ReplayWorkers, check_batch, derive_batch, unpacked
 from forlop.events import PathwayEvent
 from forlop.kafka import Record, TxHandler
-from services.ingest.public import InboundRecord, Problem, accept, check_records
+from services.ingest.public import InboundRecord, Problem, SqlIngestUnitOfWork, accept, check_records
 from services.pathway.public import (
     BulkUnitOfWork,
     Derivation,
@@ -166,7 +166,7 @@ def _replay(
         outcomes = checked if checked is not None else check_records(source, batch)
         with runtime.store.transaction() as conn:
             now = runtime.clock()
-            result = accept(conn, source, batch, outcomes, now, runtime.settings.topics)
+            result = accept(SqlIngestUnitOfWork(conn), source, batch, outcomes, now, runtime.settings.topics)
             store_events(BulkUnitOfWork(conn), result.accepted, now)
         counts.read += len(batch)
         counts.accepted += len(result.accepted)

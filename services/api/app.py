@@ -38,6 +38,7 @@ from services.ingest.public import (
     InboundRecord,
     Problem,
     RejectedEvent,
+    SqlIngestUnitOfWork,
     TooManyRecords,
     accept,
     check_record,
@@ -126,8 +127,9 @@ def create_app(deps: ApiDeps) -> Flask:
         try:
             with deps.store.transaction() as conn:
                 now, topics = deps.clock(), deps.settings.topics
-                result = accept(conn, source, records, checked, now, topics, dead_letter=False)
-                forward(conn, result.accepted, now, topics)
+                uow = SqlIngestUnitOfWork(conn)
+                result = accept(uow, source, records, checked, now, topics, dead_letter=False)
+                forward(uow, result.accepted, now, topics)
                 if result.conflicts:  # all or nothing, as a 422: the transaction rolls back
                     raise ConflictingDuplicates(result.conflicts)
         except ConflictingDuplicates as exc:

@@ -18,6 +18,7 @@ from forlop.clock import FixedClock
 from forlop.config import load_settings
 from forlop.storage import Store, schema
 from forlop_devtools.synthetic import generate
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.domain.normalise import parse_vendor_event
 from services.ingest.handlers import InboundRecord, ingest
 from services.pathway.domain.rules import RuleBook
@@ -115,7 +116,7 @@ def test_a_replay_hands_over_what_the_outbox_records_would_deliver(store, anothe
     lines = [line for line in dips_file.read_bytes().splitlines() if line.strip()]
     for i in range(0, len(lines), 40):
         with other.transaction() as conn:
-            ingest(conn, "dips", [InboundRecord(raw, f"test:{i}") for raw in lines[i : i + 40]], AS_OF,
+            ingest(SqlIngestUnitOfWork(conn), "dips", [InboundRecord(raw, f"test:{i}") for raw in lines[i : i + 40]], AS_OF,
                    settings.topics)
         rt.drain_outbox({settings.topics.events: events_handler(rt)})
     while True:
