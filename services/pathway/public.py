@@ -9,7 +9,8 @@ SQL one (`SqlUnitOfWork`) or a replay's bulk one (`BulkUnitOfWork`).
 from __future__ import annotations
 
 from services.pathway.adapters.bulk import BulkUnitOfWork, queued_after, queued_count
-from services.pathway.adapters.fhir_store import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.adapters.fhir_repository import read_resource
+from services.pathway.adapters.fhir_search import search_page
 from services.pathway.adapters.repository import SqlUnitOfWork, load_history
 from services.pathway.alerts import store_alerts
 from services.pathway.deps import PathwayDeps
@@ -17,6 +18,7 @@ from services.pathway.derivation import Derivation, derive_pathway, history_hash
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
+from services.pathway.domain.search_index import SEARCH_PARAMS
 from services.pathway.entrypoints.cli import CliContext, add_commands
 from services.pathway.entrypoints.http import pathway_bp
 from services.pathway.entrypoints.kafka import pathway_handler

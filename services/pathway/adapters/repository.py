@@ -1,5 +1,5 @@
 """The pathway service's tables in SQL (SQLite and PostgreSQL alike): events, pathways, the refresh
-queue, alerts and (through `fhir_store`) the FHIR resources. `SqlUnitOfWork` joins them and the
+queue, alerts and (through `fhir_repository`) the FHIR resources. `SqlUnitOfWork` joins them and the
 outbox in the caller's transaction."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from forlop.events import PathwayEvent
 from forlop.storage import Store, schema
 from forlop.storage.bulk import among, insert_many, update_many
 from forlop.storage.outbox import SqlOutbox
-from services.pathway.adapters.fhir_store import upsert_many
+from services.pathway.adapters.fhir_repository import upsert_many
 from services.pathway.ports import PathwayWrites, StoredPathway
 
 

@@ -24,13 +24,13 @@ from forlop.storage import Store, schema
 from forlop_devtools import bench
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
-from services.pathway.adapters.fhir_store import index_values
 from services.pathway.adapters.repository import SqlUnitOfWork
 from services.pathway.deps import PathwayDeps
 from services.pathway.domain.rules import RuleBook
+from services.pathway.domain.search_index import index_values
 from services.pathway.handlers import PathwayResult, handle_events, refresh
 from services.pathway.scanner import scan
-from tests.pathway.scenario import at
+from tests.builders import at
 
 AS_OF = at("2026-03-01")
 DEPS = PathwayDeps(RuleBook.load(), load_settings({}).topics)
