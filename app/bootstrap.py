@@ -61,6 +61,7 @@ from services.messaging.public import (
     make_transport,
     messages_bp,
     messaging_handler,
+    prebuilt_builder,
     schema_set,
 )
 from services.messaging.public import CliContext as MessagingCommands
@@ -197,7 +198,7 @@ class Runtime:
             prebuilt.update(c.messages)
         handle_parsed_status_changes(
             conn, [(c.payload, c.events) for c in changes], now, self.messaging.deps,
-            on_each=lambda p: correlation_id.set(correlations[id(p)]), prebuilt=prebuilt)
+            on_each=lambda p: correlation_id.set(correlations[id(p)]), build_new=prebuilt_builder(prebuilt))
 
     def topic_handlers(self, services: Sequence[str]) -> dict[str, TxHandler]:
         """Which topic feeds which handler, for the given services."""

@@ -20,7 +20,7 @@ from forlop.storage import Store, schema
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
 from services.messaging.handlers import handle_parsed_status_changes
-from services.messaging.prebuild import PrebuiltMessage, prebuild_messages
+from services.messaging.prebuild import PrebuiltMessage, prebuild_messages, prebuilt_builder
 from services.pathway.public import BulkUnitOfWork, SqlUnitOfWork, derive_pathway, handle_events, load_history
 from tests.builders import at
 
@@ -187,7 +187,7 @@ def test_a_prebuilt_message_is_used_only_for_the_row_it_was_built_for(store, con
         prebuilt.update(ready)
     assert len(prebuilt) >= 3
     with store.transaction() as conn:
-        handle_parsed_status_changes(conn, changes, AS_OF, deps, prebuilt=prebuilt)
+        handle_parsed_status_changes(conn, changes, AS_OF, deps, build_new=prebuilt_builder(prebuilt))
     m = schema.messages
     with store.read() as conn:
         rows = {r.dedupe_key: r for r in conn.execute(select(m.c.dedupe_key, m.c.id, m.c.xml, m.c.pathway_key))}
