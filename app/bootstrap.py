@@ -8,8 +8,9 @@ process kind takes what it needs from it: `forlop serve <service>` (`service_par
 worker processes (`app.serve.ApiWorkers`), the embedded run (`app.embedded`), `forlop replay` and
 its workers (`app.replay`), `forlop dlq` (`app.dlq`), export and the commands.
 
-The same handlers serve the Kafka consumers, the HTTP intake and `forlop replay` (which drains the
-outbox in-process instead of through a broker).
+The same handlers serve the Kafka consumers and the HTTP intake; `forlop replay` (`app.replay`)
+composes the same decisions with the pathway service's bulk unit of work, and delivers what is
+left in the outbox in-process (`drain_outbox`) instead of through a broker.
 """
 
 from __future__ import annotations
