@@ -64,12 +64,18 @@ def test_a_replay_with_workers_stores_what_one_process_stores(
     monkeypatch.setattr("app.replay.pipeline.AHEAD_CHUNK", 4)
     built_here: list[str] = []
     derived_here: list[str] = []
-    import app.replay.pipeline as pathway_service
+    import app.replay.pipeline as pipeline
     import services.messaging.apply as apply
+    import services.messaging.prebuild as prebuild
 
-    real_build, real_derive = apply.build_for, pathway_service.derive_pathway
-    monkeypatch.setattr(apply, "build_for", lambda row, *a: built_here.append(row["id"]) or real_build(row, *a))
-    monkeypatch.setattr(pathway_service, "derive_pathway",
+    real_build, real_derive = apply.build_for, pipeline.derive_pathway
+
+    def build_here(row, *a):
+        return built_here.append(row["id"]) or real_build(row, *a)
+
+    monkeypatch.setattr(apply, "build_for", build_here)
+    monkeypatch.setattr(prebuild, "build_for", build_here)  # a new row's XML, where no worker built it
+    monkeypatch.setattr(pipeline, "derive_pathway",
                         lambda key, *a, **k: derived_here.append(key) or real_derive(key, *a, **k))
 
     with_workers = replay_file(Runtime(settings, store, FixedClock(AS_OF)), "dips", replay_file_with_rejects,
