@@ -44,7 +44,7 @@ from forlop_devtools.broker import EmbeddedBroker, free_port
 from forlop_devtools.messaging_bench import messages_per_second
 from forlop_devtools.process_cpu import CpuMeter, TreeRss
 from forlop_devtools.synthetic import iter_generate
-from services.pathway.public import compute_indicators, scan
+from services.pathway.public import SqlUnitOfWork, compute_indicators, scan
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -526,7 +526,7 @@ def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any
         started, refreshed, changed = time.perf_counter(), 0, 0
         while True:
             with store.transaction() as conn:
-                result = scan(conn, now, rt.pathway_deps, limit=5000)
+                result = scan(SqlUnitOfWork(conn), now, rt.pathway_deps, limit=5000)
             refreshed += len(result.refreshed)
             changed += result.status_changes
             if not result.refreshed:
