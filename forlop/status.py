@@ -184,7 +184,26 @@ class PathwayStatus:
         return ClockBasis.from_dict(basis) if isinstance(basis, Mapping) else basis
 
     def to_dict(self) -> dict[str, Any]:
-        return plain(self)
+        """The JSON form (as stored and published): what `plain` gives, written out because every
+        derivation and every scanner step serialises a status (a test holds the two equal)."""
+        return {
+            "pathway_key": self.pathway_key,
+            "pathway_id": self.pathway_id,
+            "source": self.source,
+            "pathway_type": self.pathway_type,
+            "episode_status": self.episode_status.value,
+            "phase": self.phase,
+            "milestones": [_milestone_dict(m) for m in self.milestones],
+            "status_history": [{"status": p.status.value, "start": p.start.isoformat(), "end": _iso(p.end)}
+                               for p in self.status_history],
+            "start_date": _iso(self.start_date),
+            "end_date": _iso(self.end_date),
+            "rule_set": self.rule_set,
+            "findings": [{"kind": f.kind, "message": f.message, "event_id": f.event_id, "on": _iso(f.on)}
+                         for f in self.findings],
+            "as_of": _iso(self.as_of),
+            "extra": plain(self.extra),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PathwayStatus:
@@ -205,6 +224,27 @@ class PathwayStatus:
             datetime.fromisoformat(as_of) if as_of else None,
             extra,
         )
+
+
+def _milestone_dict(m: Milestone) -> dict[str, Any]:
+    status, cause = m.deadline_status, m.delay_cause
+    return {
+        "key": m.key,
+        "code": m.code.value,
+        "state": m.state.value,
+        "anchor_date": _iso(m.anchor_date),
+        "deadline": _iso(m.deadline),
+        "adjusted_deadline": _iso(m.adjusted_deadline),
+        "completed_on": _iso(m.completed_on),
+        "deadline_status": status.value if status is not None else None,
+        "delay_cause": cause.value if cause is not None else None,
+        "outcome": m.outcome,
+        "event_ids": list(m.event_ids),
+    }
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _day(value: str | None) -> date | None:
