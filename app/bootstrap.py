@@ -8,19 +8,19 @@ process kind takes what it needs from it: `forlop serve <service>` (`service_par
 worker processes (`app.serve.ApiWorkers`), the embedded run (`app.embedded`), `forlop replay` and
 its workers (`app.replay`), `forlop dlq` (`app.dlq`), export and the commands.
 
-The same handlers serve the Kafka consumers, the HTTP intake and `forlop replay` (which drains the
-outbox in-process instead of through a broker).
+The same handlers serve the Kafka consumers and the HTTP intake; `forlop replay` (`app.replay`)
+composes the same decisions with the pathway service's bulk unit of work, and delivers what is
+left in the outbox in-process (`drain_outbox`) instead of through a broker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 from sqlalchemy import Connection, select, update
@@ -30,7 +30,6 @@ from forlop.auth import SCOPE_READ, TokenVerifier
 from forlop.clock import Clock, FixedClock, system_clock
 from forlop.config import ConfigError, Settings
 from forlop.dead_letters import DeadLetter, exception_reason
-from forlop.events import PathwayEvent
 from forlop.failures import Failure
 from forlop.fhir.ids import set_patient_id_key
 from forlop.kafka import (
@@ -63,6 +62,7 @@ from services.messaging.public import (
     make_transport,
     messages_bp,
     messaging_handler,
+    prebuilt_builder,
     schema_set,
 )
 from services.messaging.public import CliContext as MessagingCommands
@@ -70,6 +70,8 @@ from services.pathway.public import CliContext as PathwayCommands
 from services.pathway.public import (
     PathwayDeps,
     RuleBook,
+    SqlUnitOfWork,
+    StatusChange,
     pathway_bp,
     pathway_handler,
     refresh_queued,
@@ -80,10 +82,6 @@ from services.pathway.public import (
 log = logging.getLogger(__name__)
 
 SERVICES = ("ingest", "pathway", "messaging", "api")
-
-# A status change handed over in the caller's transaction (replay): its payload, correlation id and events.
-HandedOver = tuple[dict[str, Any], str, list[PathwayEvent]]
-
 
 # --- the services' dependencies, from the settings ------------------------------------------------
 def pathway_deps_from(settings: Settings) -> PathwayDeps:
@@ -178,9 +176,8 @@ class Runtime:
     def ingest_handler(self, source: str) -> TxHandler:
         return ingest_handler(source, self.now, self.settings.topics)
 
-    def pathway_handler(self, defer: bool = False) -> TxHandler:
-        """`defer`: store the events and queue their pathways for one derivation later (replay)."""
-        return pathway_handler(self.now, self.pathway_deps, defer=defer)
+    def pathway_handler(self) -> TxHandler:
+        return pathway_handler(self.now, self.pathway_deps)
 
     def messaging_handler(self) -> TxHandler:
         return messaging_handler(self.now, self.messaging.deps, self.settings.topics.apprec)
@@ -190,17 +187,19 @@ class Runtime:
         (`services.messaging.replan`), through the pathway's status-changed records."""
         topics = self.settings.topics
         return Replanner(self.store, self.messaging.deps.triggers,
-                         lambda conn, keys, now: republish(conn, keys, now, topics, REPLAN_CAUSE), self.clock)
+                         lambda conn, keys, now: republish(SqlUnitOfWork(conn), keys, now, topics, REPLAN_CAUSE),
+                         self.clock)
 
-    def hand_to_messaging(
-        self, conn: Connection, handed_over: Sequence[HandedOver], now: datetime | None = None,
-        prebuilt: Mapping[str, PrebuiltMessage] | None = None,
-    ) -> None:
-        """Status changes handed over in the caller's transaction (replay), as the consumer would get them."""
-        correlations = {id(payload): correlation for payload, correlation, _ in handed_over}
+    def hand_to_messaging(self, conn: Connection, changes: Sequence[StatusChange], now: datetime) -> None:
+        """Status changes handed over in the caller's transaction (replay), as the consumer would get
+        them, with the messages the replay's workers built for them."""
+        correlations = {id(c.payload): c.correlation for c in changes}
+        prebuilt: dict[str, PrebuiltMessage] = {}
+        for c in changes:
+            prebuilt.update(c.messages)
         handle_parsed_status_changes(
-            conn, [(payload, events) for payload, _, events in handed_over], now or self.clock(),
-            self.messaging.deps, on_each=lambda p: correlation_id.set(correlations[id(p)]), prebuilt=prebuilt)
+            conn, [(c.payload, c.events) for c in changes], now, self.messaging.deps,
+            on_each=lambda p: correlation_id.set(correlations[id(p)]), build_new=prebuilt_builder(prebuilt))
 
     def topic_handlers(self, services: Sequence[str]) -> dict[str, TxHandler]:
         """Which topic feeds which handler, for the given services."""
@@ -331,10 +330,10 @@ class Runtime:
     def scan_step(self) -> int:
         """One pass of the deadline scanner: first the pathways a replay stored but did not derive (it
         was stopped before the end), then those whose next threshold has come."""
-        with self.store.transaction() as conn:
-            queued = len(refresh_queued(conn, self.clock(), self.pathway_deps).refreshed)
-        with self.store.transaction() as conn:
-            return queued + len(scan(conn, self.clock(), self.pathway_deps).refreshed)
+        with SqlUnitOfWork.begin(self.store) as uow:
+            queued = len(refresh_queued(uow, self.clock(), self.pathway_deps).refreshed)
+        with SqlUnitOfWork.begin(self.store) as uow:
+            return queued + len(scan(uow, self.clock(), self.pathway_deps).refreshed)
 
     def api_app(self, closers: list[Callable[[], object]]) -> Flask:
         """The API with every service's blueprint; what must be closed with it goes to `closers`."""

@@ -29,8 +29,8 @@ DEV_KID = "forlop-dev"
 LEEWAY_S = 30  # clock skew allowed on exp and nbf
 # A token whose signature and claims were checked is remembered by its exact text for at most this
 # long (and never past its expiry, checked on every request): the RS256 check and PyJWT's parsing
-# were a quarter of a search request. Well inside the JWKS cache's 600 s, so a key the issuer
-# withdraws stops being accepted no later than without it.
+# were a large share of a search request (docs/performance.md). Well inside the JWKS cache's 600 s,
+# so a key the issuer withdraws stops being accepted no later than without it.
 VERIFIED_MAX_AGE_S = 60.0
 VERIFIED_MAX_TOKENS = 1024
 

@@ -37,6 +37,23 @@ class CodeList:
     pathway_types: dict[str, dict[str, Any]]
     events: dict[str, dict[str, Any]]
     code_system: str
+    other_events_rank: int = 6  # the same-day rank of an event that is not a pathway code
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> CodeList:
+        for letter, spec in doc["events"].items():
+            if not isinstance(spec.get("sameDayRank"), int):
+                raise ValueError(f"event {letter!r} of the code list has no sameDayRank")
+        return cls(doc["pathwayTypes"], doc["events"], doc["codeSystem"], int(doc["otherEventsSameDayRank"]))
+
+    def same_day_rank(self, code: str | None, pathway_type: str) -> int:
+        """Where a registration comes among those of the same day: pathway order (start before first
+        attendance before decision ...), by the event letter of `code` in `pathway_type`; an event that
+        is not a pathway code, or a code not of this pathway type, ranks `other_events_rank`."""
+        if not code or not code.startswith(pathway_type):
+            return self.other_events_rank
+        spec = self.events.get(code[len(pathway_type):len(pathway_type) + 1])
+        return spec["sameDayRank"] if spec else self.other_events_rank
 
     def parse(self, code: str, pathway_type: str | None = None) -> ParsedCode:
         """Parse a registration code; raise UnknownCode naming the rule it breaks.
@@ -71,5 +88,9 @@ class CodeList:
 
 @cache
 def code_list() -> CodeList:
-    data = json.loads(resources.files("profiles").joinpath("codes/event-codes.json").read_text("utf-8"))
-    return CodeList(data["pathwayTypes"], data["events"], data["codeSystem"])
+    """The code list shipped in ``profiles/codes/event-codes.json``."""
+    return CodeList.from_document(code_list_document())
+
+
+def code_list_document() -> dict[str, Any]:
+    return json.loads(resources.files("profiles").joinpath("codes/event-codes.json").read_text("utf-8"))

@@ -3,8 +3,8 @@
 A batch (a consumer poll, a replay chunk, a scanner pass) allocates tens of thousands of dicts and lists (events,
 statuses, FHIR resources, rows) that all live until the batch ends and are then freed by reference
 counting. With automatic collection on, every 700 allocations the collector walked them again
-(and again as they aged into the older generations): 5.5 s of a 40 s, 34,000-event Kafka run in
-the pathway process (`gc.callbacks`), ~0.15 ms per event. Paused, the batch's objects are freed
+(and again as they aged into the older generations): a seventh of a Kafka run's time in the
+pathway process (`gc.callbacks`; docs/performance.md). Paused, the batch's objects are freed
 before the collector looks, and it finds only what really outlives the batch.
 """
 

@@ -65,8 +65,8 @@ class Settings:
     max_poll_interval_ms: int = 300_000
     # How long a fetch of the vendor topics may wait at the broker for more records (up to 64 KiB),
     # so the ingest consumer's transaction, offset commit and relay pass carry tens of events, not
-    # a few: at 500 events/s the ingest process's CPU per event 0.88 -> 0.57 ms (40 ms: 0.44, but
-    # p99 at 100/s 112 -> 165 ms). 0: return as soon as any record is there (lowest latency below
+    # a few: less CPU per event under load, a little more latency below capacity (the figures:
+    # docs/performance.md). 0: return as soon as any record is there (lowest latency below
     # capacity, most work per event).
     ingest_batch_wait_ms: int = 20
     # The longest wait between retries while the database or broker is unavailable (consumers and

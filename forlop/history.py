@@ -11,13 +11,12 @@ withdrawal naming the stay's id withdraws each of its events recorded before it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from forlop.codes import code_list
 from forlop.events import EventKind, PathwayEvent
-
-# Same-day registrations happen in pathway order: start before first attendance before decision ...
-_LETTER_ORDER = {"A": 0, "F": 1, "V": 2, "C": 3, "B": 4, "E": 5, "X": 9}
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,16 @@ class CurrentHistory:
     unmatched_withdrawals: tuple[PathwayEvent, ...]  # withdrawals whose target is not (yet) known
 
 
+def history_hash(event_ids: Iterable[str]) -> str:
+    """What a pathway's status was derived from: the set of its events' ids (order and duplicates aside).
+    Stored beside the status; the same history gives the same hash, whatever order it arrived in."""
+    return hashlib.sha256("\n".join(sorted(event_ids)).encode()).hexdigest()
+
+
 def happened_order(ev: PathwayEvent) -> tuple:
-    letter = _letter(ev)
-    return (ev.occurred_at, _LETTER_ORDER.get(letter, 6), ev.recorded_at, ev.event_id)
+    """The order things happened in; registrations of the same moment in pathway order (the code list's)."""
+    code = ev.code if ev.kind is EventKind.PATHWAY_CODE else None
+    return (ev.occurred_at, code_list().same_day_rank(code, ev.pathway_type), ev.recorded_at, ev.event_id)
 
 
 def current_history(events: Iterable[PathwayEvent]) -> CurrentHistory:
@@ -80,9 +86,3 @@ def current_history(events: Iterable[PathwayEvent]) -> CurrentHistory:
         tuple(sorted(unmatched, key=happened_order)),
     )
 
-
-def _letter(ev: PathwayEvent) -> str:
-    if ev.kind is EventKind.PATHWAY_CODE and ev.code and ev.code.startswith(ev.pathway_type):
-        rest = ev.code[len(ev.pathway_type):]
-        return rest[:1]
-    return ""

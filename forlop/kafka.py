@@ -161,9 +161,9 @@ BATCH_MIN_BYTES = 64 * 1024  # what a fetch that may wait for a batch waits for 
 # A record whose failures differ every time (a message that carries a time or an address) is
 # dead-lettered after this many attempts on its own; one that fails the same way twice, at once.
 ISOLATION_MAX_ATTEMPTS = 5
-# The lag gauge is set at most this often: a position lookup per partition after every poll (8
-# partitions, ~50 polls/s at 350 events/s offered) was 3 % of the ingest process's CPU, for a
-# gauge Prometheus reads every 15-30 s.
+# The lag gauge is set at most this often: a position lookup per partition after every poll cost
+# the ingest process a measurable share of its CPU (docs/performance.md), for a gauge Prometheus
+# reads every 15-30 s.
 LAG_REPORT_INTERVAL_S = 1.0
 
 
@@ -229,7 +229,7 @@ class ConsumerLoop:
             heartbeat_interval_ms=max(500, min(3000, interval // 4)),
             # A fetch on a quiet partition waits at the broker up to this long for data: with the
             # default 500 ms each hop (vendor topic, events topic) added up to half a second to
-            # produce->status latency below capacity (p50 275 ms, p99 547 ms at 100 events/s).
+            # produce->status latency below capacity (docs/performance.md).
             # `batch_wait_ms` > 0: the fetch waits that long for BATCH_MIN_BYTES unless they are there.
             fetch_max_wait_ms=self.batch_wait_ms or FETCH_MAX_WAIT_MS,
             fetch_min_bytes=BATCH_MIN_BYTES if self.batch_wait_ms else 1,
@@ -252,8 +252,8 @@ class ConsumerLoop:
                 self._report_lag(consumer, time.monotonic())
                 # The whole poll (every partition and topic it returned) is one batch: one
                 # transaction and one offset commit. One per partition, a poll of the two vendor
-                # topics (2 x 4 partitions) waited for up to 8 transactions and commits in turn:
-                # one per poll took produce->status at 100 events/s from p50 ~85 to ~47 ms.
+                # topics (2 x 4 partitions) waited for up to 8 transactions and commits in turn;
+                # one per poll roughly halved produce->status latency (docs/performance.md).
                 pending = [(tp, [_record(r) for r in raws]) for tp, raws in polled.items() if raws]
                 if not pending:
                     continue

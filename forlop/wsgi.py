@@ -28,11 +28,10 @@ from forlop.config import Settings
 
 # Worker threads per process (the API's: FORLOP_HTTP_THREADS, `Settings.http_threads`). The work per
 # request is CPU in Python (one GIL): more threads than a few only add switching and an unfair
-# hand-over of the GIL (the tail latency: search p99 ~90 ms with eight, ~60 with four, p50 about the
-# same), while a request waiting on the database lets another run.
-# Two, not four: 32 clients on 2 API processes (SQLite, 203k pathways, 7 alternated runs) had p99
-# 34-65 ms (mean 53) with two against 60-78 (mean 66) with four, throughput within the noise; one
-# thread was as good (41-53) but lets one slow request (a large unit's worklist) hold up every other.
+# hand-over of the GIL (a longer tail at the same median), while a request waiting on the database
+# lets another run. Two, not four: a shorter tail under load at the same throughput; one thread was
+# as good but lets one slow request (a large unit's worklist) hold up every other (the measurements:
+# docs/performance.md).
 # The store's connection pool holds at least this many, so no request opens a connection.
 HTTP_THREADS = Settings.http_threads
 

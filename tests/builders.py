@@ -26,6 +26,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from forlop.clock import OSLO, parse_time
+from forlop.config import SYNTHETIC_SENDER_ORG_NUMBER
 from forlop.events import (
     Appointment,
     AppointmentChange,
@@ -37,11 +38,11 @@ from forlop.events import (
     Source,
     Unit,
 )
+from forlop.status import Milestone, PathwayStatus
 from services.ingest.domain.national_id import synthetic_national_id
 from services.ingest.domain.validation import registration_instant
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import Milestone, PathwayStatus
 
 RULES = RuleBook.load()
 NATIONAL_ID = synthetic_national_id(random.Random(2025), date(1984, 3, 12))  # synthetic: month + 80
@@ -147,7 +148,7 @@ class Scenario(EventBuilder):
     @staticmethod
     def _unit(setting: Setting) -> Unit:
         her_id, name = _UNITS[setting]
-        return Unit(her_id=her_id, name=name, setting=setting, org_number="983974899")
+        return Unit(her_id=her_id, name=name, setting=setting, org_number=SYNTHETIC_SENDER_ORG_NUMBER)
 
     def _add(self, kind: EventKind, occurred_at: datetime, recorded_at: datetime, setting: Setting | None = None,
              **fields: Any) -> Scenario:

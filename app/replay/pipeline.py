@@ -1,10 +1,13 @@
-"""`forlop replay`: a file of vendor events through the same handlers as the Kafka consumers, no broker.
+"""`forlop replay`: a file of vendor events through the services' own decisions, no broker.
 
-Each batch is ingested and its accepted events stored and their pathways queued in one
-transaction; at the end each queued pathway is derived once and its status change handed to
-messaging in the same transaction as the derivation, as the consumer would receive it. The
-in-process hops write no outbox records (nothing outside would read them): an event is not
-written, read back, parsed and marked twice. Replaying the same file twice changes nothing.
+The replay is an adapter of its own: it composes the pure functions the Kafka handlers use
+(checking vendor records, `derive_pathway`, `plan_refresh`, messaging's plan) with the pathway
+service's bulk unit of work (`BulkUnitOfWork`) and its worker processes (`app.replay.workers`).
+Each batch is checked, its accepted events stored and their pathways queued in one transaction;
+at the end each queued pathway is derived once and its status change handed to messaging in the
+same transaction as the derivation, as the consumer would receive it. The in-process hops write
+no outbox records (nothing outside would read them): an event is not written, read back, parsed
+and marked twice. Replaying the same file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -12,21 +15,32 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import Connection
 
 from app.bootstrap import Runtime
 from app.replay.workers import ReplayWorkers, check_batch, derive_batch, unpacked
 from forlop.events import PathwayEvent
-from forlop.storage import schema
-from services.ingest.public import InboundRecord, Problem, ingest
-from services.pathway.public import PathwayResult, handle_events, refresh_queued
+from forlop.kafka import Record, TxHandler
+from services.ingest.public import InboundRecord, Problem, SqlIngestUnitOfWork, accept, check_records
+from services.pathway.public import (
+    BulkUnitOfWork,
+    Derivation,
+    derive_pathway,
+    history_hash_of,
+    plan_refresh,
+    queued_after,
+    queued_count,
+    record_events,
+    store_alerts,
+)
 
 # Pathways per chunk when workers derive ahead. Smaller than the chunk without workers: the
 # worker's result waits in memory while the chunk before is written, and the first and last
@@ -127,7 +141,7 @@ def replay_file(
     spawned, so a script that calls this with workers needs the `if __name__ == "__main__"` guard.
     """
     # Canonical events an earlier replay or an API intake left in the outbox go first (per-patient order).
-    runtime.drain_outbox({runtime.settings.topics.events: runtime.pathway_handler(defer=True)})
+    runtime.drain_outbox({runtime.settings.topics.events: events_handler(runtime)})
     pool = None
     if workers > 0:
         # The workers wire the same messaging from the same settings: a configuration error (the
@@ -149,10 +163,11 @@ def _replay(
     started = time.perf_counter()
     done_bytes = 0
     for batch, checked in _checked_batches(path, batch_size, source, pool):
+        outcomes = checked if checked is not None else check_records(source, batch)
         with runtime.store.transaction() as conn:
             now = runtime.clock()
-            result = ingest(conn, source, batch, now, runtime.settings.topics, forward=False, checked=checked)
-            handle_events(conn, result.accepted, now, runtime.pathway_deps, defer=True)
+            result = accept(SqlIngestUnitOfWork(conn), source, batch, outcomes, now, runtime.settings.topics)
+            store_events(BulkUnitOfWork(conn), result.accepted, now)
         counts.read += len(batch)
         counts.accepted += len(result.accepted)
         counts.duplicates += result.duplicates
@@ -170,6 +185,30 @@ def _replay(
     return counts
 
 
+def store_events(uow: BulkUnitOfWork, events: Sequence[PathwayEvent], now: datetime) -> None:
+    """The first phase for a batch: its new events into the history, their pathways queued (not derived)."""
+    new, _ = record_events(uow, events, now)
+    uow.pathways.queue(sorted({ev.pathway_key for ev in new}), now)
+
+
+def events_handler(runtime: Runtime) -> TxHandler:
+    """Canonical events delivered in-process (from the outbox), stored and queued as a replay's batch is."""
+
+    def handle(conn: Connection, records: Sequence[Record]) -> None:
+        events = [PathwayEvent.from_dict(orjson.loads(r.value)) for r in records]
+        store_events(BulkUnitOfWork(conn), events, runtime.clock())
+
+    return handle
+
+
+@dataclass
+class Derived:
+    """What one derive chunk did: the pathways derived and how many status changes went to messaging."""
+
+    refreshed: list[str]
+    status_changes: int
+
+
 def derive_queued(
     runtime: Runtime, progress: TextIO | None, chunk: int = 2000, workers: ReplayWorkers | None = None
 ) -> tuple[int, int]:
@@ -178,14 +217,12 @@ def derive_queued(
     `AHEAD_CHUNK` pathways instead of `chunk`."""
     # Status changes still in the outbox (the pathway service's, or an earlier replay's) go first.
     runtime.drain_outbox(runtime.topic_handlers(["messaging"]))
-    q = schema.pathway_refresh_queue
-    with runtime.store.read() as conn:
-        total = conn.execute(select(func.count()).select_from(q)).scalar_one()
+    total = queued_count(runtime.store)
     bar = Progress(total, progress) if progress and total else None
     derived = changes = 0
     for result in _derive_ahead(runtime, workers) if workers is not None else _derive_in_turn(runtime, chunk):
         derived += len(result.refreshed)
-        changes += len(result.handed_over)
+        changes += result.status_changes
         if bar:
             bar.show(derived, f"{derived:>9} pathways derived")
     if bar:
@@ -194,35 +231,54 @@ def derive_queued(
 
 
 def _derive_chunk(
-    runtime: Runtime, now: datetime, limit: int, keys: list[str] | None = None, derived: dict[str, Any] | None = None
-) -> PathwayResult:
-    """One transaction: queued pathways derived, their status changes handed to messaging."""
+    runtime: Runtime, now: datetime, limit: int, keys: list[str] | None = None,
+    ready: dict[str, Derivation] | None = None,
+) -> Derived:
+    """One transaction: queued pathways claimed, derived, stored and taken off the queue, their status
+    changes handed to messaging. `keys`: only those of these still queued (a chunk read ahead);
+    `ready`: the workers' derivations of them, used where the history is still the one derived."""
+    deps = runtime.pathway_deps
     with runtime.store.transaction() as conn:
-        result = refresh_queued(conn, now, runtime.pathway_deps, limit=limit, hand_over=True, among_keys=keys,
-                                derived=derived)
-        runtime.hand_to_messaging(conn, result.handed_over, now, result.prebuilt)
-    return result
+        uow = BulkUnitOfWork(conn)
+        claimed = uow.pathways.claim_queued(limit) if keys is None else uow.pathways.claim_queued_among(keys, limit)
+        if not claimed:
+            return Derived([], 0)
+        histories = uow.pathways.histories(claimed)
+        stored = uow.pathways.lock_stored(claimed)
+        derived = []
+        for key in claimed:
+            history = histories.get(key)
+            if not history:
+                continue
+            history_hash = history_hash_of(history)
+            d = (ready or {}).get(key)
+            if d is None or d.history_hash != history_hash or d.as_of != now:
+                d = derive_pathway(key, history, now, deps, history_hash)
+            derived.append(d)
+        plan = plan_refresh(derived, histories, stored, now)
+        uow.pathways.save(plan.writes, now)
+        store_alerts(uow, plan.alerts, now, deps.topics)
+        uow.pathways.unqueue(claimed)
+        runtime.hand_to_messaging(conn, plan.status_changes, now)
+    return Derived(plan.refreshed, len(plan.status_changes))
 
 
-def _derive_in_turn(runtime: Runtime, chunk: int) -> Iterator[PathwayResult]:
+def _derive_in_turn(runtime: Runtime, chunk: int) -> Iterator[Derived]:
     while (result := _derive_chunk(runtime, runtime.clock(), chunk)).refreshed:
         yield result
 
 
-def _derive_ahead(runtime: Runtime, workers: ReplayWorkers) -> Iterator[PathwayResult]:
+def _derive_ahead(runtime: Runtime, workers: ReplayWorkers) -> Iterator[Derived]:
     """The workers derive the next chunks (in key order) while this one is written.
 
     The queue is read ahead without claiming; each write transaction takes the chunk's pathways
     still queued (on PostgreSQL those no other deriver holds) and derives again those whose
     history changed since the worker read it. A pass ends when one from the first key finds nothing.
     """
-    q = schema.pathway_refresh_queue
     ahead: deque[tuple[list[str], datetime, Future[Any]]] = deque()
     after: str | None = None
     while True:
-        claim = select(q.c.pathway_key).order_by(q.c.pathway_key).limit(AHEAD_CHUNK)
-        with runtime.store.read() as conn:
-            keys = list(conn.execute(claim if after is None else claim.where(q.c.pathway_key > after)).scalars())
+        keys = queued_after(runtime.store, after, AHEAD_CHUNK)
         if keys:
             now = runtime.clock()
             ahead.append((keys, now, workers.submit(derive_batch, keys, now)))

@@ -4,7 +4,7 @@ Only pure work goes to them: checking vendor records, deriving pathways and mapp
 building the XML of the messages their histories owe. Every write stays in the main process, in
 the same transactions as without workers (SQLite has one writer). A worker reads histories on its
 own connection; the main process uses a derivation only if the history it loads in its write
-transaction is the one derived (`services.pathway.handlers.refresh`), and a prebuilt message only
+transaction is the one derived (`app.replay.pipeline._derive_chunk`), and a prebuilt message only
 for the new row it was built for (`services.messaging.prebuild`), so a worker can make a replay
 faster but never change what it stores.
 
@@ -28,10 +28,11 @@ from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.ids import set_patient_id_key
 from forlop.logging import configure_logging
+from forlop.status import PathwayStatus
 from forlop.storage import Store
 from services.ingest.public import check_records
 from services.messaging.public import prebuild_messages
-from services.pathway.public import derive_pathway, load_history
+from services.pathway.public import derive_pathway, in_order, load_history
 
 
 def default_count() -> int:
@@ -66,8 +67,8 @@ def derive_batch(pathway_keys: Sequence[str], now: datetime) -> bytes:
         if not history:
             continue
         d = derive_pathway(key, history, now, _worker["pathway"])
-        ordered = sorted(history, key=lambda ev: (ev.occurred_at, ev.event_id))  # as `refresh` hands them over
-        d.messages = prebuild_messages(ordered, d.status, now, _worker["messaging"])
+        # the history in the order a status change carries it to messaging (`plan_refresh`)
+        d.messages = prebuild_messages(in_order(history), PathwayStatus.from_dict(d.status), now, _worker["messaging"])
         out.append(d)
     return _packed(out)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib.metadata as md
 import json
 import logging
@@ -38,13 +37,14 @@ from forlop.auth import SCOPE_READ, mint_dev_token
 from forlop.clock import FixedClock, system_clock
 from forlop.config import Settings, load_settings
 from forlop.fhir import ids
+from forlop.history import history_hash
 from forlop.kafka import make_producer
 from forlop.storage import Store, schema
 from forlop_devtools.broker import EmbeddedBroker, free_port
 from forlop_devtools.messaging_bench import messages_per_second
 from forlop_devtools.process_cpu import CpuMeter, TreeRss
 from forlop_devtools.synthetic import iter_generate
-from services.pathway.public import compute_indicators, scan
+from services.pathway.public import SqlUnitOfWork, compute_indicators, scan
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -436,8 +436,7 @@ def _clone_statuses(conn: Any, suffix: str) -> None:
         mine = events.get(key, [])
         for old in (key, pathway_id, *mine):
             status = status.replace(f'"{old}"', f'"{old}{suffix}"')
-        history_hash = hashlib.sha256("\n".join(sorted(e + suffix for e in mine)).encode()).hexdigest()
-        rows.append((key, status, history_hash))
+        rows.append((key, status, history_hash(e + suffix for e in mine)))
     conn.exec_driver_sql("CREATE TEMP TABLE clone_status (pathway_key TEXT PRIMARY KEY, status TEXT, history_hash TEXT)")
     conn.exec_driver_sql("INSERT INTO temp.clone_status VALUES (?, ?, ?)", rows)
 
@@ -527,7 +526,7 @@ def bench_scan(url: str, as_of: datetime, open_target: int = 0) -> dict[str, Any
         started, refreshed, changed = time.perf_counter(), 0, 0
         while True:
             with store.transaction() as conn:
-                result = scan(conn, now, rt.pathway_deps, limit=5000)
+                result = scan(SqlUnitOfWork(conn), now, rt.pathway_deps, limit=5000)
             refreshed += len(result.refreshed)
             changed += result.status_changes
             if not result.refreshed:

@@ -10,16 +10,11 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from forlop.codec import json_text
 from forlop.collector import collector_paused
 from forlop.storage import migrations, schema
 
-__all__ = ["Store", "schema"]
-
-
-def json_text(value: object) -> str:
-    """JSON columns and records: orjson, several times faster than json on statuses and FHIR resources
-    (a fifth of the scanner's and replay's time went to json); UTF-8 text like ensure_ascii=False."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+__all__ = ["Store", "json_text", "schema"]
 
 
 class SchemaNotReady(RuntimeError):
@@ -35,7 +30,7 @@ class Store:
     # PRAGMAs, schema read).
     # sqlite_cache_mb: each SQLite connection's page cache (SQLite's default is 2 MiB). A bulk load
     # (`forlop replay`) inserts into B-trees far bigger than that and read pages back from the OS
-    # again and again (256 MiB: system time 30 -> 14 s on a 100k-event replay).
+    # again and again (a larger cache halved a replay's system time: docs/performance.md).
     # statement_timeout_ms (PostgreSQL): every statement on this store's connections is cancelled by
     # the server after this long (`with_statement_timeout`); 0: no limit.
     def __init__(self, database_url: str, *, pool_size: int = 10, sqlite_cache_mb: int | None = None,
@@ -70,9 +65,9 @@ class Store:
             # An executemany INSERT goes out through psycopg's pipeline: one statement text, converted
             # once and prepared by the server, for every row. SQLAlchemy's multi-row INSERT ... VALUES
             # pages were a new text per row count, which psycopg converts anew (it caches statements
-            # of up to 4 KB and 50 parameters) and the server parses anew: 3.7 % of the pathway
-            # process; Kafka ingest 472 -> 527 events/s (mean of 4 alternated runs each). The search
-            # index rows, for which pages were chosen once, go through `insert_rows` now.
+            # of up to 4 KB and 50 parameters) and the server parses anew (the gain in Kafka ingest:
+            # docs/performance.md). The search index rows, for which pages were chosen once, go
+            # through `insert_rows` now.
             self.engine.dialect.use_insertmanyvalues_wo_returning = False
 
     def with_statement_timeout(self, timeout_ms: int) -> Store:

@@ -169,8 +169,8 @@ def rows_by_key(conn: Connection, table: Table, key: Sequence[Column], keys: Seq
 
     PostgreSQL gets the keys as one array per key column joined to the table, one primary-key probe
     each: given `a IN (..) AND b IN (..)` it probed by `a` alone and filtered `b`, reading every row
-    of those `a` values (64 ms a FHIR resource lookup at 45k resources, half of PostgreSQL's
-    statement time under Kafka ingest, and growing with the table). SQLite probes the key for each
+    of those `a` values (half of PostgreSQL's statement time under Kafka ingest, growing with the
+    table: docs/performance.md). SQLite probes the key for each
     value pair of the IN lists, and the rows are filtered to the pairs asked for.
     """
     selected = select(*key, *columns)

@@ -140,7 +140,7 @@ pathways = Table(
     # A unit's worklist reads its open pathways only, not the finished ones piling up beside them.
     Index("ix_pathways_unit_status", "unit_her_id", "episode_status"),
     # The overdue-milestones gauge sums the pathways that have any (forlop.metrics): without it every
-    # process read the whole table every 15 s (0.42 s of a core over 203k pathways on SQLite).
+    # process read the whole table every 15 s (docs/performance.md).
     Index("ix_pathways_overdue", "overdue_milestones", sqlite_where=text("overdue_milestones > 0"),
           postgresql_where=text("overdue_milestones > 0")),
 )

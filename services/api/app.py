@@ -38,9 +38,11 @@ from services.ingest.public import (
     InboundRecord,
     Problem,
     RejectedEvent,
+    SqlIngestUnitOfWork,
     TooManyRecords,
+    accept,
     check_record,
-    ingest,
+    forward,
     parse_body,
 )
 from services.pathway.public import SEARCH_PARAMS, read_resource, search_page
@@ -124,8 +126,10 @@ def create_app(deps: ApiDeps) -> Flask:
             return fhir_response(operation_outcome(problems), 422)
         try:
             with deps.store.transaction() as conn:
-                result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False,
-                                checked=checked)
+                now, topics = deps.clock(), deps.settings.topics
+                uow = SqlIngestUnitOfWork(conn)
+                result = accept(uow, source, records, checked, now, topics, dead_letter=False)
+                forward(uow, result.accepted, now, topics)
                 if result.conflicts:  # all or nothing, as a 422: the transaction rolls back
                     raise ConflictingDuplicates(result.conflicts)
         except ConflictingDuplicates as exc:

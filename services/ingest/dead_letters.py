@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from forlop import dead_letters
 from forlop.config import Topics
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.handlers import InboundRecord, ingest
 
 
@@ -29,7 +30,7 @@ def replay_dead_letter(conn: Connection, row: Mapping[str, Any], now: datetime, 
     """Run an ingest dead letter's record through the ingest flow again, in the caller's transaction."""
     dl_id = int(row["id"])
     record = InboundRecord(dead_letters.record_bytes(row), f"dlq:{dl_id}:{row['origin']}", row["record_key"])
-    result = ingest(conn, row["source"], [record], now, topics, dead_letter=False)
+    result = ingest(SqlIngestUnitOfWork(conn), row["source"], [record], now, topics, dead_letter=False)
     if result.rejected:
         reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in result.rejected[0][1]]
         dead_letters.mark_failing(conn, dl_id, "still-rejected", reasons)

@@ -1,4 +1,4 @@
-"""Ingest flow: vendor record -> validate -> normalise -> (inbound log + outbox) in one transaction.
+"""Ingest flow: vendor record -> validate -> normalise -> (inbound log + outbox) in one unit of work.
 
 Accepted events go to the topic of canonical events, keyed by patient so each
 patient's events stay ordered. Rejected records go to the dead-letter table and
@@ -19,18 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
-from sqlalchemy import Connection, select
 
-from forlop import dead_letters, metrics
+from forlop import metrics
+from forlop.codec import json_text
 from forlop.config import Topics
 from forlop.dead_letters import DeadLetter
 from forlop.events import PathwayEvent
 from forlop.logging import ctx
-from forlop.storage import json_text, schema
-from forlop.storage.bulk import among, insert_many
 from services.ingest.domain.boundary import RecordProblems, parse_record, value_problems
 from services.ingest.domain.normalise import RejectedEvent, parse_vendor_event
 from services.ingest.domain.validation import SOURCES, Problem, bounds
+from services.ingest.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -179,25 +178,39 @@ def canonical_event_record(event: PathwayEvent, topics: Topics) -> dict:
 
 
 def ingest(
-    conn: Connection,
+    uow: UnitOfWork, source: str, records: Sequence[InboundRecord], now: datetime, topics: Topics, *,
+    dead_letter: bool = True,
+) -> IngestResult:
+    """Store the effect of a batch of vendor records in the caller's transaction: check each
+    (`check_records`), keep the accepted ones and their dead letters (`accept`), and forward the
+    accepted events to the pathway and messaging services through the outbox."""
+    result = accept(uow, source, records, check_records(source, records), now, topics, dead_letter=dead_letter)
+    forward(uow, result.accepted, now, topics)
+    return result
+
+
+def forward(uow: UnitOfWork, events: Sequence[PathwayEvent], now: datetime, topics: Topics) -> None:
+    """The accepted events' outbox records, on the topic of canonical events."""
+    uow.outbox.add([{**canonical_event_record(event, topics), "created_at": now} for event in events])
+
+
+def accept(
+    uow: UnitOfWork,
     source: str,
     records: Sequence[InboundRecord],
+    outcomes: Sequence[PathwayEvent | list[Problem]],
     now: datetime,
     topics: Topics,
     *,
     dead_letter: bool = True,
-    forward: bool = True,
-    checked: Sequence[PathwayEvent | list[Problem]] | None = None,
 ) -> IngestResult:
-    """Store the effect of a batch of vendor records in the caller's transaction.
-
-    `forward=False` (replay): the accepted events are not written to the outbox; the caller hands
-    `result.accepted` to the pathway service in the same transaction. `checked`: what
-    `check_records` gave for these records, when it ran before the transaction.
-    """
+    """Keep what checking the records gave (`outcomes`, as `check_records` gives them): each new
+    accepted event in the inbound log, each rejected record (and each conflicting duplicate) as a
+    dead letter unless `dead_letter` is False. Forwards nothing: `ingest` does (`forward`); a
+    replay hands `result.accepted` to the pathway service in the same transaction."""
     result = IngestResult()
     accepted: list[tuple[InboundRecord, PathwayEvent]] = []
-    for record, outcome in zip(records, checked if checked is not None else check_records(source, records), strict=True):
+    for record, outcome in zip(records, outcomes, strict=True):
         metrics.events_consumed.labels(source).inc()
         if isinstance(outcome, PathwayEvent):
             accepted.append((record, outcome))
@@ -205,10 +218,10 @@ def ingest(
         result.rejected.append((record, outcome))
         metrics.events_rejected.labels(source, outcome[0].rule).inc()
         if dead_letter:
-            result.dead_letter_ids.append(_dead_letter(conn, source, record, outcome, now, topics))
+            result.dead_letter_ids.append(_dead_letter(uow, source, record, outcome, now, topics))
 
-    seen = _fingerprints(conn, [event.event_id for _, event in accepted])
-    inbound_rows, outbox_rows = [], []
+    seen = _fingerprints(uow, [event.event_id for _, event in accepted])
+    inbound_rows = []
     for record, event in accepted:
         content = fingerprint(record)
         if event.event_id in seen:
@@ -223,7 +236,7 @@ def ingest(
             result.rejected.append((record, [problem]))
             metrics.events_rejected.labels(source, problem.rule).inc()
             if dead_letter:
-                result.dead_letter_ids.append(_dead_letter(conn, source, record, [problem], now, topics))
+                result.dead_letter_ids.append(_dead_letter(uow, source, record, [problem], now, topics))
             continue
         seen[event.event_id] = content
         inbound_rows.append(
@@ -236,40 +249,35 @@ def ingest(
                 "fingerprint": content,
             }
         )
-        if forward:
-            outbox_rows.append({**canonical_event_record(event, topics), "created_at": now})
         result.accepted.append(event)
         metrics.events_accepted.labels(source).inc()
         # The national id goes through the log filter, which masks it: a careless field cannot leak it.
         log.info("event accepted", extra={"correlation_id": event.event_id, **ctx(
             source=source, pathway=event.pathway_key, kind=event.kind.value, code=event.code,
             patient=event.patient.national_id)})
-    insert_many(conn, schema.inbound_events, inbound_rows)
-    insert_many(conn, schema.outbox, outbox_rows)
+    uow.inbound.add(inbound_rows)
     return result
 
 
-def _fingerprints(conn: Connection, event_ids: list[str]) -> dict[str, str]:
+def _fingerprints(uow: UnitOfWork, event_ids: list[str]) -> dict[str, str]:
     """The fingerprints of the events among `event_ids` accepted before; one stored before migration 10
     (no fingerprint) is worked out from its stored raw record."""
     if not event_ids:
         return {}
-    e = schema.inbound_events
-    rows = conn.execute(select(e.c.event_id, e.c.fingerprint).where(
-        among(e.c.event_id, event_ids, conn.dialect.name))).all()
-    found = {row.event_id: row.fingerprint for row in rows}
-    unknown = [eid for eid, content in found.items() if content is None]
+    stored = uow.inbound.fingerprints(event_ids)
+    found = {eid: content for eid, content in stored.items() if content is not None}
+    unknown = [eid for eid, content in stored.items() if content is None]
     if unknown:
-        for row in conn.execute(select(e.c.event_id, e.c.raw).where(among(e.c.event_id, unknown, conn.dialect.name))):
-            found[row.event_id] = fingerprint(InboundRecord(row.raw, "inbound_events"))
+        for event_id, raw in uow.inbound.raw_records(unknown).items():
+            found[event_id] = fingerprint(InboundRecord(raw, "inbound_events"))
     return found
 
 
 def _dead_letter(
-    conn: Connection, source: str, record: InboundRecord, problems: list[Problem], now: datetime, topics: Topics
+    uow: UnitOfWork, source: str, record: InboundRecord, problems: list[Problem], now: datetime, topics: Topics
 ) -> int:
     reasons = [{"field": p.field, "rule": p.rule, "message": p.message} for p in problems]
-    return dead_letters.write(conn, DeadLetter(
+    return uow.dead_letters.add(DeadLetter(
         stage="ingest", source=source, origin=record.origin, raw=record.raw_bytes(), reasons=reasons, key=record.key,
         topic=record.topic, partition=record.partition, offset=record.offset, headers=record.headers or {},
     ), now, topics.dead_letter)

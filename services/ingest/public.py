@@ -6,6 +6,7 @@ mappings of the vendor formats, the ingest flow, its Kafka entrypoint and its de
 
 from __future__ import annotations
 
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.dead_letters import ReplayOutcome, replay_dead_letter
 from services.ingest.domain.national_id import synthetic_national_id
 from services.ingest.domain.normalise import (
@@ -21,8 +22,10 @@ from services.ingest.handlers import (
     ConflictingDuplicates,
     InboundRecord,
     IngestResult,
+    accept,
     check_record,
     check_records,
+    forward,
     ingest,
 )
 
@@ -34,11 +37,14 @@ __all__ = [
     "IngestResult",
     "Problem",
     "RejectedEvent",
+    "SqlIngestUnitOfWork",
     "ReplayOutcome",
     "TooManyRecords",
+    "accept",
     "bounds",
     "check_record",
     "check_records",
+    "forward",
     "ingest",
     "ingest_handler",
     "parse_body",

@@ -7,7 +7,7 @@ The XML is built when a message becomes queued and stored with it: a resend is b
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,11 @@ from services.messaging.domain.plan import (
 from services.messaging.render import CannotBuild, build_xml, correction_type, details_of, message_type
 
 log = logging.getLogger(__name__)
+
+# How a new row about to be queued gets its XML: (status, reason, xml), as `build_for` gives them.
+# Built in the transaction (`build_for`), or taken from what a replay's worker built ahead
+# (`prebuild.prebuilt_builder`, which may give the row the prebuilt message's id).
+BuildNew = Callable[[dict[str, Any], MessagingDeps, datetime], tuple[str, str | None, str | None]]
 
 
 def build_for(row: dict[str, Any], deps: MessagingDeps, now: datetime) -> tuple[str, str | None, str | None]:
@@ -65,7 +70,7 @@ def _finish(conn: Connection, row: dict[str, Any], status: str, reason: str | No
 
 def apply_changes(
     conn: Connection, changes: list[Change], pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
-    inserts: list[dict[str, Any]], prebuilt: Mapping[str, Any] | None = None,
+    inserts: list[dict[str, Any]], build_new: BuildNew = build_for,
 ) -> None:
     """Apply the changes; new rows go to `inserts`, which the caller writes in one go.
 
@@ -73,11 +78,10 @@ def apply_changes(
     the plan may have been made from an older read (the relay may have sent the row since), and a
     message that has left is corrected or flagged, never rewritten as unsent.
 
-    `prebuilt`: `PrebuiltMessage`s by dedupe key (`services.messaging.prebuild`), used for the new
-    rows they were built for."""
+    `build_new`: how a new queued row gets its XML."""
     for change in changes:
         if isinstance(change, Insert):
-            _insert(conn, change, pathway_key, pathway_id, now, deps, inserts, prebuilt)
+            _insert(conn, change, pathway_key, pathway_id, now, deps, inserts, build_new)
         elif isinstance(change, Transition | Cancel):
             row = repository.get(conn, change.message_id, lock=True)
             if row is not None:
@@ -102,7 +106,7 @@ def _apply_revised(conn: Connection, change: Change, row: dict[str, Any], now: d
 
 
 def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now: datetime, deps: MessagingDeps,
-            inserts: list[dict[str, Any]], prebuilt: Mapping[str, Any] | None = None) -> None:
+            inserts: list[dict[str, Any]], build_new: BuildNew) -> None:
     o = c.owed
     row: dict[str, Any] = {
         "id": deps.id_factory(), "dedupe_key": o.dedupe_key, "pathway_key": pathway_key, "pathway_id": pathway_id,
@@ -112,11 +116,7 @@ def _insert(conn: Connection, c: Insert, pathway_key: str, pathway_id: str, now:
         "created_at": now, "xml": None, "conversation_ref": None, "corrects": None,
     }
     if c.status is MessageStatus.QUEUED:
-        ready = prebuilt.get(o.dedupe_key) if prebuilt else None
-        if ready is not None and ready.gen_date == now and ready.details == row["details"]:
-            row["id"], row["status"], row["status_reason"], row["xml"] = ready.msg_id, ready.status, ready.reason, ready.xml
-        else:
-            row["status"], row["status_reason"], row["xml"] = build_for(row, deps, now)
+        row["status"], row["status_reason"], row["xml"] = build_new(row, deps, now)
     inserts.append(row)
     _finish(conn, row, row["status"], row["status_reason"], now, deps)
 
@@ -228,4 +228,4 @@ def release_held(conn: Connection, now: datetime, deps: MessagingDeps, ids: list
     return released
 
 
-__all__ = ["apply_changes", "build_for", "registration_key", "release_held", "resolve"]
+__all__ = ["BuildNew", "apply_changes", "build_for", "registration_key", "release_held", "resolve"]

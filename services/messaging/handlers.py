@@ -18,10 +18,11 @@ from sqlalchemy import Connection
 
 from forlop.events import PathwayEvent
 from forlop.logging import correlation_id, ctx
+from forlop.status import PathwayStatus
 from services.messaging import metrics
 from services.messaging.adapters import repository
 from services.messaging.adapters.apprec import AppRec
-from services.messaging.apply import apply_changes, release_held
+from services.messaging.apply import BuildNew, apply_changes, build_for, release_held
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus
 from services.messaging.domain.owed import owed_messages, withdrawn_registrations
@@ -59,12 +60,12 @@ def handle_status_changes(
 def handle_parsed_status_changes(
     conn: Connection, changes: Sequence[StatusChange], now: datetime,
     deps: MessagingDeps, on_each: Callable[[dict[str, Any]], None] | None = None,
-    prebuilt: Mapping[str, Any] | None = None,
+    build_new: BuildNew = build_for,
 ) -> None:
     """`handle_status_changes` for payloads whose events are at hand as events already (replay's
-    in-process hand-over: the pathway service's own history, in the order it happened), with the
-    messages a worker built ahead (`prebuilt`, see `services.messaging.prebuild`)."""
-    batch = _Batch.locked(conn, now, deps, [c for c in changes if c[1]], set(), prebuilt)
+    in-process hand-over: the pathway service's own history, in the order it happened); `build_new`:
+    how a new queued message gets its XML (a replay's: `services.messaging.prebuild.prebuilt_builder`)."""
+    batch = _Batch.locked(conn, now, deps, [c for c in changes if c[1]], set(), build_new)
     if batch is not None:
         batch.reconcile(changes, on_each)
         batch.finish()
@@ -76,7 +77,7 @@ def handle_batch(conn: Connection, records: Sequence[Inbound], now: datetime, de
         (r, parse(r.apprec) if r.apprec is not None else _parsed(r.payload or {})) for r in records]
     changes = [p for r, p in parsed if r.apprec is None]
     answered = {p.original_msg_id for _, p in parsed if isinstance(p, AppRec)}
-    batch = _Batch.locked(conn, now, deps, changes, answered, None)
+    batch = _Batch.locked(conn, now, deps, changes, answered, build_for)
     run: list[tuple[Inbound, StatusChange]] = []
 
     def flush() -> None:
@@ -107,6 +108,12 @@ def _parsed(payload: dict[str, Any]) -> StatusChange:
     return payload, [PathwayEvent.from_dict(e) for e in payload.get("events") or []]
 
 
+def status_of(payload: Mapping[str, Any]) -> PathwayStatus | None:
+    """The pathway status a status change carries (typed from here on), if any."""
+    status = payload.get("status")
+    return PathwayStatus.from_dict(status) if isinstance(status, dict) else None
+
+
 def history_version(payload: Mapping[str, Any], events: Sequence[PathwayEvent]) -> int:
     """The size of the history a status change carries (`history_version`; a payload of an older
     pathway service without it: its distinct events)."""
@@ -128,21 +135,21 @@ class _Batch:
     deps: MessagingDeps
     stored: dict[str, list[dict[str, Any]]]
     versions: dict[str, int]
-    prebuilt: Mapping[str, Any] | None
+    build_new: BuildNew
     inserts: list[dict[str, Any]] = field(default_factory=list)
     dirty: set[str] = field(default_factory=set)  # pathways whose rows changed: `stored` is stale for them
     reconciled: dict[str, int] = field(default_factory=dict)  # the newest history reconciled, to store
 
     @classmethod
     def locked(cls, conn: Connection, now: datetime, deps: MessagingDeps, changes: Sequence[StatusChange],
-               answered: set[str], prebuilt: Mapping[str, Any] | None) -> _Batch | None:
+               answered: set[str], build_new: BuildNew) -> _Batch | None:
         # a change of the clock alone (deadline statuses, "cause": "clock") owes no message
         keys = {_key(p, events) for p, events in changes if events}
         if not keys and not answered:
             return None
         versions = repository.lock_pathways(conn, keys, now)
         stored = repository.lock_for_reconcile(conn, keys, answered)
-        return cls(conn, now, deps, stored, versions, prebuilt)
+        return cls(conn, now, deps, stored, versions, build_new)
 
     def touched(self, msg_id: str) -> None:
         """A message changed outside the reconciliation (an AppRec): its pathway is read again."""
@@ -171,12 +178,11 @@ class _Batch:
                 self.write_inserts()
                 self.stored[pathway_key] = repository.rows_for_pathway(conn, pathway_key)  # locked already
                 self.dirty.discard(pathway_key)
-            status = payload.get("status") if isinstance(payload.get("status"), dict) else None
-            owed = owed_messages(events, status, deps.municipal, deps.gps, deps.triggers)
+            owed = owed_messages(events, status_of(payload), deps.municipal, deps.gps, deps.triggers)
             rows = self.stored.get(pathway_key, [])
             changes_ = reconcile(owed, rows, withdrawn_registrations(events))
             first_new = len(self.inserts)
-            apply_changes(conn, changes_, pathway_key, pathway_id, now, deps, self.inserts, self.prebuilt)
+            apply_changes(conn, changes_, pathway_key, pathway_id, now, deps, self.inserts, self.build_new)
             if changes_:
                 self.dirty.add(pathway_key)
             # Held rows the reconciliation did not touch (e.g. PLO schema now present) get another chance.

@@ -2,19 +2,20 @@
 messages a pathway's history owes while the main process writes the chunk before.
 
 A prebuilt message is used only for the row it was built for: the same dedupe key, the same
-details, a new row queued at the same `now`. Anything else (a row already stored, another
-recipient) is built in the transaction as always; the prebuilt one is dropped.
+details, a new row queued at the same `now` (`prebuilt_builder`). Anything else (a row already
+stored, another recipient) is built in the transaction as always; the prebuilt one is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from forlop.events import PathwayEvent
-from services.messaging.apply import build_for
+from forlop.status import PathwayStatus
+from services.messaging.apply import BuildNew, build_for
 from services.messaging.deps import MessagingDeps
 from services.messaging.domain.model import MessageStatus
 from services.messaging.domain.owed import owed_messages
@@ -33,7 +34,7 @@ class PrebuiltMessage:
 
 
 def prebuild_messages(
-    events: Sequence[PathwayEvent], status: dict[str, Any], now: datetime, deps: MessagingDeps
+    events: Sequence[PathwayEvent], status: PathwayStatus | None, now: datetime, deps: MessagingDeps
 ) -> dict[str, PrebuiltMessage]:
     """The XML of every message the history owes that would be queued as a new row, by dedupe key."""
     out: dict[str, PrebuiltMessage] = {}
@@ -45,3 +46,17 @@ def prebuild_messages(
         built, reason, xml = build_for(row, deps, now)
         out[owed.dedupe_key] = PrebuiltMessage(row["id"], row["details"], now, built, reason, xml)
     return out
+
+
+def prebuilt_builder(prebuilt: Mapping[str, PrebuiltMessage]) -> BuildNew:
+    """`apply_changes`'s `build_new` that takes a new row's prebuilt message, with its id, where it
+    was built for that row, and builds the others in the transaction."""
+
+    def build(row: dict[str, Any], deps: MessagingDeps, now: datetime) -> tuple[str, str | None, str | None]:
+        ready = prebuilt.get(row["dedupe_key"])
+        if ready is not None and ready.gen_date == now and ready.details == row["details"]:
+            row["id"] = ready.msg_id
+            return ready.status, ready.reason, ready.xml
+        return build_for(row, deps, now)
+
+    return build

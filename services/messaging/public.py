@@ -19,7 +19,7 @@ from services.messaging.entrypoints.cli import CliContext, add_commands
 from services.messaging.entrypoints.http import messages_bp
 from services.messaging.entrypoints.kafka import messaging_handler
 from services.messaging.handlers import StatusChange, handle_parsed_status_changes
-from services.messaging.prebuild import PrebuiltMessage, prebuild_messages
+from services.messaging.prebuild import PrebuiltMessage, prebuild_messages, prebuilt_builder
 from services.messaging.relay import Relay
 from services.messaging.replan import CAUSE as REPLAN_CAUSE
 from services.messaging.replan import Replanner
@@ -43,6 +43,7 @@ __all__ = [
     "messages_bp",
     "messaging_handler",
     "prebuild_messages",
+    "prebuilt_builder",
     "schema_set",
     "withdrawn_registrations",
 ]

@@ -2,13 +2,20 @@
 
 Canonical events in; each pathway's status derived from its whole history (`derive`), stored
 with its FHIR resources, and status changes out. Its Kafka entrypoint, HTTP blueprint and
-commands are here for the application to wire.
+commands are here for the application to wire; its handlers take a unit of work (`ports`), the
+SQL one (`SqlUnitOfWork`) or a replay's bulk one (`BulkUnitOfWork`).
 """
 
 from __future__ import annotations
 
+from services.pathway.adapters.bulk import BulkUnitOfWork, queued_after, queued_count
 from services.pathway.adapters.fhir_repository import read_resource
 from services.pathway.adapters.fhir_search import search_page
+from services.pathway.adapters.reports import compute_indicators
+from services.pathway.adapters.repository import SqlUnitOfWork, load_history
+from services.pathway.alerts import store_alerts
+from services.pathway.deps import PathwayDeps
+from services.pathway.derivation import Derivation, derive_pathway, history_hash_of, in_order
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
@@ -17,37 +24,47 @@ from services.pathway.entrypoints.cli import CliContext, add_commands
 from services.pathway.entrypoints.http import pathway_bp
 from services.pathway.entrypoints.kafka import pathway_handler
 from services.pathway.handlers import (
-    Derivation,
-    PathwayDeps,
     PathwayResult,
-    derive_pathway,
+    RefreshPlan,
+    StatusChange,
     handle_events,
-    load_history,
+    plan_refresh,
+    record_events,
     refresh_queued,
     republish,
-    scan,
 )
-from services.pathway.reports import compute_indicators
+from services.pathway.scanner import scan
 
 __all__ = [
     "SEARCH_PARAMS",
+    "BulkUnitOfWork",
     "CliContext",
     "Derivation",
     "PathwayDeps",
     "PathwayResult",
+    "RefreshPlan",
     "RuleBook",
+    "SqlUnitOfWork",
+    "StatusChange",
     "add_commands",
     "compute_indicators",
     "derive",
     "derive_pathway",
     "handle_events",
+    "history_hash_of",
+    "in_order",
     "load_history",
     "map_pathway",
     "pathway_bp",
     "pathway_handler",
+    "plan_refresh",
+    "queued_after",
+    "queued_count",
     "read_resource",
+    "record_events",
     "refresh_queued",
     "republish",
     "scan",
     "search_page",
+    "store_alerts",
 ]

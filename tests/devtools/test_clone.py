@@ -24,9 +24,12 @@ from forlop.storage import Store, schema
 from forlop_devtools import bench
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
+from services.pathway.adapters.repository import SqlUnitOfWork
+from services.pathway.deps import PathwayDeps
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.search_index import index_values
-from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, refresh, scan
+from services.pathway.handlers import PathwayResult, handle_events, refresh
+from services.pathway.scanner import scan
 from tests.builders import at
 
 AS_OF = at("2026-03-01")
@@ -41,7 +44,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     store.migrate()
     events = [parse_vendor_event("dips", r) for r in generate("dips", 200, 5, as_of=AS_OF)]
     with store.transaction() as conn:
-        handle_events(conn, events, AS_OF, DEPS)
+        handle_events(SqlUnitOfWork(conn), events, AS_OF, DEPS)
     with store.read() as conn:
         p = schema.pathways
         open_n = conn.execute(select(func.count()).select_from(p).where(p.c.episode_status.in_(bench.OPEN))).scalar_one()
@@ -136,7 +139,7 @@ def test_deriving_and_mapping_the_copies_again_changes_nothing(replayed, tmp_pat
     assert len(copies) == open_n
     result = PathwayResult()
     with store.transaction() as conn:
-        refresh(conn, copies, AS_OF, DEPS, result)
+        refresh(SqlUnitOfWork(conn), copies, AS_OF, DEPS, result)
     assert sorted(result.refreshed) == sorted(copies)
     assert result.status_changes == 0 and result.alerts == 0
     after = [_rows(store, sql) for sql in (PATHWAYS, FHIR, INDEX, ALERTS)]
@@ -168,7 +171,7 @@ def test_a_scanner_pass_does_to_each_copy_what_it_does_to_its_original(replayed,
     result = PathwayResult()
     while True:  # every open pathway due at once, a month on
         with store.transaction() as conn:
-            one = scan(conn, AS_OF + timedelta(days=31), DEPS, limit=100)
+            one = scan(SqlUnitOfWork(conn), AS_OF + timedelta(days=31), DEPS, limit=100)
         if not one.refreshed:
             break
         result.refreshed += one.refreshed

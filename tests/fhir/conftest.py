@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from forlop.clock import OSLO
+from forlop.config import SYNTHETIC_SENDER_ORG_NUMBER
 from forlop.events import (
     Appointment,
     AppointmentChange,
@@ -23,7 +24,7 @@ from forlop.events import (
     Source,
     Unit,
 )
-from services.pathway.domain.status import (
+from forlop.status import (
     DeadlineStatus,
     DelayCause,
     EpisodeStatus,
@@ -38,9 +39,9 @@ from tests.builders import EventBuilder
 FNR = "17859007759"  # synthetic (month + 80) fødselsnummer
 PATIENT = Patient(FNR, "0301")
 DNR = "42830870266"  # synthetic D-nummer
-DPS = Unit("8100001", "DPS Nordre Aasen, allmennpoliklinikk", Setting.OUTPATIENT, "983974899")
+DPS = Unit("8100001", "DPS Nordre Aasen, allmennpoliklinikk", Setting.OUTPATIENT, SYNTHETIC_SENDER_ORG_NUMBER)
 BUP = Unit("8100002", "BUP Sentrum", Setting.OUTPATIENT)
-TSB = Unit("8100003", "Rusbehandling døgn", Setting.INPATIENT, "983974899")
+TSB = Unit("8100003", "Rusbehandling døgn", Setting.INPATIENT, SYNTHETIC_SENDER_ORG_NUMBER)
 GP = HealthProfessional(hpr="9144889", her_id="8200001")
 REFERRER = HealthProfessional(hpr="9144900", her_id="8200002")
 

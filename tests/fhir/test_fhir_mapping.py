@@ -14,8 +14,8 @@ import pytest
 from forlop.events import PathwayEvent
 from forlop.fhir import ids
 from forlop.fhir.conformance import check_conformance
+from forlop.status import PathwayStatus
 from services.pathway.domain.fhir_mapping import map_pathway
-from services.pathway.domain.status import PathwayStatus
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FORLOP_UPDATE_GOLDEN") == "1"

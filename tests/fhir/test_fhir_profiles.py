@@ -12,8 +12,8 @@ import pytest
 from forlop.codes import code_list
 from forlop.fhir import ids
 from forlop.fhir.conformance import _registry
+from forlop.status import DeadlineStatus, DelayCause, MilestoneCode
 from profiles.fhir import load_conformance
-from services.pathway.domain.status import DeadlineStatus, DelayCause, MilestoneCode
 
 FILES = sorted(f.name for f in resources.files("profiles.fhir").iterdir() if f.name.endswith(".json"))
 
@@ -78,7 +78,7 @@ def test_value_sets_expand(vs: str, size: int) -> None:
 
 
 def test_status_value_sets_match_the_domain() -> None:
-    from services.pathway.domain.status import EpisodeStatus, MilestoneState
+    from forlop.status import EpisodeStatus, MilestoneState
 
     assert {c for _, c in _registry().expand(ids.VS_MILESTONE_STATE)} == {s.value for s in MilestoneState}
     assert {c for _, c in _registry().expand(ids.VS_EPISODE_STATUS)} == {s.value for s in EpisodeStatus}

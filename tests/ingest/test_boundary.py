@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from forlop.clock import parse_time
 from forlop.events import PathwayEvent
 from forlop.storage import Store
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.domain.normalise import RejectedEvent
 from services.ingest.handlers import InboundRecord, check_record, check_records, ingest
 from services.pathway.domain.derive import derive
@@ -127,7 +128,7 @@ def test_hostile_records_between_valid_ones_are_dead_lettered_and_the_rest_accep
     records = [InboundRecord(raw, f"kafka:ehr.dips.pathway-events/0@{i}") for i, raw in
                enumerate([_bytes(dips[0]), *hostile, _bytes(dips[1])])]
     with store.transaction() as conn:
-        result = ingest(conn, "dips", records, NOW, Topics())
+        result = ingest(SqlIngestUnitOfWork(conn), "dips", records, NOW, Topics())
     assert len(result.accepted) == 2 and len(result.dead_letter_ids) == len(hostile)
     assert [problems[0].rule for _, problems in result.rejected] == [
         "number-range", "max-depth", "unicode", "encoding", "nul-character", "date-range"]

@@ -17,6 +17,7 @@ from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
 from forlop.storage import Store, schema
 from services.api.app import ApiDeps, create_app
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.handlers import InboundRecord, fingerprint, ingest
 
 NOW = parse_time("2026-01-05T10:00:00+01:00")
@@ -30,7 +31,7 @@ def dips(contracts_dir) -> list[dict]:
 
 def _ingest(store: Store, *raws: bytes | dict):  # noqa: ANN202 - IngestResult
     with store.transaction() as conn:
-        return ingest(conn, "dips", [InboundRecord(r, f"kafka:ehr.dips/0@{i}") for i, r in enumerate(raws)],
+        return ingest(SqlIngestUnitOfWork(conn), "dips", [InboundRecord(r, f"kafka:ehr.dips/0@{i}") for i, r in enumerate(raws)],
                       NOW, TOPICS)
 
 

@@ -13,6 +13,7 @@ from forlop import codes
 from forlop.clock import parse_time
 from forlop.config import load_settings
 from forlop.storage import Store, schema
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.domain import dips, esp, validation
 from services.ingest.handlers import InboundRecord, ingest
 
@@ -41,7 +42,7 @@ def test_list_and_replay_after_the_code_list_is_fixed(db, contracts_dir, monkeyp
     topics = load_settings({}).topics
     with db.transaction() as conn:
         records = [InboundRecord(json.dumps(r), "kafka:ehr.dips/0@7") for r in (unknown, bad_id)]
-        result = ingest(conn, "dips", records, parse_time("2026-01-05"), topics)
+        result = ingest(SqlIngestUnitOfWork(conn), "dips", records, parse_time("2026-01-05"), topics)
     assert len(result.dead_letter_ids) == 2
     assert _count(db, schema.outbox, schema.outbox.c.topic == topics.dead_letter) == 2  # and on the DLQ topic
 

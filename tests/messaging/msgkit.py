@@ -13,6 +13,7 @@ from typing import Any
 
 from forlop.clock import OSLO
 from forlop.events import PathwayEvent
+from forlop.status import EpisodeStatus, PathwayStatus
 from services.ingest.domain.normalise import parse_vendor_event
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -145,7 +146,8 @@ def payload(events: Iterable[PathwayEvent], status: dict[str, Any] | None = None
         "pathway_key": first.pathway_key,
         "pathway_id": first.pathway_id,
         "source": first.source.value,
-        "status": status or {"phase": "treatment", "episode_status": "active"},
+        "status": status or PathwayStatus(first.pathway_key, first.pathway_id, first.source.value,
+                                          first.pathway_type, EpisodeStatus.ACTIVE, "treatment", ()).to_dict(),
         "events": [e.to_dict() for e in evs],
         "changed_at": NOW.isoformat(),
     }

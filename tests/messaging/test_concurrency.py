@@ -31,7 +31,7 @@ from services.messaging.domain.owed import owed_messages, withdrawn_registration
 from services.messaging.domain.plan import reconcile
 from services.messaging.handlers import Inbound, handle_batch, handle_status_changed
 from services.messaging.relay import Relay
-from services.pathway.handlers import handle_events
+from services.pathway.public import SqlUnitOfWork, handle_events
 from tests.conftest import _postgres_store
 
 
@@ -251,7 +251,7 @@ def _status_changes(store, tmp_path, batches) -> list[bytes]:
     o = schema.outbox
     for events in batches:
         with store.transaction() as conn:
-            handle_events(conn, events, NOW, pathway_deps)
+            handle_events(SqlUnitOfWork(conn), events, NOW, pathway_deps)
     with store.read() as conn:
         return [row.value.encode() for row in conn.execute(
             select(o.c.value).where(o.c.topic == pathway_deps.topics.status_changed).order_by(o.c.id))]

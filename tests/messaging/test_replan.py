@@ -28,7 +28,7 @@ from services.messaging.handlers import handle_status_changes
 from services.messaging.relay import Relay
 from services.messaging.replan import CAUSE, Replanner, stale_pathways
 from services.pathway.domain.rules import RuleBook
-from services.pathway.handlers import PathwayDeps, handle_events, republish
+from services.pathway.public import PathwayDeps, SqlUnitOfWork, handle_events, republish
 
 LOGISTICS = ("admission", "discharge-ready", "discharged")
 PHV = {"dips": "PPR-1810111", "esp": "eSP-6029255"}
@@ -86,14 +86,14 @@ def test_rows_suppressed_under_the_old_rule_go_once_without_a_new_event(store, d
     events = _histories(contracts_dir, source)
     pathway = PathwayDeps(RuleBook.load(), Topics())
     with store.transaction() as conn:
-        handle_events(conn, events, NOW, pathway)
+        handle_events(SqlUnitOfWork(conn), events, NOW, pathway)
     assert _deliver(store, replace(deps, triggers=old_rules())) == 2
 
     before = _logistics(store)  # the database as the old code left it
     assert len(before) == 6 and {(r["status"], r["status_reason"]) for r in before} == {("suppressed", "no consent")}
 
     # messaging starts with the new rules: the re-planner asks, the consumer reconciles, the relay sends
-    replanner = Replanner(store, deps.triggers, lambda c, keys, now: republish(c, keys, now, Topics(), CAUSE),
+    replanner = Replanner(store, deps.triggers, lambda c, keys, now: republish(SqlUnitOfWork(c), keys, now, Topics(), CAUSE),
                           lambda: NOW)
     assert replanner.run_once() == 2 and replanner.run_once() == 0  # asked once per pathway
     assert _deliver(store, deps) == 2
@@ -106,12 +106,12 @@ def test_rows_suppressed_under_the_old_rule_go_once_without_a_new_event(store, d
     # a restart, the same record delivered again, the pathway's next ordinary status change: nothing new
     with store.read() as conn:
         assert stale_pathways(conn, deps.triggers) == []
-    assert Replanner(store, deps.triggers, lambda c, keys, now: republish(c, keys, now, Topics(), CAUSE),
+    assert Replanner(store, deps.triggers, lambda c, keys, now: republish(SqlUnitOfWork(c), keys, now, Topics(), CAUSE),
                      lambda: NOW).run_once() == 0
     keys = sorted({e.pathway_key for e in events})
     for _ in range(2):
         with store.transaction() as conn:
-            republish(conn, keys, NOW, Topics(), "again")
+            republish(SqlUnitOfWork(conn), keys, NOW, Topics(), "again")
         _deliver(store, deps)
     Relay(store, transport, deps).run_once()
     rows = _logistics(store)
@@ -130,7 +130,7 @@ def test_the_runtime_wires_the_replanner_to_the_pathway_topic_and_the_consumer(s
 
     events = _histories(contracts_dir, "esp")
     with store.transaction() as conn:
-        handle_events(conn, events, NOW, PathwayDeps(RuleBook.load(), Topics()))
+        handle_events(SqlUnitOfWork(conn), events, NOW, PathwayDeps(RuleBook.load(), Topics()))
     _deliver(store, replace(deps, triggers=old_rules()))
     rt = Runtime(load_settings({"FORLOP_DATA_DIR": str(tmp_path)}), store, FixedClock(NOW))
     assert rt.message_replanner().run_once() == 2

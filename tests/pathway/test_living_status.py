@@ -17,8 +17,11 @@ from sqlalchemy import select
 from forlop.config import load_settings
 from forlop.storage import Store, schema
 from services.pathway.adapters import fhir_search
+from services.pathway.adapters.repository import SqlUnitOfWork
+from services.pathway.deps import PathwayDeps
 from services.pathway.domain.rules import RuleBook
-from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, scan
+from services.pathway.handlers import PathwayResult, handle_events
+from services.pathway.scanner import scan
 from tests.builders import at, pathway
 
 TOPICS = load_settings({}).topics
@@ -44,7 +47,7 @@ def stored(store: Store, key: str) -> dict:
 
 def scan_at(store: Store, now: datetime) -> int:
     with store.transaction() as conn:
-        return len(scan(conn, now, deps()).refreshed)
+        return len(scan(SqlUnitOfWork(conn), now, deps()).refreshed)
 
 
 @pytest.fixture
@@ -52,7 +55,7 @@ def waiting_for_decision(store: Store):
     """PHV outpatient: first attendance 2025-01-20, so the basic decision is due 2025-03-03."""
     p = pathway("D11", pathway_id="PPR-LIVE-1").start("2025-01-06").first_attendance("2025-01-20")
     with store.transaction() as conn:
-        handle_events(conn, p.events, at("2025-01-21"), deps())
+        handle_events(SqlUnitOfWork(conn), p.events, at("2025-01-21"), deps())
     return p
 
 
@@ -95,7 +98,7 @@ def test_no_alert_twice_after_a_restart_or_a_redelivered_event(store, waiting_fo
     scan_at(store, at("2025-02-24"))
     # A restart: a fresh process re-derives the pathway (e.g. a redelivered event) at the same time.
     with store.transaction() as conn:
-        result = handle_events(conn, waiting_for_decision.events, at("2025-02-24T15:00"), deps())
+        result = handle_events(SqlUnitOfWork(conn), waiting_for_decision.events, at("2025-02-24T15:00"), deps())
     assert result.duplicates == 2 and result.alerts == 0
     # Force a re-derivation as a replica that missed the stored status would do: the alerts table still says no.
     with store.transaction() as conn:
@@ -108,7 +111,7 @@ def test_two_scanner_replicas_emit_each_alert_once(store):
     for i in range(40):
         p = pathway("D11", pathway_id=f"PPR-REP-{i}").start("2025-01-06").first_attendance("2025-01-20")
         with store.transaction() as conn:
-            handle_events(conn, p.events, at("2025-01-21"), deps())
+            handle_events(SqlUnitOfWork(conn), p.events, at("2025-01-21"), deps())
     errors: list[BaseException] = []
 
     def replica() -> None:
@@ -137,7 +140,7 @@ def test_late_registration_changes_the_status_and_is_published(store, waiting_fo
     late.events, late._n = list(waiting_for_decision.events), len(waiting_for_decision.events)
     late.decision("2025-02-20", "P", recorded="2025-03-10T09:00")
     with store.transaction() as conn:
-        handle_events(conn, late.events, at("2025-03-10T10:00"), deps())
+        handle_events(SqlUnitOfWork(conn), late.events, at("2025-03-10T10:00"), deps())
     status = stored(store, "dips:PPR-LIVE-1")["status"]
     basic = next(m for m in status["milestones"] if m["key"] == "decision-basic")
     assert basic["deadline_status"] == "met"
@@ -173,15 +176,15 @@ def test_the_scanners_time_only_pass_leaves_what_a_full_derivation_would(store: 
     as_of = at("2026-03-01")
     events = [parse_vendor_event(v, rec) for v in ("dips", "esp") for rec in generate(v, 40, 3, as_of=as_of)]
     with store.transaction() as conn:
-        handle_events(conn, events, as_of, deps())
+        handle_events(SqlUnitOfWork(conn), events, as_of, deps())
     later = as_of + timedelta(days=days)
     with store.transaction() as conn:
-        moved = scan(conn, later, deps())
+        moved = scan(SqlUnitOfWork(conn), later, deps())
     assert moved.refreshed, "the clock moved no pathway: the test shows nothing"
     after_scan, changes = _snapshot(store), len(outbox(store, TOPICS.status_changed))
     with store.transaction() as conn:
         again = PathwayResult()
-        refresh(conn, sorted(moved.refreshed), later, deps(), again)
+        refresh(SqlUnitOfWork(conn), sorted(moved.refreshed), later, deps(), again)
     assert again.status_changes == 0 and again.alerts == 0
     assert _snapshot(store) == after_scan
     assert len(outbox(store, TOPICS.status_changed)) == changes

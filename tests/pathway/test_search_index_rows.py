@@ -20,7 +20,7 @@ from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
 from services.pathway.domain import search_index
 from services.pathway.domain.rules import RuleBook
-from services.pathway.handlers import PathwayDeps, handle_events, scan
+from services.pathway.public import PathwayDeps, SqlUnitOfWork, handle_events, scan
 from tests.builders import at, pathway
 
 AS_OF = at("2026-03-01")
@@ -44,12 +44,12 @@ def test_generated_pathways_in_batches_then_scanned(store: Store) -> None:
               for r in generate(vendor, 20, seed, as_of=AS_OF)]
     for i in range(0, len(events), 17):  # batches that cut pathways apart
         with store.transaction() as conn:
-            handle_events(conn, events[i : i + 17], AS_OF, DEPS)
+            handle_events(SqlUnitOfWork(conn), events[i : i + 17], AS_OF, DEPS)
     handled = _index(store)
     assert handled == _rebuilt(store)
     for days in (1, 10, 40, 120):  # Tasks retimed (business-status), some pathways derived again
         with store.transaction() as conn:
-            scan(conn, AS_OF + timedelta(days=days), DEPS)
+            scan(SqlUnitOfWork(conn), AS_OF + timedelta(days=days), DEPS)
         assert _index(store) == _rebuilt(store)
     assert _index(store) != handled  # the passes changed indexed values
 
@@ -58,12 +58,12 @@ def test_a_withdrawn_milestone_takes_its_task_rows_and_a_corrected_patient_moves
     p = pathway("D11", pathway_id="PPR-IDX-1").start("2025-01-06").first_attendance("2025-01-20")
     p.decision("2025-02-10", "K")
     with store.transaction() as conn:
-        handle_events(conn, p.events, at("2025-02-11"), DEPS)
+        handle_events(SqlUnitOfWork(conn), p.events, at("2025-02-11"), DEPS)
     extended = {row for row in _index(store) if row[0] == "Task" and row[2] == "code" and row[3] == "decision-extended"}
     assert len(extended) == 1 and _index(store) == _rebuilt(store)
     p.withdraw()  # the decision: no extended assessment owed, its Task goes
     with store.transaction() as conn:
-        handle_events(conn, p.events, at("2025-02-12"), DEPS)
+        handle_events(SqlUnitOfWork(conn), p.events, at("2025-02-12"), DEPS)
     task_id = next(iter(extended))[1]
     assert not any(row[1] == task_id for row in _index(store))
     assert _index(store) == _rebuilt(store)
@@ -72,7 +72,7 @@ def test_a_withdrawn_milestone_takes_its_task_rows_and_a_corrected_patient_moves
     p.evaluation("2025-02-20")
     corrected = replace(p.events[-1], patient=replace(p.events[-1].patient, national_id="13837033319"))
     with store.transaction() as conn:
-        handle_events(conn, [corrected], at("2025-02-21"), DEPS)
+        handle_events(SqlUnitOfWork(conn), [corrected], at("2025-02-21"), DEPS)
     index = _index(store)
     assert index == _rebuilt(store)
     assert ("EpisodeOfCare", "patient.identifier", "13837033319") in {row[:1] + row[2:] for row in index}

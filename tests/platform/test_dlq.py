@@ -79,7 +79,7 @@ def test_list_and_replay_each_consumer_stage_after_the_fix(rt: Runtime, capsys, 
 
     # pathway: a defect in the FHIR mapping; messaging: in the owed-messages rules; receipts: in the parser
     with monkeypatch.context() as broken:
-        broken.setattr("services.pathway.handlers.map_pathway", bug)
+        broken.setattr("services.pathway.derivation.map_pathway", bug)
         broken.setattr("services.messaging.handlers.owed_messages", bug)
         broken.setattr("services.messaging.receipts.parse_apprec", bug)
         _quarantined(rt, Record(t.events, 1, 41, b"13837033319", json.dumps(first[0]).encode(), {"source": "dips"}))

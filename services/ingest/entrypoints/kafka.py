@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 from forlop.clock import Clock
 from forlop.config import Topics
 from forlop.kafka import Record, TxHandler
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.handlers import InboundRecord, ingest
 
 
@@ -21,6 +22,6 @@ def ingest_handler(source: str, clock: Clock, topics: Topics) -> TxHandler:
                           r.topic, r.partition, r.offset, r.headers)
             for r in records
         ]
-        ingest(conn, source, inbound, clock(), topics)
+        ingest(SqlIngestUnitOfWork(conn), source, inbound, clock(), topics)
 
     return handle

@@ -9,10 +9,10 @@ sent, which `plan.reconcile` decides from the stored rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from forlop.events import EventKind, PathwayEvent
 from forlop.history import current_history
+from forlop.status import PathwayStatus
 from services.messaging.domain.model import (
     GpDirectory,
     MunicipalityDirectory,
@@ -60,7 +60,7 @@ def consent_at(history: Sequence[PathwayEvent], trigger: PathwayEvent) -> bool:
 
 def owed_messages(
     events: Iterable[PathwayEvent],
-    status: dict[str, Any] | None,
+    status: PathwayStatus | None,
     directory: MunicipalityDirectory,
     gps: GpDirectory | None = None,
     triggers: TriggerBook | None = None,
@@ -97,7 +97,7 @@ def _owed(
     history: Sequence[PathwayEvent],
     directory: MunicipalityDirectory,
     gps: GpDirectory | None,
-    status: dict[str, Any] | None,
+    status: PathwayStatus | None,
     consent: bool,
 ) -> OwedMessage | None:
     reg = registration_key(ev)
@@ -124,7 +124,8 @@ def _owed(
         recipient = entry.recipient if entry else None
         if recipient is None:
             reason = f"unresolved recipient: no receiving service for municipality {kommune} in the address register"
-    details = {"outcome": outcome, "phase": (status or {}).get("phase"), "episode": (status or {}).get("episode_status")}
+    details = {"outcome": outcome, "phase": status.phase if status else None,
+               "episode": status.episode_status.value if status else None}
     if ev.kind is EventKind.DISCHARGE_READY:
         details["admittedAt"] = _admitted_at(history, ev)
     return OwedMessage(

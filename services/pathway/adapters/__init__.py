@@ -1,1 +1,1 @@
-"""The pathway service's adapters: SQL storage of its FHIR resources."""
+"""The pathway service's adapters: its tables in SQL (the repository, the bulk one of a replay, the FHIR resources)."""

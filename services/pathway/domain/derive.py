@@ -17,11 +17,12 @@ from forlop.clock import local_date
 from forlop.codes import ParsedCode, UnknownCode, code_list
 from forlop.events import EventKind, PathwayEvent, Setting
 from forlop.history import current_history, happened_order
-from services.pathway.domain.rules import RuleBook, RuleSet, UnknownPathwayType
-from services.pathway.domain.status import (
+from forlop.status import (
+    ClockBasis,
     DeadlineStatus,
     DelayCause,
     EpisodeStatus,
+    LastContact,
     Milestone,
     MilestoneCode,
     MilestoneState,
@@ -29,6 +30,8 @@ from services.pathway.domain.status import (
     QualityFinding,
     StatusPeriod,
 )
+from services.pathway.domain.deadlines import deadline_status
+from services.pathway.domain.rules import RuleBook, RuleSet, UnknownPathwayType
 
 
 @dataclass(frozen=True)
@@ -327,19 +330,7 @@ def _timed(
         if c.change in ctx.rules.patient_caused_changes and c.new is not None
     )
     adjusted = deadline + timedelta(days=shift)
-    if done:
-        assert completed_on is not None
-        status = (
-            DeadlineStatus.MET if completed_on <= deadline
-            else DeadlineStatus.MET_ADJUSTED if completed_on <= adjusted
-            else DeadlineStatus.LATE
-        )
-    elif ctx.today > adjusted:
-        status = DeadlineStatus.OVERDUE
-    elif (adjusted - ctx.today).days <= ctx.rules.due_soon_days:
-        status = DeadlineStatus.DUE_SOON
-    else:
-        status = DeadlineStatus.PENDING
+    status = deadline_status(deadline, adjusted, ctx.today, ctx.rules.due_soon_days, completed_on)
     kinds = {c.change for c in in_window}
     cause_if_late = (
         DelayCause.SERVICE if kinds & ctx.rules.service_caused_changes
@@ -413,20 +404,16 @@ def _stay_quality(ctx: _Context) -> None:
 _STAY_KINDS = frozenset({EventKind.ADMISSION_STARTED, EventKind.DISCHARGE_READY, EventKind.DISCHARGED})
 
 
-def _clock_basis(ctx: _Context, events: tuple[PathwayEvent, ...], today: date, now: datetime) -> dict:
-    """What `living.advance` needs to move this status to a later clock without the history.
-
-    Until a future-dated event's day comes or an event recorded after `now` starts to count,
-    only deadline statuses, delay causes and the passive-pathway finding change with the clock.
-    """
-    return {
-        "future_on": min((ev.occurred_on for ev in events if ev.occurred_on > today), default=None),
-        "recorded_after": min((ev.recorded_at for ev in events if ev.recorded_at > now), default=None),
-        "overdue_causes": dict(sorted(ctx.overdue_causes.items())),
-        "last_contact": {"on": ctx.last_contact.occurred_on, "event_id": ctx.last_contact.event_id}
-        if ctx.last_contact else None,
-        "passive_after_days": ctx.rules.passive_after_days,
-    }
+def _clock_basis(ctx: _Context, events: tuple[PathwayEvent, ...], today: date, now: datetime) -> ClockBasis:
+    """What `living.advance` needs to move this status to a later clock without the history."""
+    contact = ctx.last_contact
+    return ClockBasis(
+        future_on=min((ev.occurred_on for ev in events if ev.occurred_on > today), default=None),
+        recorded_after=min((ev.recorded_at for ev in events if ev.recorded_at > now), default=None),
+        overdue_causes=dict(sorted(ctx.overdue_causes.items())),
+        last_contact=LastContact(contact.occurred_on, contact.event_id) if contact else None,
+        passive_after_days=ctx.rules.passive_after_days,
+    )
 
 
 _NO_CONTACT = frozenset({EventKind.APPOINTMENT_CHANGED, EventKind.CONSENT_CHANGED})

@@ -22,8 +22,8 @@ from typing import Any
 
 from forlop.events import HealthProfessional, PathwayEvent
 from forlop.fhir import ids
+from forlop.status import DeadlineStatus, Milestone, MilestoneState, PathwayStatus
 from profiles.fhir import load_conformance
-from services.pathway.domain.status import Milestone, MilestoneState, PathwayStatus
 
 Resource = dict[str, Any]
 
@@ -123,8 +123,7 @@ def task(ctx: _Context, m: Milestone) -> Resource:
         "id": ids.task_id(s.pathway_key, m.key),
         "meta": {"profile": [ids.PROFILE_TASK]},
     }
-    extensions = _task_extensions(m.adjusted_deadline.isoformat() if m.adjusted_deadline else None,
-                                  m.delay_cause, m.outcome)
+    extensions = _task_extensions(m)
     if extensions:
         res["extension"] = extensions
     res["identifier"] = [{"system": ids.SID_MILESTONE, "value": f"{s.pathway_key}/{m.key}"}]
@@ -151,34 +150,33 @@ _TASK_ELEMENTS = ("resourceType", "id", "meta", "extension", "identifier", "stat
                   "code", "focus", "for", "executionPeriod", "authoredOn", "lastModified", "owner", "restriction")
 
 
-def retimed_task(stored: Resource, milestone: dict[str, Any]) -> Resource:
-    """A stored Task moved to a later clock: the milestone (a `to_dict` one, from `living.advance`) gives
-    its new deadline status and delay cause; nothing else of a Task changes when only time passes.
+def retimed_task(stored: Resource, milestone: Milestone) -> Resource:
+    """A stored Task moved to a later clock: the milestone (from `living.advance`) gives its new
+    deadline status and delay cause; nothing else of a Task changes when only time passes.
     """
     res = dict(stored)
-    extensions = _task_extensions(milestone.get("adjusted_deadline"), milestone.get("delay_cause"),
-                                  milestone.get("outcome"))
+    extensions = _task_extensions(milestone)
     res.pop("extension", None)
     res.pop("businessStatus", None)
     if extensions:
         res["extension"] = extensions
-    if milestone.get("deadline_status") is not None:
-        res["businessStatus"] = _business_status(milestone["deadline_status"])
+    if milestone.deadline_status is not None:
+        res["businessStatus"] = _business_status(milestone.deadline_status)
     return {k: res[k] for k in _TASK_ELEMENTS if k in res}
 
 
-def _task_extensions(adjusted_deadline: str | None, delay_cause: str | None, outcome: str | None) -> list[Resource]:
+def _task_extensions(m: Milestone) -> list[Resource]:
     extensions = []
-    if adjusted_deadline is not None:
-        extensions.append({"url": ids.EXT_ADJUSTED_DEADLINE, "valueDate": adjusted_deadline})
-    if delay_cause is not None:
-        extensions.append({"url": ids.EXT_DELAY_CAUSE, "valueCoding": _coding(ids.CS_DELAY_CAUSE, delay_cause)})
-    if outcome is not None:
-        extensions.append({"url": ids.EXT_DECISION_OUTCOME, "valueCoding": _outcome_coding(outcome)})
+    if m.adjusted_deadline is not None:
+        extensions.append({"url": ids.EXT_ADJUSTED_DEADLINE, "valueDate": m.adjusted_deadline.isoformat()})
+    if m.delay_cause is not None:
+        extensions.append({"url": ids.EXT_DELAY_CAUSE, "valueCoding": _coding(ids.CS_DELAY_CAUSE, m.delay_cause)})
+    if m.outcome is not None:
+        extensions.append({"url": ids.EXT_DECISION_OUTCOME, "valueCoding": _outcome_coding(m.outcome)})
     return extensions
 
 
-def _business_status(deadline_status: str) -> Resource:
+def _business_status(deadline_status: DeadlineStatus) -> Resource:
     return {"coding": [_coding(ids.CS_DEADLINE_STATUS, deadline_status)]}
 
 

@@ -10,19 +10,19 @@ each alert unique.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any
 
 from forlop.clock import local_date
-from forlop.events import plain
-from services.pathway.domain.status import (
+from forlop.status import (
     DeadlineStatus,
+    DelayCause,
     Milestone,
     MilestoneState,
     PathwayStatus,
     QualityFinding,
 )
+from services.pathway.domain.deadlines import changes_on, deadline_status
 
 PASSIVE = "passive-pathway"
 
@@ -36,64 +36,66 @@ class Transition:
     adjusted_deadline: date | None
 
 
-def deadline_transitions(previous: dict[str, Any] | None, status: PathwayStatus | dict[str, Any]) -> list[Transition]:
-    """Milestones whose deadline status differs from the previously stored status (dicts from to_dict)."""
-    before: dict[str, str | None] = {}
-    for m in (previous or {}).get("milestones", []):
-        before[m["key"]] = m.get("deadline_status")
-    out = []
-    for d in (status.to_dict() if isinstance(status, PathwayStatus) else status)["milestones"]:
-        new, old = d.get("deadline_status"), before.get(d["key"])
-        if new is None or old == new:
-            continue
-        out.append(Transition(d["key"], DeadlineStatus(old) if old else None, DeadlineStatus(new),
-                              _day(d.get("deadline")), _day(d.get("adjusted_deadline"))))
-    return out
+def deadline_transitions(previous: PathwayStatus | None, status: PathwayStatus) -> list[Transition]:
+    """Milestones whose deadline status differs from the previously stored status."""
+    before = {m.key: m.deadline_status for m in previous.milestones} if previous is not None else {}
+    return [
+        Transition(m.key, before.get(m.key), m.deadline_status, m.deadline, m.adjusted_deadline)
+        for m in status.milestones
+        if m.deadline_status is not None and before.get(m.key) is not m.deadline_status
+    ]
 
 
-def advance(stored: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-    """A stored status (`PathwayStatus.to_dict()`) as `derive` would give it at the later `now`.
+def advance(stored: PathwayStatus, now: datetime) -> PathwayStatus | None:
+    """A stored status as `derive` would give it at the later `now`.
 
     Only the clock moved, so only the open milestones' deadline statuses and delay causes, the
     passive-pathway finding and `as_of` can change. None when that is not enough: the clock went
     back, a future-dated or future-recorded event starts to count, or the status predates the
     clock basis; the caller then derives from the history.
     """
-    extra = stored.get("extra") or {}
-    basis = extra.get("clock")
-    if basis is None or stored.get("as_of") is None or now < datetime.fromisoformat(stored["as_of"]):
+    basis = stored.clock
+    if basis is None or stored.as_of is None or now < stored.as_of:
         return None
     today = local_date(now)
-    if basis["future_on"] is not None and today >= date.fromisoformat(basis["future_on"]):
+    if basis.future_on is not None and today >= basis.future_on:
         return None
-    if basis["recorded_after"] is not None and now >= datetime.fromisoformat(basis["recorded_after"]):
+    if basis.recorded_after is not None and now >= basis.recorded_after:
         return None
-    horizon = int(extra["due_soon_days"])
+    horizon = stored.due_soon_days
     milestones = []
-    for m in stored["milestones"]:
-        if m["state"] == MilestoneState.OPEN.value and m.get("deadline_status") is not None:
-            left = (date.fromisoformat(m["adjusted_deadline"]) - today).days
-            status = (DeadlineStatus.OVERDUE if left < 0
-                      else DeadlineStatus.DUE_SOON if left <= horizon else DeadlineStatus.PENDING)
-            cause = basis["overdue_causes"][m["key"]] if status is DeadlineStatus.OVERDUE else None
-            if m["deadline_status"] != status.value or m.get("delay_cause") != cause:
-                m = {**m, "deadline_status": status.value, "delay_cause": cause}
+    for m in stored.milestones:
+        if m.state is MilestoneState.OPEN and m.deadline_status is not None and m.deadline is not None:
+            status = deadline_status(m.deadline, m.adjusted_deadline or m.deadline, today, horizon)
+            cause = DelayCause(basis.overdue_causes[m.key]) if status is DeadlineStatus.OVERDUE else None
+            if m.deadline_status is not status or m.delay_cause is not cause:
+                m = replace(m, deadline_status=status, delay_cause=cause)
         milestones.append(m)
-    findings = [f for f in stored.get("findings", []) if f["kind"] != PASSIVE]
-    contact = basis["last_contact"]
+    findings = [f for f in stored.findings if f.kind != PASSIVE]
+    contact = basis.last_contact
     if contact is not None:
-        idle = (today - date.fromisoformat(contact["on"])).days
-        if idle > int(basis["passive_after_days"]):
-            findings.append(plain(QualityFinding(PASSIVE, f"no registered contact for {idle} days",
-                                                 contact["event_id"], today)))
-            findings.sort(key=lambda f: (f["on"] or "", f["kind"], f["event_id"] or ""))
-    return {**stored, "milestones": milestones, "findings": findings, "as_of": now.isoformat()}
+        idle = (today - contact.on).days
+        if idle > basis.passive_after_days:
+            findings.append(QualityFinding(PASSIVE, f"no registered contact for {idle} days", contact.event_id, today))
+            findings.sort(key=lambda f: (f.on or date.min, f.kind, f.event_id or ""))
+    return replace(stored, milestones=tuple(milestones), findings=tuple(findings), as_of=now)
 
 
-def _day(value: str | None) -> date | None:
-    return date.fromisoformat(value) if value else None
+def next_check_on(status: PathwayStatus) -> date | None:
+    """The first local date on which an open milestone's deadline status will change (the scanner's cue)."""
+    horizon = status.due_soon_days  # the rule set's, or FORLOP_DUE_SOON_DAYS via RuleBook.load
+    days = (
+        changes_on(m.due, m.deadline_status, horizon)
+        for m in status.milestones
+        if m.state is MilestoneState.OPEN and m.due is not None
+    )
+    return min((d for d in days if d is not None), default=None)
+
+
+def overdue_milestones(status: PathwayStatus) -> int:
+    return sum(1 for m in status.milestones if m.deadline_status is DeadlineStatus.OVERDUE)
 
 
 def days_left(m: Milestone, today: date) -> int | None:
-    due = m.adjusted_deadline or m.deadline
+    due = m.due
     return (due - today).days if due else None

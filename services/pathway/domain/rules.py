@@ -17,6 +17,7 @@ from typing import Any
 from forlop.events import Setting
 
 FROM_START_REGISTRATION = "from-start-registration"
+TARGETS_FILE = "national-targets.json"  # beside the rule sets, read by `targets`
 
 
 class UnknownPathwayType(KeyError):
@@ -90,7 +91,8 @@ class RuleBook:
     def load(cls, due_soon_days: int | None = None) -> RuleBook:
         """The rule sets shipped in ``profiles/rules``; ``due_soon_days`` overrides every version's horizon."""
         files = [
-            f for f in resources.files("profiles").joinpath("rules").iterdir() if f.name.endswith(".json")
+            f for f in resources.files("profiles").joinpath("rules").iterdir()
+            if f.name.endswith(".json") and f.name != TARGETS_FILE
         ]
         return cls.from_documents([json.loads(f.read_text("utf-8")) for f in files], due_soon_days)
 
@@ -101,7 +103,7 @@ class RuleBook:
             ptype = doc["pathwayType"]
             sets = []
             for version in doc["versions"]:
-                merged = _merge(doc.get("base", {}), version)
+                merged = merge(doc.get("base", {}), version)
                 if due_soon_days is not None:
                     merged["dueSoonDays"] = due_soon_days
                 sets.append(RuleSet.from_data(ptype, merged))
@@ -124,11 +126,12 @@ class RuleBook:
         return sorted(self.versions)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A version over its base: nested objects merge, everything else the version's."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out

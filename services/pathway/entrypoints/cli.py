@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from forlop.clock import Clock, parse_time
 from forlop.config import Settings
 from forlop.storage import Store
-from services.pathway.reports import compute_indicators, compute_quality
+from services.pathway.adapters.reports import compute_indicators, compute_quality
 
 
 @dataclass(frozen=True)

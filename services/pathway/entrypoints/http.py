@@ -1,7 +1,7 @@
 """The coordinators' JSON API: worklist, municipal overview, indicators, registration quality.
 
 Thin: each route checks its parameters (a bad one is a 400 OperationOutcome naming it),
-reads in one connection and hands the rows to ``services.pathway.reports``. The
+reads in one connection through the report queries (``services.pathway.adapters.reports``). The
 blueprint is registered by the application (``app.bootstrap``) under the read scope.
 
 - ``GET /worklist?unit=<HER-id>[&limit=N]``
@@ -24,7 +24,8 @@ from forlop.fhir.outcome import error
 from forlop.http import BadParameter, one_value, whole_number
 from forlop.storage import Store
 from services.ingest.public import bounds
-from services.pathway import reports
+from services.pathway.adapters import reports
+from services.pathway.domain.reports import EPISODE_STATUSES, GROUP_BY
 
 MAX_LIMIT = 5000
 KOMMUNENUMMER = re.compile(r"[0-9]{4}")  # ASCII: \d would take other scripts' digits
@@ -64,11 +65,11 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
         statuses = None
         if raw := one_value(request.args, "episodeStatus"):
             statuses = [s for s in raw.split(",") if s]
-            unknown = [s for s in statuses if s not in reports.EPISODE_STATUSES]
+            unknown = [s for s in statuses if s not in EPISODE_STATUSES]
             if unknown:
                 raise BadParameter(
                     "episodeStatus",
-                    f"unknown episode status {', '.join(unknown)}; use {', '.join(reports.EPISODE_STATUSES)}",
+                    f"unknown episode status {', '.join(unknown)}; use {', '.join(EPISODE_STATUSES)}",
                 )
         limit = _limit()
         with store().read() as conn:
@@ -79,8 +80,8 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
     def get_indicators() -> Response:
         date_from, date_to = _period()
         group_by = one_value(request.args, "groupBy") or "pathwayType"
-        if group_by not in reports.GROUP_BY:
-            raise BadParameter("groupBy", f"groupBy={group_by[:40]!r}: use one of {', '.join(reports.GROUP_BY)}")
+        if group_by not in GROUP_BY:
+            raise BadParameter("groupBy", f"groupBy={group_by[:40]!r}: use one of {', '.join(GROUP_BY)}")
         with store().read() as conn:
             report = reports.indicators(conn, date_from, date_to, group_by, clock())
         return _json(report.to_dict())

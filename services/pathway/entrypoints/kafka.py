@@ -10,16 +10,16 @@ from sqlalchemy import Connection
 from forlop.clock import Clock
 from forlop.events import PathwayEvent
 from forlop.kafka import Record, TxHandler
-from services.pathway.handlers import PathwayDeps, handle_events
+from services.pathway.adapters.repository import SqlUnitOfWork
+from services.pathway.deps import PathwayDeps
+from services.pathway.handlers import handle_events
 
 
-def pathway_handler(clock: Clock, deps: PathwayDeps, defer: bool = False) -> TxHandler:
-    """The handler of the canonical events' topic, run in the consumer's transaction.
-
-    `defer`: store the events and queue their pathways for one derivation later (replay)."""
+def pathway_handler(clock: Clock, deps: PathwayDeps) -> TxHandler:
+    """The handler of the canonical events' topic, run in the consumer's transaction."""
 
     def handle(conn: Connection, records: Sequence[Record]) -> None:
         events = [PathwayEvent.from_dict(orjson.loads(r.value)) for r in records]
-        handle_events(conn, events, clock(), deps, defer=defer)
+        handle_events(SqlUnitOfWork(conn), events, clock(), deps)
 
     return handle

@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import func, select
 
 from app.bootstrap import Runtime
-from app.replay.pipeline import replay_file
+from app.replay.pipeline import events_handler, replay_file, store_events
 from forlop.clock import FixedClock
 from forlop.config import load_settings
 from forlop.storage import Store, schema
 from forlop_devtools.synthetic import generate
+from services.ingest.adapters.repository import SqlIngestUnitOfWork
 from services.ingest.domain.normalise import parse_vendor_event
 from services.ingest.handlers import InboundRecord, ingest
 from services.pathway.domain.rules import RuleBook
-from services.pathway.handlers import PathwayDeps, handle_events, refresh_queued
+from services.pathway.public import BulkUnitOfWork, PathwayDeps, SqlUnitOfWork, handle_events, refresh_queued
 from tests.builders import at
 
 AS_OF = at("2026-03-01")
@@ -44,21 +45,21 @@ def test_deferred_events_are_derived_once_from_the_queue_as_if_handled_at_once(s
     halves = (events[: len(events) // 2], events[len(events) // 2 :])
     for half in halves:
         with store.transaction() as conn:
-            handle_events(conn, half, AS_OF, deps, defer=True)
+            store_events(BulkUnitOfWork(conn), half, AS_OF)
     keys = {ev.pathway_key for ev in events}
     assert _count(store, schema.pathways) == 0 and _count(store, schema.pathway_refresh_queue) == len(keys)
     with store.transaction() as conn:
-        first = refresh_queued(conn, AS_OF, deps, limit=5)
+        first = refresh_queued(SqlUnitOfWork(conn), AS_OF, deps, limit=5)
     assert len(first.refreshed) == 5 and _count(store, schema.pathway_refresh_queue) == len(keys) - 5
     with store.transaction() as conn:
-        rest = refresh_queued(conn, AS_OF, deps)
+        rest = refresh_queued(SqlUnitOfWork(conn), AS_OF, deps)
     assert sorted(first.refreshed + rest.refreshed) == sorted(keys)
     assert _count(store, schema.pathway_refresh_queue) == 0
 
     at_once = Store(f"sqlite:///{tmp_path / 'at-once.db'}")
     at_once.migrate()
     with at_once.transaction() as conn:
-        handle_events(conn, events, AS_OF, deps)
+        handle_events(SqlUnitOfWork(conn), events, AS_OF, deps)
     assert _statuses(store) == _statuses(at_once)
 
 
@@ -115,12 +116,12 @@ def test_a_replay_hands_over_what_the_outbox_records_would_deliver(store, anothe
     lines = [line for line in dips_file.read_bytes().splitlines() if line.strip()]
     for i in range(0, len(lines), 40):
         with other.transaction() as conn:
-            ingest(conn, "dips", [InboundRecord(raw, f"test:{i}") for raw in lines[i : i + 40]], AS_OF,
+            ingest(SqlIngestUnitOfWork(conn), "dips", [InboundRecord(raw, f"test:{i}") for raw in lines[i : i + 40]], AS_OF,
                    settings.topics)
-        rt.drain_outbox({settings.topics.events: rt.pathway_handler(defer=True)})
+        rt.drain_outbox({settings.topics.events: events_handler(rt)})
     while True:
         with other.transaction() as conn:
-            derived = refresh_queued(conn, AS_OF, rt.pathway_deps)
+            derived = refresh_queued(SqlUnitOfWork(conn), AS_OF, rt.pathway_deps)
         rt.drain_outbox(rt.topic_handlers(["messaging"]))
         if not derived.refreshed:
             break

@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import delete, select
 
 from app.bootstrap import Runtime
-from app.replay.pipeline import replay_file
+from app.replay.pipeline import _derive_chunk, replay_file, store_events
 from forlop.clock import FixedClock
 from forlop.config import load_settings
+from forlop.status import PathwayStatus
 from forlop.storage import Store, schema
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
 from services.messaging.handlers import handle_parsed_status_changes
-from services.messaging.prebuild import PrebuiltMessage, prebuild_messages
-from services.pathway.handlers import PathwayResult, derive_pathway, handle_events, load_history, refresh
+from services.messaging.prebuild import PrebuiltMessage, prebuild_messages, prebuilt_builder
+from services.pathway.public import BulkUnitOfWork, SqlUnitOfWork, derive_pathway, handle_events, load_history
 from tests.builders import at
 
 AS_OF = at("2026-03-01")
@@ -64,12 +65,18 @@ def test_a_replay_with_workers_stores_what_one_process_stores(
     monkeypatch.setattr("app.replay.pipeline.AHEAD_CHUNK", 4)
     built_here: list[str] = []
     derived_here: list[str] = []
+    import app.replay.pipeline as pipeline
     import services.messaging.apply as apply
-    import services.pathway.handlers as pathway_service
+    import services.messaging.prebuild as prebuild
 
-    real_build, real_derive = apply.build_for, pathway_service.derive_pathway
-    monkeypatch.setattr(apply, "build_for", lambda row, *a: built_here.append(row["id"]) or real_build(row, *a))
-    monkeypatch.setattr(pathway_service, "derive_pathway",
+    real_build, real_derive = apply.build_for, pipeline.derive_pathway
+
+    def build_here(row, *a):
+        return built_here.append(row["id"]) or real_build(row, *a)
+
+    monkeypatch.setattr(apply, "build_for", build_here)
+    monkeypatch.setattr(prebuild, "build_for", build_here)  # a new row's XML, where no worker built it
+    monkeypatch.setattr(pipeline, "derive_pathway",
                         lambda key, *a, **k: derived_here.append(key) or real_derive(key, *a, **k))
 
     with_workers = replay_file(Runtime(settings, store, FixedClock(AS_OF)), "dips", replay_file_with_rejects,
@@ -123,7 +130,7 @@ def test_pathways_queued_while_the_workers_derive_are_derived_too(store, tmp_pat
             derive_calls.append(len(result))
             if len(derive_calls) == 2:  # the pass is past the first keys: queue one that sorts first
                 with store.transaction() as conn:
-                    handle_events(conn, late, AS_OF, rt.pathway_deps, defer=True)
+                    store_events(BulkUnitOfWork(conn), late, AS_OF)
         return result
 
     monkeypatch.setattr(replay, "unpacked", unpacked)
@@ -142,23 +149,25 @@ def _events(n: int, seed: int):
 def test_a_derivation_of_an_older_history_or_another_time_is_derived_again(store, another_store):
     """The main process uses a worker's derivation only for the history it loads in its own
     write transaction, at the same `now`: events stored in between make it derive again."""
-    deps = Runtime(load_settings({}), store).pathway_deps
+    rt = Runtime(load_settings({}), store, FixedClock(AS_OF))
+    deps = rt.pathway_deps
     events = _events(1, 41)
     assert len(events) >= 3
     key = events[0].pathway_key
     with store.transaction() as conn:
-        handle_events(conn, events[:2], AS_OF, deps, defer=True)
+        store_events(BulkUnitOfWork(conn), events[:2], AS_OF)
         older = derive_pathway(key, load_history(conn, [key])[key], AS_OF, deps)
-        handle_events(conn, events[2:], AS_OF, deps, defer=True)  # the history grew after the derivation
+        store_events(BulkUnitOfWork(conn), events[2:], AS_OF)  # the history grew after the derivation
         current = derive_pathway(key, load_history(conn, [key])[key], AS_OF, deps)
         earlier = derive_pathway(key, load_history(conn, [key])[key], at("2026-02-01"), deps)
         assert older.history_hash != current.history_hash and earlier.history_hash == current.history_hash
     with another_store.transaction() as conn:
-        handle_events(conn, events, AS_OF, deps)  # derived in the transaction, from the whole history
+        handle_events(SqlUnitOfWork(conn), events, AS_OF, deps)  # derived in the transaction, from the whole history
     for stale in (older, earlier):
         with store.transaction() as conn:
             conn.execute(delete(schema.pathways))
-            refresh(conn, [key], AS_OF, deps, PathwayResult(), derived={key: stale})
+            BulkUnitOfWork(conn).pathways.queue([key], AS_OF)
+        assert _derive_chunk(rt, AS_OF, 1, [key], {key: stale}).refreshed == [key]
         assert _table(store, schema.pathways) == _table(another_store, schema.pathways)
 
 
@@ -176,7 +185,7 @@ def test_a_prebuilt_message_is_used_only_for_the_row_it_was_built_for(store, con
     for i, (key, history) in enumerate(sorted(by_pathway.items())):
         status = derive_pathway(key, history, AS_OF, rt.pathway_deps).status
         changes.append(({"pathway_key": key, "pathway_id": history[0].pathway_id, "status": status}, history))
-        ready = prebuild_messages(history, status, AS_OF, deps)
+        ready = prebuild_messages(history, PathwayStatus.from_dict(status), AS_OF, deps)
         if i == 1:  # built for another recipient: not this row's
             ready = {k: _with(m, details={**m.details, "recipient": {"her_id": "1", "name": "Annen"}})
                      for k, m in ready.items()}
@@ -185,7 +194,7 @@ def test_a_prebuilt_message_is_used_only_for_the_row_it_was_built_for(store, con
         prebuilt.update(ready)
     assert len(prebuilt) >= 3
     with store.transaction() as conn:
-        handle_parsed_status_changes(conn, changes, AS_OF, deps, prebuilt=prebuilt)
+        handle_parsed_status_changes(conn, changes, AS_OF, deps, build_new=prebuilt_builder(prebuilt))
     m = schema.messages
     with store.read() as conn:
         rows = {r.dedupe_key: r for r in conn.execute(select(m.c.dedupe_key, m.c.id, m.c.xml, m.c.pathway_key))}

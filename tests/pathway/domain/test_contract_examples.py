@@ -11,10 +11,10 @@ import pytest
 
 from forlop.clock import parse_time
 from forlop.events import PathwayEvent
+from forlop.status import PathwayStatus
 from services.ingest.domain.normalise import parse_vendor_event
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import PathwayStatus
 
 
 def _examples(contracts_dir: Path, source: str) -> dict[str, list[PathwayEvent]]:

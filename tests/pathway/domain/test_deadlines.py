@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from services.pathway.domain.status import DeadlineStatus, DelayCause, MilestoneState
+from forlop.status import DeadlineStatus, DelayCause, MilestoneState
 from tests.builders import Scenario, day, milestone, pathway
 
 TYPES = ("D11", "D12", "D01")

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from forlop.clock import OSLO
 from forlop.events import PathwayEvent
+from forlop.status import PathwayStatus
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import PathwayStatus
 from tests.builders import pathway
 
 RULES = RuleBook.load()

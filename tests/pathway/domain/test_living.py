@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from forlop.clock import FixedClock
+from forlop.status import DeadlineStatus, PathwayStatus
 from services.pathway.domain.derive import derive
 from services.pathway.domain.living import days_left, deadline_transitions
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import DeadlineStatus
 from tests.builders import at, pathway
 
 RULES = RuleBook.load()
@@ -34,7 +34,7 @@ def test_scanner_crosses_due_soon_then_overdue_exactly_once() -> None:
         ("decision-basic", None, DeadlineStatus.PENDING),
     }
 
-    stored = t0.to_dict()
+    stored = t0
     for advance, expected in ((1, DeadlineStatus.DUE_SOON), (8, DeadlineStatus.OVERDUE)):
         clock.advance(days=advance)
         new = derive(events, RULES, clock())
@@ -42,13 +42,13 @@ def test_scanner_crosses_due_soon_then_overdue_exactly_once() -> None:
         assert len(crossed) == 1
         t = crossed[0]
         assert (t.milestone_key, t.to_status) == ("decision-basic", expected)
-        assert t.from_status is DeadlineStatus(stored["milestones"][2]["deadline_status"])
+        assert t.from_status is stored.milestones[2].deadline_status
         assert t.deadline == t.adjusted_deadline == at("2025-03-03").date()
         # the same instant again (a second scan, or a redelivered event): nothing new
-        assert deadline_transitions(new.to_dict(), derive(events, RULES, clock())) == []
+        assert deadline_transitions(new, derive(events, RULES, clock())) == []
         # later the same day: still nothing new
-        assert deadline_transitions(new.to_dict(), derive(events, RULES, clock() + timedelta(hours=5))) == []
-        stored = new.to_dict()
+        assert deadline_transitions(new, derive(events, RULES, clock() + timedelta(hours=5))) == []
+        stored = PathwayStatus.from_dict(new.to_dict())  # as the scanner reads it back
 
 
 def test_a_late_no_show_moves_an_overdue_milestone_back_to_pending() -> None:
@@ -56,7 +56,7 @@ def test_a_late_no_show_moves_an_overdue_milestone_back_to_pending() -> None:
     before = p.derive("2025-02-05")
     assert before.milestones[1].deadline_status is DeadlineStatus.OVERDUE
     after = p.no_show("2025-01-27", "2025-02-20").derive("2025-02-05")
-    crossed = deadline_transitions(before.to_dict(), after)
+    crossed = deadline_transitions(before, after)
     assert [(t.milestone_key, t.from_status, t.to_status) for t in crossed] == [
         ("first-attendance", DeadlineStatus.OVERDUE, DeadlineStatus.PENDING)
     ]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from services.pathway.domain.derive import derive
-from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.status import (
+from forlop.status import (
     DeadlineStatus,
     DelayCause,
     EpisodeStatus,
     MilestoneState,
     StatusPeriod,
 )
+from services.pathway.domain.derive import derive
+from services.pathway.domain.rules import RuleBook
 from tests.builders import at, day, finding_kinds, has_milestone, milestone, pathway
 
 TYPES = ("D11", "D12", "D01")

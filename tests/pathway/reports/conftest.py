@@ -55,11 +55,11 @@ def loaded_store(store, dataset: Dataset):
     """The data set through the real write path (`handle_events`), on SQLite and PostgreSQL."""
     from forlop.config import load_settings
     from services.pathway.domain.rules import RuleBook
-    from services.pathway.handlers import PathwayDeps, handle_events
+    from services.pathway.public import PathwayDeps, SqlUnitOfWork, handle_events
 
     deps = PathwayDeps(RuleBook.load(), load_settings({}).topics)
     with store.transaction() as conn:
-        handle_events(conn, dataset.events, NOW, deps)
+        handle_events(SqlUnitOfWork(conn), dataset.events, NOW, deps)
     return store
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from report_dataset import NOW, UNIT_A, UNIT_B
 
-from services.pathway import reports
+from services.pathway.adapters import reports
 
 
 def outcome(resp, status, expression):

@@ -8,7 +8,9 @@ from datetime import date
 import pytest
 from report_dataset import NOW, TODAY, UNIT_A, UNIT_B
 
-from services.pathway import reports
+from forlop.status import EpisodeStatus, PathwayStatus, QualityFinding
+from services.pathway.adapters.reports import report_row
+from services.pathway.domain import reports
 
 
 def by_key(rows):
@@ -17,7 +19,7 @@ def by_key(rows):
 
 def worklist_of(rows, unit, limit=None):
     items = [
-        reports.worklist_row(r, TODAY)
+        reports.worklist_row(report_row(r), TODAY)
         for r in rows
         if r["unit_her_id"] == unit and r["episode_status"] in reports.OPEN_EPISODES
     ]
@@ -38,7 +40,7 @@ def test_worklist_orders_overdue_first_then_days_left_then_no_deadline(status_ro
 
 def test_worklist_row_carries_patient_milestone_and_last_event(status_rows):
     row = next(r for r in status_rows if r["pathway_id"] == "P2")
-    item = reports.worklist_row(row, TODAY)
+    item = reports.worklist_row(report_row(row), TODAY)
     assert item == {
         "pathwayId": "P2",
         "pathwayKey": "dips:P2",
@@ -59,7 +61,7 @@ def test_worklist_row_carries_patient_milestone_and_last_event(status_rows):
         "lastEvent": {"kind": "pathway-code", "code": "D11CP", "date": "2025-12-20"},
     }
     # Without a deadline the next open milestone is still shown, undated.
-    p5 = reports.worklist_row(next(r for r in status_rows if r["pathway_id"] == "P5"), TODAY)
+    p5 = reports.worklist_row(report_row(next(r for r in status_rows if r["pathway_id"] == "P5")), TODAY)
     assert p5["nextMilestone"]["code"] == "first-attendance" and p5["nextMilestone"]["deadline"] is None
 
 
@@ -68,16 +70,16 @@ def test_open_deadline_status_is_recomputed_against_today(status_rows):
     row = next(r for r in status_rows if r["pathway_id"] == "P6")
     m = next(m for m in row["status"]["milestones"] if m["key"] == "decision-basic")
     assert m["deadline_status"] == "pending"
-    assert reports.next_milestone(row["status"], date(2026, 3, 17))["deadlineStatus"] == "due-soon"
-    later = reports.next_milestone(row["status"], date(2026, 3, 30))
+    assert reports.next_milestone(PathwayStatus.from_dict(row["status"]), date(2026, 3, 17))["deadlineStatus"] == "due-soon"
+    later = reports.next_milestone(PathwayStatus.from_dict(row["status"]), date(2026, 3, 30))
     assert (later["deadlineStatus"], later["daysLeft"]) == ("overdue", -6)
-    assert reports.next_milestone(row["status"], date(2026, 3, 17), due_soon_days=3)["deadlineStatus"] == "pending"
+    assert reports.next_milestone(PathwayStatus.from_dict(row["status"]), date(2026, 3, 17), due_soon_days=3)["deadlineStatus"] == "pending"
 
 
 def test_municipal_rows_show_next_and_last_evaluation(status_rows):
     rows = [r for r in status_rows if r["municipality"] == "0301" and r["consent_municipality"]
             and r["episode_status"] != "entered-in-error"]
-    items = sorted((reports.municipal_row(r, TODAY) for r in rows), key=reports.municipal_order)
+    items = sorted((reports.municipal_row(report_row(r), TODAY) for r in rows), key=reports.municipal_order)
     assert [(i["pathwayId"], i["episodeStatus"], i["nextEvaluationDate"], i["lastEvaluationDate"]) for i in items] == [
         ("P2", "active", "2026-01-31", None),
         ("P1", "active", "2026-02-12", "2025-11-20"),
@@ -91,7 +93,7 @@ def test_municipal_rows_show_next_and_last_evaluation(status_rows):
 
 
 def indicator_rows(status_rows, group_by="pathwayType", date_from=date(2025, 9, 1), date_to=date(2025, 12, 31)):
-    pairs = [(r["status"], r["unit_her_id"]) for r in status_rows]
+    pairs = [(PathwayStatus.from_dict(r["status"]), r["unit_her_id"]) for r in status_rows]
     return reports.indicators_of(pairs, date_from, date_to, group_by, TODAY)
 
 
@@ -184,7 +186,7 @@ def test_median_of_a_histogram():
 def quality_of(status_rows, date_from=None, date_to=None):
     tally = reports.QualityTally(date_from, date_to)
     for r in sorted(status_rows, key=lambda r: r["pathway_key"]):
-        tally.add(r["status"], r["unit_her_id"], r["patient"]["unit"]["name"])
+        tally.add(PathwayStatus.from_dict(r["status"]), r["unit_her_id"], r["patient"]["unit"]["name"])
     return tally.report(TODAY)
 
 
@@ -226,8 +228,9 @@ def test_quality_in_a_period(status_rows):
 def test_examples_are_capped_at_five_per_kind():
     tally = reports.QualityTally(None, None)
     for n in range(8):
-        status = {"pathway_key": f"dips:Q{n}", "pathway_id": f"Q{n}", "episode_status": "active",
-                  "findings": [{"kind": "late-registration", "on": "2026-01-0" + str(n + 1)}] * 2}
+        finding = QualityFinding("late-registration", "registered late", None, date(2026, 1, n + 1))
+        status = PathwayStatus(f"dips:Q{n}", f"Q{n}", "dips", "D11", EpisodeStatus.ACTIVE, "treatment", (),
+                               findings=(finding, finding))
         tally.add(status, UNIT_A)
     kinds = tally.report(TODAY)["kinds"]
     assert kinds[0]["count"] == 16

@@ -41,13 +41,13 @@ def test_forlop_quality_shows_them(tmp_path, dataset, monkeypatch, capsys) -> No
     from forlop.config import load_settings
     from forlop.storage import Store
     from services.pathway.domain.rules import RuleBook
-    from services.pathway.handlers import PathwayDeps, handle_events
+    from services.pathway.public import PathwayDeps, SqlUnitOfWork, handle_events
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     store = Store(url)
     store.migrate()
     with store.transaction() as conn:
-        handle_events(conn, dataset.events, NOW, PathwayDeps(RuleBook.load(), load_settings({}).topics))
+        handle_events(SqlUnitOfWork(conn), dataset.events, NOW, PathwayDeps(RuleBook.load(), load_settings({}).topics))
     store.dispose()
     for name, value in (("FORLOP_DATABASE_URL", url), ("FORLOP_DATA_DIR", str(tmp_path)),
                         ("FORLOP_CLOCK", NOW.isoformat()), ("FORLOP_LOG_LEVEL", "WARNING")):
