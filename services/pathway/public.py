@@ -7,7 +7,15 @@ commands are here for the application to wire.
 
 from __future__ import annotations
 
-from services.pathway.adapters.fhir_repository import read_resource
+from services.pathway.adapters.fhir_history import (
+    HistoryPage,
+    Version,
+    deletion,
+    instance_history,
+    read_version,
+    type_history,
+)
+from services.pathway.adapters.fhir_repository import StoredResource, read_resource
 from services.pathway.adapters.fhir_search import search_page
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
@@ -31,6 +39,13 @@ from services.pathway.reports import compute_indicators
 
 __all__ = [
     "SEARCH_PARAMS",
+    "HistoryPage",
+    "StoredResource",
+    "Version",
+    "deletion",
+    "instance_history",
+    "read_version",
+    "type_history",
     "CliContext",
     "Derivation",
     "PathwayDeps",
