@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib.metadata import version
 from urllib.parse import urlencode
@@ -230,7 +230,7 @@ def create_app(deps: ApiDeps) -> Flask:
             onward = asked.echoed + [("_cursor", history_cursor(last.updated_at, last.id, last.version_id))]
             links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
         host = request.host_url.rstrip("/") + "/fhir"
-        bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": complete_to.astimezone(UTC).isoformat()},
+        bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": _zulu(complete_to)},
                   "type": "history", "link": links, "entry": [_history_entry(host, v) for v in page.versions]}
         return fhir_response(bundle)
 
@@ -354,6 +354,11 @@ def _gone(deleted: Version) -> Response:
     resp.headers["ETag"] = etag(deleted.version_id)
     resp.headers["Last-Modified"] = http_date(deleted.updated_at)
     return resp
+
+
+def _zulu(at: datetime) -> str:
+    """An instant in UTC written with Z: the next poll's _since, with no "+" to encode in a URL."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _history_entry(host: str, version: Version) -> dict[str, object]:

@@ -77,6 +77,9 @@ def search_request(resource_type: str, supported: Iterable[str], args: MultiDict
         if raw not in TOTAL_MODES:
             raise BadParameter("_total", f"_total={shown(raw)}: use one of {', '.join(TOTAL_MODES)}")
         total_mode = raw
+    if len(args.getlist("_lastUpdated")) > MAX_DATE_BOUNDS:
+        raise BadParameter("_lastUpdated", f"_lastUpdated is given more than {MAX_DATE_BOUNDS} times (a range "
+                           "takes two)", "too-costly")
     updated = [bound for value in dict.fromkeys(args.getlist("_lastUpdated"))
                for bound in date_bounds("_lastUpdated", value)]
     sort = None
@@ -85,8 +88,6 @@ def search_request(resource_type: str, supported: Iterable[str], args: MultiDict
             raise BadParameter("_sort", f"_sort={shown(raw)}: sort by one of {', '.join(SORTS)} (a '-' before it: "
                                "newest first)", "not-supported")
         sort = raw
-        if cursor is not None:
-            raise BadParameter("_cursor", "_cursor pages a search by id; a sorted search pages by _offset")
     criteria: list[tuple[str, list[str]]] = []
     for name in args:
         if name in CONTROL_PARAMS:
@@ -117,6 +118,17 @@ def search_request(resource_type: str, supported: Iterable[str], args: MultiDict
     return SearchRequest(criteria, count, offset, cursor, total_mode, echoed, updated, sort)
 
 
+# The date values served, as patterns the OpenAPI document states too (a value the pattern takes is
+# accepted, one it does not is a 400): years 1900-2099, only days that exist, a time only with an offset.
+_YEAR = "(19[0-9]{2}|20[0-9]{2})"
+_DAY = (f"({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+        "|02-(0[1-9]|1[0-9]|2[0-8]))|(19([2468][048]|[13579][26]|0[48])|20([02468][048]|[13579][26]))-02-29)")
+_TZ = "(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+_HM = "T([01][0-9]|2[0-3]):[0-5][0-9]"
+DATE_PATTERN = f"(gt|ge|lt|le|eq)?({_YEAR}(-(0[1-9]|1[0-2]))?|{_DAY}({_HM}(:[0-5][0-9](\\.[0-9]{{1,6}})?)?{_TZ})?)"
+INSTANT_PATTERN = f"{_DAY}{_HM}:[0-5][0-9](\\.[0-9]{{1,6}})?{_TZ}"  # _since: a Bundle's meta.lastUpdated
+HISTORY_CURSOR_PATTERN = f"{_DAY}{_HM}:[0-5][0-9]\\.[0-9]{{6}}Z_[A-Za-z0-9.-]{{1,64}}_[1-9][0-9]{{0,8}}"
+MAX_DATE_BOUNDS = 2  # _lastUpdated given at most twice (a range)
 _DATE = re.compile(r"(?P<y>[0-9]{4})(-(?P<m>[0-9]{2})(-(?P<d>[0-9]{2})(T(?P<H>[0-9]{2}):(?P<M>[0-9]{2})"
                    r"(:(?P<S>[0-9]{2})(\.(?P<f>[0-9]{1,6}))?)?(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?")
 
@@ -125,7 +137,7 @@ def instant_range(name: str, raw: str) -> tuple[datetime, datetime]:
     """The instants a FHIR date value covers at its precision, [start, end), in UTC: 2026 is the year,
     2026-01-05T10:00+01:00 that minute. A value without an offset is read as UTC."""
     match = _DATE.fullmatch(raw)
-    if match is None:
+    if match is None or re.fullmatch(DATE_PATTERN, raw) is None:
         raise BadParameter(name, f"{name}={shown(raw)} is not a FHIR date or dateTime (e.g. 2026-01-05 or "
                            "2026-01-05T10:00:00Z)")
     g = match.groupdict()
@@ -154,7 +166,7 @@ def date_bounds(name: str, raw: str) -> list[tuple[str, datetime]]:
     """A date search value with its prefix as bounds on an instant: gt and le the end of the value's
     range, ge and lt its start, eq (no prefix) both."""
     prefix, value = (raw[:2], raw[2:]) if raw[:2].isalpha() else ("eq", raw)
-    if prefix not in DATE_PREFIXES:
+    if prefix not in DATE_PREFIXES or raw[2:3].isalpha():
         raise BadParameter(name, f"{name}={shown(raw)}: the prefix {prefix!r} is not supported; use one of "
                            f"{', '.join(DATE_PREFIXES)}", "not-supported")
     start, end = instant_range(name, value)
@@ -178,7 +190,7 @@ def history_request(args: MultiDict[str, str]) -> HistoryRequest:
                                f"{', '.join(HISTORY_PARAMS[:3])}", "not-supported")
     since = None
     if (raw := one_value(args, "_since")) is not None:
-        if _DATE.fullmatch(raw) is None or "T" in raw and not raw.endswith("Z") and raw[-6] not in "+-":
+        if re.fullmatch(INSTANT_PATTERN, raw) is None:
             raise BadParameter("_since", f"_since={shown(raw)} must be an instant with an offset (e.g. "
                                "2026-01-05T10:00:00Z), as a Bundle's meta.lastUpdated gives it")
         since = instant_range("_since", raw)[0]
@@ -198,18 +210,10 @@ def history_cursor(last_updated: datetime, resource_id: str, version_id: int) ->
 
 
 def _history_cursor(raw: str) -> tuple[datetime, str, int]:
-    parts = raw.split("_")
-    bad = BadParameter("_cursor", f"_cursor={shown(raw)} is not a paging position from a next link")
-    if len(parts) != 3 or not FHIR_ID.fullmatch(parts[1]) or not parts[2].isascii() or not parts[2].isdigit():
-        raise bad
-    try:
-        at = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise bad from None
-    version = int(parts[2])
-    if not 1 <= version <= INT32_MAX:
-        raise bad
-    return at, parts[1], version
+    if re.fullmatch(HISTORY_CURSOR_PATTERN, raw) is None:
+        raise BadParameter("_cursor", f"_cursor={shown(raw)} is not a paging position from a next link")
+    at, resource_id, version = raw.split("_")
+    return datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC), resource_id, int(version)
 
 
 def etag(version_id: int) -> str:
