@@ -86,6 +86,12 @@ def type_history(conn: Connection, resource_type: str, count: int, *, since: dat
     One range of the index (resource_type, last_updated, id, version_id), read backwards from the
     position and stopped at count + 1: a page costs the same however long the history is.
     """
+    rows = conn.execute(type_history_statement(resource_type, count + 1, since, after)).all()
+    return HistoryPage([Version(*row) for row in rows[:count]], len(rows) > count)
+
+
+def type_history_statement(resource_type: str, limit: int, since: datetime | None,
+                           after: tuple[datetime, str, int] | None) -> Any:
     h = schema.fhir_history
     query = select(*_columns()).where(h.c.resource_type == resource_type)
     if since is not None:
@@ -94,6 +100,4 @@ def type_history(conn: Connection, resource_type: str, count: int, *, since: dat
         at, resource_id, version_id = after
         query = query.where(tuple_(h.c.last_updated, h.c.id, h.c.version_id)
                             < tuple_(stored_instant(at), resource_id, version_id))
-    rows = conn.execute(query.order_by(h.c.last_updated.desc(), h.c.id.desc(), h.c.version_id.desc())
-                        .limit(count + 1)).all()
-    return HistoryPage([Version(*row) for row in rows[:count]], len(rows) > count)
+    return query.order_by(h.c.last_updated.desc(), h.c.id.desc(), h.c.version_id.desc()).limit(limit)
