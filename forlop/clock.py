@@ -48,3 +48,15 @@ def parse_time(value: str) -> datetime:
         return datetime(d.year, d.month, d.day, 12, 0, tzinfo=OSLO)
     at = datetime.fromisoformat(value)
     return at if at.tzinfo else at.replace(tzinfo=OSLO)
+
+
+def as_utc(at: datetime) -> datetime:
+    """An instant as stored by either store, in UTC. SQLite's DateTime keeps no offset: the stores
+    write instants in UTC (`stored_instant`), so a value read back without one is UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def stored_instant(at: datetime) -> datetime:
+    """An aware instant as written to a DateTime column: in UTC, so SQLite's offset-less text orders
+    and compares as the instants do, and reads back as `as_utc` takes it."""
+    return at.astimezone(UTC)

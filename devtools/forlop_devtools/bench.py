@@ -3,7 +3,8 @@
 Sections: ingest through Kafka into each store (throughput and produce-to-status
 latency), replay of a large file (throughput, peak RSS), one deadline-scanner
 pass and the indicators over many open pathways, FHIR search and worklist under
-concurrent load from a separate process, and messaging throughput. `--quick`
+concurrent load from a separate process, messaging throughput, and the FHIR change feed (type-level
+history paged over 200k resources; `--section history` runs it alone). `--quick`
 runs the same code on small sizes (the test suite runs it; it never asserts timings).
 """
 
@@ -41,6 +42,7 @@ from forlop.history import history_hash
 from forlop.kafka import make_producer
 from forlop.storage import Store, schema
 from forlop_devtools.broker import EmbeddedBroker, free_port
+from forlop_devtools.history_bench import bench_history
 from forlop_devtools.messaging_bench import messages_per_second
 from forlop_devtools.process_cpu import CpuMeter, TreeRss
 from forlop_devtools.synthetic import iter_generate
@@ -734,8 +736,27 @@ def bench_messaging(workdir: Path, count: int) -> dict[str, Any]:
 
 
 # --- the command ---------------------------------------------------------------------------------
+def run_history(quick: bool, stores: list[str], workdir: Path) -> dict[str, Any]:
+    """The change feed section on each store: type-level history over 200k resources (quick: 3,000)."""
+    out = {}
+    for kind in stores:
+        url, cleanup = _fresh_store_url(kind, workdir, "history")
+        try:
+            out[kind] = bench_history(url, workdir, 3000 if quick else 200_000, probes=20 if quick else 200)
+        finally:
+            cleanup()
+    return out
+
+
 def run_bench(quick: bool, stores: list[str], out_json: Path | None, consumers: int = 1,
-              scaling: bool = False, api_processes: int = 2) -> dict[str, Any]:
+              scaling: bool = False, api_processes: int = 2, section: str = "all") -> dict[str, Any]:
+    if section == "history":
+        with tempfile.TemporaryDirectory(prefix="forlop-bench-") as tmp:
+            report: dict[str, Any] = {"quick": quick, "machine": _machine(),
+                                      "history": run_history(quick, stores, Path(tmp))}
+        if out_json:
+            out_json.write_text(json.dumps(report, indent=2))
+        return report
     as_of = system_clock()
     sizes = (
         {"ingest_pathways": 20, "latency_rate": 200.0, "latency_pathways": 10, "replay_pathways": 150,
@@ -776,6 +797,7 @@ def run_bench(quick: bool, stores: list[str], out_json: Path | None, consumers: 
         report["scan"] = bench_scan(url, as_of, sizes["scan_open"])
         report["search"] = bench_api(url, workdir, sizes["api_clients"], sizes["api_per_client"], api_processes)
         report["messaging"] = bench_messaging(workdir, sizes["messages"])
+        report["history"] = run_history(quick, stores, workdir)
     if out_json:
         out_json.write_text(json.dumps(report, indent=2))
     return report
@@ -783,6 +805,16 @@ def run_bench(quick: bool, stores: list[str], out_json: Path | None, consumers: 
 
 def print_table(report: dict[str, Any], out=sys.stdout) -> None:  # noqa: ANN001
     out.write(f"{'section':<34} {'figure':>14}  unit\n")
+    if "ingest" in report:
+        _print_pipeline(report, out)
+    for kind, h in report.get("history", {}).items():
+        out.write(f"{'FHIR _history, ' + kind:<34} {h['versions']:>14,}  versions of {h['resources']:,} Tasks, "
+                  f"{h['pages']:,} pages of {h['page']}\n")
+        for name, key in (("paging to the end", "paging_ms"), ("_since, first page", "since_ms")):
+            out.write(f"{'  ' + name + ' p50 / p99':<34} {h[key]['p50']:>7,.1f}/{h[key]['p99']:<6,.1f}  ms a request\n")
+
+
+def _print_pipeline(report: dict[str, Any], out) -> None:  # noqa: ANN001
     for kind, r in report["ingest"].items():
         out.write(f"{'ingest via Kafka, ' + kind:<34} {r['events_per_s']:>14,.0f}  events/s ({r['events']} events)\n")
         cpu = r.get("cpu_ms_per_event") or {}
@@ -821,7 +853,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
         logging.getLogger().setLevel(logging.WARNING)
     report = run_bench(args.quick, stores, Path(args.out) if args.out else None, args.consumers, args.scaling,
-                       args.api_processes)
+                       args.api_processes, args.section)
     if args.json:
         print(json.dumps(report))
     else:
@@ -841,6 +873,8 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--api-processes", type=int, default=2,
                    help="processes of the API under load (FORLOP_HTTP_WORKERS; default 2, one per core of the "
                         "reference machine)")
+    b.add_argument("--section", choices=("all", "history"), default="all",
+                   help="history: only the FHIR change feed (type-level _history over 200k resources)")
     b.set_defaults(func=cmd_bench)
 
 

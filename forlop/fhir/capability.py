@@ -2,7 +2,8 @@
 
 Keep it truthful: the search parameters here are those `services.pathway.domain.search_index.SEARCH_PARAMS`
 indexes and `services/api/app.py` accepts (a test compares them), plus ``_count``, ``_offset``,
-``_cursor`` and ``_total``.
+``_cursor``, ``_total``, ``_lastUpdated`` and ``_sort``; the interactions read, vread, search-type,
+history-instance and history-type.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from forlop.fhir import ids
 
-LAST_CHANGED = "2026-11-25"  # CapabilityStatement.date: bump when the API surface changes
+LAST_CHANGED = "2026-12-04"  # CapabilityStatement.date: bump when the API surface changes
 
 _PAGING = [
     ("_count", "number", "Page size; default 50, at most 500 (a larger value gives 500)."),
@@ -29,7 +30,20 @@ _PAGING = [
         "none | estimate | accurate. Bundle.total is counted only for accurate (or _count=0); otherwise it is "
         "given when the page shows it (the last page of a search from the first match) and left out else.",
     ),
+    (
+        "_lastUpdated",
+        "date",
+        "When the resource last changed (meta.lastUpdated), with the prefixes gt, ge, lt, le and eq (none: eq, "
+        "the value's whole precision); repeat it to AND two bounds. A value without an offset is UTC.",
+    ),
+    (
+        "_sort",
+        "special",
+        "_lastUpdated (oldest first) or -_lastUpdated (newest first), then by id. A sorted search pages by "
+        "_offset; without _sort the matches are ordered by id.",
+    ),
 ]
+INTERACTIONS = ("read", "vread", "search-type", "history-instance", "history-type")
 _TOKEN_NOTE = "Token search: code or system|code; comma-separated values are ORed."
 _REF_NOTE = "Reference search: Type/id, id, or an absolute URL ending in Type/id."
 
@@ -93,7 +107,11 @@ _REST_DOC = (
     "Searches AND across parameters and OR across comma-separated values; results are ordered by resource "
     "id. Unsupported parameters are rejected with 400, and so is a parameter given more than "
     "FORLOP_API_MAX_SEARCH_REPEATS times or with more than FORLOP_API_MAX_SEARCH_VALUES values (10 and 100 "
-    "by default). The whole API is described at /openapi.json."
+    "by default). Every change of a resource is a version: vread at [type]/[id]/_history/[vid], a "
+    "resource's versions at [type]/[id]/_history and a type's at [type]/_history?_since=<instant> (newest "
+    "first, paged by the next link; a deletion is an entry with request.method DELETE, and a read of a "
+    "deleted resource is 410 Gone). Reads give ETag W/\"<versionId>\" and Last-Modified and answer "
+    "If-None-Match and If-Modified-Since with 304. The whole API is described at /openapi.json."
 )
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 _SECURITY_DOC = (
@@ -147,9 +165,10 @@ def _resource(rtype: str) -> dict[str, Any]:
     if rtype in PROFILES:
         res["supportedProfile"] = PROFILES[rtype]
     res["documentation"] = DOCUMENTATION[rtype]
-    res["interaction"] = [{"code": "read"}, {"code": "search-type"}]
+    res["interaction"] = [{"code": code} for code in INTERACTIONS]
     res["versioning"] = "versioned"
-    res["readHistory"] = False
+    res["readHistory"] = True
+    res["conditionalRead"] = "full-support"  # If-None-Match and If-Modified-Since
     res["updateCreate"] = False
     res["searchParam"] = [
         {"name": name, "type": kind, "documentation": doc} for name, kind, doc in [*SEARCH[rtype], *_PAGING]

@@ -21,7 +21,9 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
+    case,
     delete,
+    exists,
     func,
     insert,
     inspect,
@@ -185,6 +187,23 @@ def _receipts_once_and_history_versions(conn: Connection) -> None:
     schema.messaging_pathways.create(conn, checkfirst=True)
 
 
+def _fhir_history(conn: Connection) -> None:
+    """The history of FHIR resources and their deletions. What is stored is each resource's current
+    version (its earlier ones were not kept before this step): one history row each, a created
+    resource's (POST) when it is at version 1, else an update's (PUT)."""
+    schema.fhir_history.create(conn, checkfirst=True)
+    schema.fhir_deleted.create(conn, checkfirst=True)
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_fhir_resources_updated "
+                      "ON fhir_resources (resource_type, last_updated, id)"))
+    r, h = schema.fhir_resources, schema.fhir_history
+    method = case((r.c.version_id == 1, literal("POST")), else_=literal("PUT"))
+    conn.execute(insert(h).from_select(
+        ["resource_type", "id", "version_id", "last_updated", "method", "resource"],
+        select(r.c.resource_type, r.c.id, r.c.version_id, r.c.last_updated, method, r.c.resource)
+        .where(~exists().where(h.c.resource_type == r.c.resource_type, h.c.id == r.c.id,
+                               h.c.version_id == r.c.version_id))))
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
     (2, "pathway refresh queue (replay derives each pathway once)", _refresh_queue),
@@ -201,6 +220,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
          "parked outbox rows", _isolation),
     (11, "receipts: one row per AppRec (dedupe_key, unique; duplicates removed); messaging's newest history "
          "per pathway", _receipts_once_and_history_versions),
+    (20, "FHIR resource history (every version, deletions too), deleted resources; resources by lastUpdated",
+     _fhir_history),
 ]
 
 

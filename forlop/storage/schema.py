@@ -164,6 +164,37 @@ fhir_resources = Table(
     Column("version_id", Integer, nullable=False, default=1),
     _ts("last_updated", nullable=False),
     Column("resource", JSON, nullable=False),
+    # _lastUpdated bounds and _sort=_lastUpdated on a type: a range of this index, in its order.
+    Index("ix_fhir_resources_updated", "resource_type", "last_updated", "id"),
+)
+
+# Every version of every FHIR resource, the current one included: vread, the instance's history and
+# the type-level change feed (`_history?_since=`). A deletion is a version too (method DELETE, no
+# resource). Written in the same transaction as the resource row (`fhir_repository.upsert_many`).
+fhir_history = Table(
+    "fhir_history",
+    metadata,
+    Column("resource_type", String(40), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    _ts("last_updated", nullable=False),
+    Column("method", String(6), nullable=False),  # POST (created), PUT (changed), DELETE
+    Column("resource", JSON),  # None for a deletion
+    PrimaryKeyConstraint("resource_type", "id", "version_id", name="pk_fhir_history"),
+    # A type's changes since an instant, newest first, paged by the key (last_updated, id, version_id).
+    Index("ix_fhir_history_since", "resource_type", "last_updated", "id", "version_id"),
+)
+
+# A deleted resource (a withdrawn milestone's Task): its row leaves fhir_resources and its search
+# index, and this row keeps its last version, so that a read answers 410 Gone and a resource made
+# again under the same id goes on from that version. Small: only what was deleted and not made again.
+fhir_deleted = Table(
+    "fhir_deleted",
+    metadata,
+    Column("resource_type", String(40), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),  # the deletion's version
+    _ts("last_updated", nullable=False),
 )
 
 # One row per search parameter value: FHIR search becomes an indexed intersection.

@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib.metadata import version
 from urllib.parse import urlencode
@@ -30,7 +31,17 @@ from forlop.logging import correlation_id
 from forlop.storage import Store
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.openapi import openapi_document
-from services.api.params import FHIR_ID, SearchLimits, search_request
+from services.api.params import (
+    FHIR_ID,
+    SearchLimits,
+    etag,
+    history_cursor,
+    history_request,
+    http_date,
+    none_match,
+    not_modified_since,
+    search_request,
+)
 from services.ingest.public import (
     SOURCES,
     BodyError,
@@ -45,11 +56,25 @@ from services.ingest.public import (
     forward,
     parse_body,
 )
-from services.pathway.public import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.public import (
+    SEARCH_PARAMS,
+    StoredResource,
+    Version,
+    deletion,
+    instance_history,
+    read_resource,
+    read_version,
+    search_page,
+    type_history,
+)
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 10  # a 503's Retry-After: the database was busy or away
+# A history Bundle's meta.lastUpdated (the next poll's _since) lies this far before the request: a
+# change is stamped when its transaction starts and seen when it commits, and the writers' clocks
+# may differ from this one's a little. A poll sees the versions of that window again (same versionId).
+HISTORY_SETTLE = timedelta(seconds=10)
 
 
 @dataclass
@@ -159,13 +184,59 @@ def create_app(deps: ApiDeps) -> Flask:
     def read(rtype: str, rid: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
             return denied
-        found = None
+        found = gone = None
         if FHIR_ID.fullmatch(rid):  # any other id names nothing (FHIR R4's id: [A-Za-z0-9-.]{1,64})
             with deps.store.read() as conn:
                 found = read_resource(conn, rtype, rid)
+                if found is None:
+                    gone = deletion(conn, rtype, rid)
+        if gone is not None:
+            return _gone(gone)
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} does not exist")
-        return fhir_response(found.with_meta(), headers={"ETag": f'W/"{found.version_id}"'})
+        return _resource_response(found)
+
+    def vread(rtype: str, rid: str, vid: str) -> Response:
+        if (denied := require(SCOPE_READ)) is not None:
+            return denied
+        found = None
+        if FHIR_ID.fullmatch(rid) and vid.isascii() and vid.isdigit() and len(vid) <= 9:
+            with deps.store.read() as conn:
+                found = read_version(conn, rtype, rid, int(vid))
+        if found is None:
+            return error(404, "not-found", f"{rtype}/{_shown(rid)} has no version {_shown(vid)}")
+        if found.deleted:
+            return _gone(found)
+        return _resource_response(found.stored())
+
+    def history(rtype: str, rid: str | None = None) -> Response:
+        if (denied := require(SCOPE_READ)) is not None:
+            return denied
+        asked = history_request(request.args)
+        # Complete up to this instant (a change committed later carries an earlier lastUpdated only
+        # within the settle window): the next poll's _since.
+        complete_to = deps.clock() - HISTORY_SETTLE
+        with deps.store.read() as conn:
+            if rid is None:
+                page = type_history(conn, rtype, asked.count, since=asked.since, after=asked.cursor)
+            else:
+                page = (instance_history(conn, rtype, rid, asked.count, since=asked.since,
+                                         before=asked.cursor[2] if asked.cursor else None)
+                        if FHIR_ID.fullmatch(rid) else None)
+                if page is not None and not page.versions and asked.since is None and asked.cursor is None:
+                    page = None  # no version at all: no such resource
+        if page is None:
+            return error(404, "not-found", f"{rtype}/{_shown(rid or '')} does not exist")
+        base = request.base_url
+        links = [{"relation": "self", "url": f"{base}?{urlencode(list(request.args.items(multi=True)))}"}]
+        if page.more:
+            last = page.versions[-1]
+            onward = asked.echoed + [("_cursor", history_cursor(last.updated_at, last.id, last.version_id))]
+            links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
+        host = request.host_url.rstrip("/") + "/fhir"
+        bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": _zulu(complete_to)},
+                  "type": "history", "link": links, "entry": [_history_entry(host, v) for v in page.versions]}
+        return fhir_response(bundle)
 
     def search(rtype: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
@@ -174,12 +245,15 @@ def create_app(deps: ApiDeps) -> Flask:
         count, offset = query_.count, query_.offset
         with deps.store.read() as conn:
             page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
-                               count_total=query_.total_mode == "accurate")
+                               count_total=query_.total_mode == "accurate", updated=query_.updated,
+                               sort=query_.sort)
         found = page.resources
         base = request.base_url
         query = query_.echoed
         links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
-        if page.more:
+        if page.more and query_.sort is not None:  # a sorted search pages by offset (its order is not the id's)
+            links.append({"relation": "next", "url": f"{base}?{urlencode(query + [('_offset', offset + count)])}"})
+        elif page.more:
             # Keyset paging: the next page starts after this page's last id, so a resource that
             # enters or leaves the matches meanwhile shifts no other match onto or off the next page.
             onward = [(k, v) for k, v in query if k != "_cursor"] + [("_cursor", found[-1].resource["id"])]
@@ -211,6 +285,9 @@ def create_app(deps: ApiDeps) -> Flask:
     for rtype in SEARCH_PARAMS:
         app.add_url_rule(f"/fhir/{rtype}", f"search_{rtype}", partial(search, rtype))
         app.add_url_rule(f"/fhir/{rtype}/<rid>", f"read_{rtype}", partial(read, rtype))
+        app.add_url_rule(f"/fhir/{rtype}/_history", f"history_{rtype}", partial(history, rtype))
+        app.add_url_rule(f"/fhir/{rtype}/<rid>/_history", f"instance_history_{rtype}", partial(history, rtype))
+        app.add_url_rule(f"/fhir/{rtype}/<rid>/_history/<vid>", f"vread_{rtype}", partial(vread, rtype))
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
@@ -261,6 +338,48 @@ def create_app(deps: ApiDeps) -> Flask:
         return error(500, "exception", "internal error; see the service log for the correlation id")
 
     return app
+
+
+def _resource_response(found: StoredResource) -> Response:
+    """A resource (read or vread) with its version and change time as validators; 304 when the
+    request's If-None-Match names this version or If-Modified-Since is not before its change (the
+    ETag decides when both are given, as HTTP says)."""
+    headers = {"ETag": etag(found.version_id), "Last-Modified": http_date(found.updated_at)}
+    given = request.headers.get("If-None-Match")
+    if (none_match(given, found.version_id) if given
+            else not_modified_since(request.headers.get("If-Modified-Since"), found.updated_at)):
+        return Response(status=304, headers=headers)
+    return fhir_response(found.with_meta(), headers=headers)
+
+
+def _gone(deleted: Version) -> Response:
+    resp = error(410, "deleted", f"{deleted.resource_type}/{deleted.id} was deleted (version {deleted.version_id}, "
+                 f"{deleted.updated_at.isoformat()}); its history is at _history")
+    resp.headers["ETag"] = etag(deleted.version_id)
+    resp.headers["Last-Modified"] = http_date(deleted.updated_at)
+    return resp
+
+
+def _zulu(at: datetime) -> str:
+    """An instant in UTC written with Z: the next poll's _since, with no "+" to encode in a URL."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _history_entry(host: str, version: Version) -> dict[str, object]:
+    """A history Bundle's entry: the version (none for a deletion), the change as a request, its outcome."""
+    at = version.updated_at.isoformat()
+    entry: dict[str, object] = {"fullUrl": f"{host}/{version.resource_type}/{version.id}"}
+    if version.deleted:
+        entry["request"] = {"method": "DELETE", "url": f"{version.resource_type}/{version.id}"}
+        entry["response"] = {"status": "204 No Content", "etag": etag(version.version_id), "lastModified": at}
+        return entry
+    entry["resource"] = version.stored().with_meta()
+    created = version.method == "POST"
+    entry["request"] = {"method": version.method,
+                        "url": version.resource_type if created else f"{version.resource_type}/{version.id}"}
+    entry["response"] = {"status": "201 Created" if created else "200 OK", "etag": etag(version.version_id),
+                         "lastModified": at}
+    return entry
 
 
 def _checked(source: str, records: list[InboundRecord], most: int) -> tuple[list[PathwayEvent], list[dict]]:

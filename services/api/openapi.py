@@ -22,7 +22,16 @@ import yaml
 
 from forlop.config import Settings
 from forlop.fhir.capability import DOCUMENTATION, SEARCH
-from services.api.params import CHAINED, MAX_VALUE_LENGTH
+from services.api.params import (
+    CHAINED,
+    DATE_PATTERN,
+    HISTORY_CURSOR_PATTERN,
+    INSTANT_PATTERN,
+    MAX_COUNT,
+    MAX_DATE_BOUNDS,
+    MAX_VALUE_LENGTH,
+    SORTS,
+)
 from services.ingest.public import schema as vendor_schema
 from services.messaging.public import MessageStatus
 
@@ -95,6 +104,7 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
         parameters = [_search_parameter(name, doc, bounds) for name, doc in names]
         parameters += [{"$ref": f"#/components/parameters/{p}"} for p in ("_count", "_offset", "_cursor", "_total",
                                                                           "_format")]
+        parameters += _SEARCH_CONTROLS
         resource = {"allOf": [{"$ref": "#/components/schemas/Resource"},
                               {"type": "object", "properties": {"resourceType": {"const": rtype}}}]}
         paths[f"/fhir/{rtype}"] = {"get": {
@@ -105,14 +115,66 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
             "responses": {"200": {"description": "The matches, ordered by id.",
                                   "content": {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/Bundle"}}}},
                           **common}}}
+        conditional = [{"name": name, "in": "header", "description": doc, "schema": {"type": "string"}}
+                       for name, doc in (("If-None-Match", 'W/"<versionId>" (or a list, or *): 304 when it names '
+                                          "this version."),
+                                         ("If-Modified-Since", "An HTTP date: 304 when the resource has not "
+                                          "changed since (If-None-Match decides when both are given)."))]
+        validators = {"ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}}}
+        found = {"200": {"description": f"The {rtype}, its version in the ETag and its change in Last-Modified.",
+                         "headers": validators, "content": {"application/fhir+json": {"schema": resource}}},
+                 "304": {"description": "Not modified (If-None-Match or If-Modified-Since).", "headers": validators},
+                 "404": {"$ref": "#/components/responses/NotFound"},
+                 "410": {"description": "The resource was deleted (its history keeps the deletion).",
+                         "headers": validators, "content": {"application/fhir+json": {
+                             "schema": {"$ref": "#/components/schemas/OperationOutcome"}}}},
+                 **common}
         paths[f"/fhir/{rtype}/{{rid}}"] = {"get": {
             "tags": ["fhir"], "operationId": f"read{rtype}", "summary": f"Read one {rtype}",
-            "security": security, "parameters": [{"$ref": "#/components/parameters/rid"}],
-            "responses": {"200": {"description": f"The {rtype}, its version in the ETag.",
-                                  "headers": {"ETag": {"schema": {"type": "string"}}},
-                                  "content": {"application/fhir+json": {"schema": resource}}},
-                          "404": {"$ref": "#/components/responses/NotFound"}, **common}}}
+            "security": security, "parameters": [{"$ref": "#/components/parameters/rid"}, *conditional],
+            "responses": found}}
+        paths[f"/fhir/{rtype}/{{rid}}/_history/{{vid}}"] = {"get": {
+            "tags": ["fhir"], "operationId": f"vread{rtype}", "summary": f"Read one version of a {rtype} (vread)",
+            "security": security,
+            "parameters": [{"$ref": "#/components/parameters/rid"},
+                           {"name": "vid", "in": "path", "required": True, "description": "The versionId.",
+                            "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}}, *conditional],
+            "responses": found}}
+        history = {"200": {"description": "The versions, newest first: a deletion is an entry with request.method "
+                           "DELETE and no resource. Bundle.meta.lastUpdated is the next poll's _since.",
+                           "content": {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/HistoryBundle"}}}},
+                   **common}
+        paths[f"/fhir/{rtype}/{{rid}}/_history"] = {"get": {
+            "tags": ["fhir"], "operationId": f"historyInstance{rtype}", "summary": f"The versions of one {rtype}",
+            "security": security, "parameters": [{"$ref": "#/components/parameters/rid"}, *_HISTORY_CONTROLS],
+            "responses": {**history, "404": {"$ref": "#/components/responses/NotFound"}}}}
+        paths[f"/fhir/{rtype}/_history"] = {"get": {
+            "tags": ["fhir"], "operationId": f"historyType{rtype}",
+            "summary": f"Every {rtype} version since an instant (the change feed)",
+            "description": "Newest first (lastUpdated, then id and version), paged by the next link's _cursor.",
+            "security": security, "parameters": _HISTORY_CONTROLS, "responses": history}}
     return paths
+
+
+_SEARCH_CONTROLS: list[dict[str, Any]] = [
+    {"name": "_lastUpdated", "in": "query", "style": "form", "explode": True,
+     "description": "When the resource last changed, with a prefix gt, ge, lt, le or eq (none: eq over the value's "
+                    "precision); twice for a range. A date without a time is UTC.",
+     "schema": {"type": "array", "maxItems": MAX_DATE_BOUNDS, "items": {"type": "string",
+                                                                       "pattern": f"^{DATE_PATTERN}$"}}},
+    {"name": "_sort", "in": "query", "description": "_lastUpdated (oldest first) or -_lastUpdated (newest first); "
+     "a sorted search pages by _offset.",
+     "schema": {"type": "string", "enum": [*SORTS, *(f"-{key}" for key in SORTS)]}},
+]
+_HISTORY_CONTROLS: list[dict[str, Any]] = [
+    {"name": "_since", "in": "query", "description": "Only versions at or after this instant (with its offset): the "
+     "last poll's Bundle.meta.lastUpdated.", "schema": {"type": "string", "pattern": f"^{INSTANT_PATTERN}$"}},
+    {"name": "_count", "in": "query", "description": f"Page size; default 50, at most {MAX_COUNT} are given.",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647}},
+    {"name": "_cursor", "in": "query", "description": "The paging position from a history Bundle's next link.",
+     "schema": {"type": "string", "pattern": f"^{HISTORY_CURSOR_PATTERN}$"}},
+    {"$ref": "#/components/parameters/_format"},
+]
 
 
 def _search_parameter(name: str, doc: str, bounds: dict[str, int]) -> dict[str, Any]:

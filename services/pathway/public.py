@@ -9,7 +9,15 @@ SQL one (`SqlUnitOfWork`) or a replay's bulk one (`BulkUnitOfWork`).
 from __future__ import annotations
 
 from services.pathway.adapters.bulk import BulkUnitOfWork, queued_after, queued_count
-from services.pathway.adapters.fhir_repository import read_resource
+from services.pathway.adapters.fhir_history import (
+    HistoryPage,
+    Version,
+    deletion,
+    instance_history,
+    read_version,
+    type_history,
+)
+from services.pathway.adapters.fhir_repository import StoredResource, read_resource
 from services.pathway.adapters.fhir_search import search_page
 from services.pathway.adapters.reports import compute_indicators
 from services.pathway.adapters.repository import SqlUnitOfWork, load_history
@@ -38,6 +46,13 @@ from services.pathway.scanner import scan
 __all__ = [
     "SEARCH_PARAMS",
     "BulkUnitOfWork",
+    "HistoryPage",
+    "StoredResource",
+    "Version",
+    "deletion",
+    "instance_history",
+    "read_version",
+    "type_history",
     "CliContext",
     "Derivation",
     "PathwayDeps",

@@ -64,3 +64,27 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     number(machine["cores"])
     number(machine["memory_mb"])
     assert machine["versions"]["forlop"]
+    for store in ("sqlite", "postgresql"):
+        _history_figures(report["history"][store])
+
+
+def _history_figures(h: dict) -> None:
+    assert h["resources"] == 3000 and h["versions"] > h["resources"] and h["pages"] * h["page"] >= h["versions"]
+    for key in ("paging_ms", "since_ms"):
+        assert 0 < h[key]["p50"] <= h[key]["p99"], h
+
+
+@pytest.mark.postgres
+def test_bench_history_section_alone(tmp_path: Path) -> None:
+    env = dict(os.environ, FORLOP_DATA_DIR=str(tmp_path), FORLOP_LOG_LEVEL="WARNING")
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--quick", "--section", "history", "--store", "both",
+         "--out", str(tmp_path / "bench.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FHIR _history, sqlite" in proc.stdout and "FHIR _history, postgresql" in proc.stdout, proc.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert set(report) == {"quick", "machine", "history"}
+    for store in ("sqlite", "postgresql"):
+        _history_figures(report["history"][store])

@@ -71,7 +71,7 @@ def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
     chained = set(CHAINED.values())
     supported = {
-        rtype: (set(params) - chained) | {"_count", "_offset", "_cursor", "_total"}
+        rtype: (set(params) - chained) | {"_count", "_offset", "_cursor", "_total", "_lastUpdated", "_sort"}
         for rtype, params in SEARCH_PARAMS.items()
     }
     assert declared == supported
@@ -79,7 +79,9 @@ def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     patient_doc = next(p["documentation"] for p in episode["searchParam"] if p["name"] == "patient")
     assert all(name in patient_doc for name in CHAINED)
     for r in rest["resource"]:
-        assert [i["code"] for i in r["interaction"]] == ["read", "search-type"]
+        assert [i["code"] for i in r["interaction"]] == ["read", "vread", "search-type", "history-instance",
+                                                         "history-type"]
+        assert r["readHistory"] is True and r["conditionalRead"] == "full-support"
 
 
 def test_capability_statement_profiles_exist() -> None:
@@ -124,7 +126,7 @@ def test_served_metadata_is_valid_and_every_declared_parameter_is_accepted(clien
     assert response.status_code == 200
     cs = response.get_json()
     CapabilityStatement.model_validate(cs)
-    probe = {"_count": "5", "_offset": "0", "_total": "accurate"}
+    probe = {"_count": "5", "_offset": "0", "_total": "accurate", "_lastUpdated": "ge2026", "_sort": "-_lastUpdated"}
     for resource in cs["rest"][0]["resource"]:
         for param in resource["searchParam"]:
             value = probe.get(param["name"], "x")
@@ -138,3 +140,10 @@ def test_served_metadata_is_valid_and_every_declared_parameter_is_accepted(clien
     assert chained.get_json()["total"] == 1
     overdue = client.get("/fhir/Task", query_string={"business-status": "overdue"}).get_json()
     assert overdue["total"] == 1
+    # the interactions it claims: vread, history-instance, history-type, and the conditional read
+    task = overdue["entry"][0]["resource"]
+    vid = task["meta"]["versionId"]
+    assert client.get(f"/fhir/Task/{task['id']}/_history/{vid}").get_json() == task
+    assert client.get(f"/fhir/Task/{task['id']}/_history").get_json()["type"] == "history"
+    assert client.get("/fhir/Task/_history").get_json()["entry"]
+    assert client.get(f"/fhir/Task/{task['id']}", headers={"If-None-Match": f'W/"{vid}"'}).status_code == 304

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
+from forlop.clock import as_utc, stored_instant
 from forlop.storage import schema
 from forlop.storage.bulk import among, delete_rows, insert_many, insert_rows, rows_by_key, update_many
 from services.pathway.domain.search_index import OWNED_TYPES, index_values
@@ -27,7 +28,9 @@ def upsert_resources(
 
     Tasks and EpisodeOfCare belong to a pathway: those of the pathway that are no longer
     produced (a withdrawn milestone) are deleted. Shared resources (Patient, Organization,
-    Practitioner) are upserted only.
+    Practitioner) are upserted only. Every change is a version in `fhir_history` (a deletion
+    too, and a deleted resource's last version stays in `fhir_deleted`), written in the same
+    transaction.
     """
     return upsert_many(conn, [(pathway_key, list(resources))], now)
 
@@ -40,16 +43,22 @@ def upsert_many(
     A resource several pathways share (their Patient, Organization) is compared with what the
     earlier pathways of the batch left, so versionId counts the same changes. The lookup is by
     the whole primary key (resource_type, id), never by id alone (which scans the table), and
-    the writes are one executemany per statement kind.
+    the writes are one executemany per statement kind. Each change within the batch is a version
+    of its own in the history (a Patient two pathways of the batch change gets both).
     """
-    r, idx = schema.fhir_resources, schema.fhir_search_index
+    r, idx, h = schema.fhir_resources, schema.fhir_search_index, schema.fhir_history
+    now = stored_instant(now)
     keys = list(dict.fromkeys((res["resourceType"], res["id"]) for _, resources in batch for res in resources))
     if not keys:
         return 0
     stored = {(row.resource_type, row.id): (row.version_id, row.resource)
               for row in _rows_by_key(conn, keys, r.c.version_id, r.c.resource)}
+    # A pathway's own resource that is not stored may have been deleted: its versions go on from the
+    # deletion's (only these types are ever deleted, and the table holds only what was deleted).
+    deleted = _deleted_versions(conn, [k for k in keys if k not in stored and k[0] in OWNED_TYPES])
     # key -> [version, resource, owning pathway, index rows]: the state after each pathway in turn
     latest: dict[tuple[str, str], list[Any]] = {}
+    versions: list[tuple[tuple[str, str], int, dict[str, Any]]] = []  # every change: (key, version, resource)
     changed = 0
     for pathway_key, resources in batch:
         for res in resources:
@@ -59,6 +68,8 @@ def upsert_many(
                 version, old = now_state[0], now_state[1]
             elif key in stored:
                 version, old = stored[key]
+            elif key in deleted:
+                version, old = deleted[key], None
             else:
                 version, old = 0, None
             if old is not None and _same(old, res):
@@ -68,6 +79,7 @@ def upsert_many(
             if now_state is not None:
                 owner = now_state[2]
             latest[key] = [version + 1, res, owner]
+            versions.append((key, version + 1, res))
     inserts, updates, index_rows = [], [], []
     for key, (version, res, owner) in sorted(latest.items(), key=lambda item: item[0]):  # one lock order
         if key in stored:
@@ -114,6 +126,17 @@ def upsert_many(
     # PostgreSQL: another replica that updated the same shared resource (a Patient) may have added
     # a row this one adds too (its index was read before that replica committed): the row stands.
     insert_rows(conn, idx, index_rows, skip_existing=conn.dialect.name == "postgresql")
+    # The same race on the history: two replicas that both changed a shared resource from the same
+    # stored version both write the next one; the first committed stands (as the version count of
+    # the resource row counts one change). A raced insert's versions are the other replica's.
+    insert_many(conn, h, [{"resource_type": key[0], "id": key[1], "version_id": version, "last_updated": now,
+                           "method": "POST" if version == 1 else "PUT", "resource": res}
+                          for key, version, res in sorted(versions, key=lambda v: (v[0], v[1])) if key in latest],
+                skip_existing=conn.dialect.name == "postgresql")
+    came_back = sorted(key for key in latest if key in deleted)
+    if came_back:
+        fd = schema.fhir_deleted
+        delete_rows(conn, fd, [fd.c.resource_type, fd.c.id], came_back)
     owners = {pk: {(res["resourceType"], res["id"]) for res in resources} for pk, resources in batch if pk}
     if owners:
         stale: list[tuple[str, str, str]] = []
@@ -129,12 +152,19 @@ def upsert_many(
             ]
         if stale:
             # their index rows, from their JSON (the resource is read only when it goes: rarely)
-            gone_resources = _resources(conn, [(t, i) for t, i, _ in stale])
+            gone_rows = {(row.resource_type, row.id): (row.version_id, row.resource)
+                         for row in _rows_by_key(conn, [(t, i) for t, i, _ in stale], r.c.version_id, r.c.resource)}
+            gone_resources = {key: res for key, (_, res) in gone_rows.items()}
             patients = _patients_of(conn, list(gone_resources.values()), latest, stored)
             # stale resources are a pathway's own (Tasks): behind its pathway row's lock, one statement
             delete_rows(conn, r, [r.c.resource_type, r.c.id], sorted((t, i) for t, i, _ in stale))
             _unindex(conn, [(key[0], key[1], p, v) for key, res in gone_resources.items()
                             for p, v in _indexed(res, patients)])
+            # the deletion is a version of its own, and its tombstone answers a read with 410 Gone
+            tombstones = [{"resource_type": key[0], "id": key[1], "version_id": version + 1, "last_updated": now}
+                          for key, (version, _) in sorted(gone_rows.items())]
+            insert_many(conn, h, [{**t, "method": "DELETE", "resource": None} for t in tombstones])
+            insert_many(conn, schema.fhir_deleted, tombstones)
             changed += len(stale)
     return changed
 
@@ -161,6 +191,16 @@ def _rows_by_key(conn: Connection, keys: Sequence[tuple[str, str]], *columns: An
     r = schema.fhir_resources
     for i in range(0, len(keys), 500):
         yield from rows_by_key(conn, r, [r.c.resource_type, r.c.id], keys[i : i + 500], *columns)
+
+
+def _deleted_versions(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The deletion's version of each of `keys` that was deleted (and not made again)."""
+    fd = schema.fhir_deleted
+    out: dict[tuple[str, str], int] = {}
+    for i in range(0, len(keys), 500):
+        out.update({(row.resource_type, row.id): row.version_id for row in
+                    rows_by_key(conn, fd, [fd.c.resource_type, fd.c.id], keys[i : i + 500], fd.c.version_id)})
+    return out
 
 
 def _resources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -205,11 +245,15 @@ class StoredResource:
     version_id: int
     last_updated: datetime
 
+    @property
+    def updated_at(self) -> datetime:
+        return as_utc(self.last_updated)
+
     def with_meta(self) -> dict[str, Any]:
         res = dict(self.resource)
         meta = dict(res.get("meta", {}))
         meta["versionId"] = str(self.version_id)
-        meta["lastUpdated"] = self.last_updated.isoformat()
+        meta["lastUpdated"] = self.updated_at.isoformat()  # an instant: with its offset (UTC) on both stores
         res["meta"] = meta
         return res
 
@@ -224,7 +268,6 @@ def read_resource(conn: Connection, resource_type: str, resource_id: str) -> Sto
     if row is None:
         return None
     return StoredResource(row.resource, row.version_id, row.last_updated)
-
 
 
 

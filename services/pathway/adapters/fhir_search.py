@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, bindparam, func, intersect, select, union
 
+from forlop.clock import stored_instant
 from forlop.storage import schema
 from forlop.storage.driver import fetch_all
 from services.pathway.adapters.fhir_repository import StoredResource
@@ -51,6 +53,8 @@ def search_page(
     *,
     after: str | None = None,
     count_total: bool = False,
+    updated: Sequence[tuple[str, datetime]] = (),
+    sort: str | None = None,
 ) -> SearchPage:
     """AND across parameters, OR across the values of one parameter; ordered by id.
 
@@ -58,6 +62,11 @@ def search_page(
     matches through the covering index (resource_type, param, value, id) and their resources, so
     a page costs the same however many resources match; the matches are counted only when
     `count_total` (FHIR `_total=accurate`) or `count` is 0.
+
+    `updated` (FHIR `_lastUpdated`): bounds (">=" or "<", an instant) on the resource's lastUpdated;
+    `sort` ("_lastUpdated", "-_lastUpdated"): the page in that order (then by id) instead of by id.
+    Either reads the resources' (resource_type, last_updated, id) index and checks the other
+    parameters per resource.
     """
     groups = [(param, sorted(set(reference_values(resource_type, param, values)))) for param, values in criteria]
     if any(not values for _, values in groups):  # a parameter without a value matches nothing
@@ -69,12 +78,20 @@ def search_page(
     params: dict[str, Any] = {f"v{i}_{j}": v for i, (_, values) in enumerate(groups) for j, v in enumerate(values)}
     if after is not None:
         params["after"] = after
+    filtered = bool(updated) or sort is not None
+    if filtered:
+        params.update({f"u{k}": stored_instant(at) for k, (_, at) in enumerate(updated)})
+        ops = tuple(op for op, _ in updated)
+        page_statement, count_statement = (_filtered_page_statement(*shape, ops, sort),
+                                           _filtered_count_statement(*shape, ops))
+    else:
+        page_statement, count_statement = _page_statement(*shape), _count_statement(*shape)
     total = None
     if count_total or count == 0:
-        total = fetch_all(conn, _count_statement(*shape), params)[0][0]
+        total = fetch_all(conn, count_statement, params)[0][0]
     if count == 0:
         return SearchPage([], False, total)
-    rows = fetch_all(conn, _page_statement(*shape), {**params, "lim": count + 1, "off": offset})
+    rows = fetch_all(conn, page_statement, {**params, "lim": count + 1, "off": offset})
     more = len(rows) > count
     found = [StoredResource(resource, version_id, last_updated) for resource, version_id, last_updated in rows[:count]]
     if total is None and not more and after is None and (found or offset == 0):
@@ -105,6 +122,43 @@ def _page_statement(resource_type: str, shape: tuple[tuple[str, int], ...], keys
 @lru_cache(maxsize=512)
 def _count_statement(resource_type: str, shape: tuple[tuple[str, int], ...], keyset: bool, dialect: str) -> Any:
     return select(func.count()).select_from(_matching_ids(resource_type, shape, keyset, dialect).subquery())
+
+
+def _filtered(resource_type: str, shape: tuple[tuple[str, int], ...], keyset: bool, dialect: str,
+              ops: tuple[str, ...]) -> list[Any]:
+    """The conditions on fhir_resources of a search with `_lastUpdated` bounds or a sort: its type, the
+    bounds (bound parameters u0, u1, ..), the ids the other parameters match (from the index)."""
+    r = schema.fhir_resources
+    conditions = [r.c.resource_type == resource_type]
+    for k, op in enumerate(ops):
+        bound = bindparam(f"u{k}", type_=r.c.last_updated.type)
+        conditions.append(r.c.last_updated >= bound if op == ">=" else r.c.last_updated < bound)
+    if shape:
+        conditions.append(r.c.id.in_(_matching_ids(resource_type, shape, False, dialect)))
+    if keyset:
+        conditions.append(r.c.id > bindparam("after", type_=r.c.id.type))
+    return conditions
+
+
+@lru_cache(maxsize=512)
+def _filtered_page_statement(resource_type: str, shape: tuple[tuple[str, int], ...], keyset: bool, dialect: str,
+                             ops: tuple[str, ...], sort: str | None) -> Any:
+    r = schema.fhir_resources
+    order = [r.c.id]
+    if sort is not None:
+        order = [r.c.last_updated, r.c.id]
+        if sort.startswith("-"):
+            order = [column.desc() for column in order]
+    return (select(r.c.resource, r.c.version_id, r.c.last_updated)
+            .where(*_filtered(resource_type, shape, keyset, dialect, ops)).order_by(*order)
+            .limit(bindparam("lim", type_=Integer)).offset(bindparam("off", type_=Integer)))
+
+
+@lru_cache(maxsize=512)
+def _filtered_count_statement(resource_type: str, shape: tuple[tuple[str, int], ...], keyset: bool, dialect: str,
+                              ops: tuple[str, ...]) -> Any:
+    r = schema.fhir_resources
+    return select(func.count()).select_from(r).where(*_filtered(resource_type, shape, keyset, dialect, ops))
 
 
 def _matching_ids(resource_type: str, shape: tuple[tuple[str, int], ...], keyset: bool, dialect: str) -> Any:

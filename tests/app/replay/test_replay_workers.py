@@ -99,6 +99,8 @@ def test_a_replay_with_workers_stores_what_one_process_stores(
         (schema.pathway_events, ()),
         (schema.fhir_resources, ()),
         (schema.fhir_search_index, ()),
+        (schema.fhir_history, ()),  # the versions too, deletions among them
+        (schema.fhir_deleted, ()),
         (schema.alerts, ()),
         (schema.inbound_events, ()),
         (schema.dead_letters, ("id",)),
