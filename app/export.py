@@ -33,8 +33,12 @@ def resources_at(runtime: Runtime, as_of: datetime, chunk: int = 500) -> Iterato
                         yield res
 
 
-def export_bundle(runtime: Runtime, as_of: datetime, out: TextIO, base_url: str = "http://localhost:8080/fhir") -> int:
-    """Write the Bundle as JSON; return the number of entries. Entries are sorted for stable diffs."""
+def export_bundle(runtime: Runtime, as_of: datetime, out: TextIO, base_url: str | None = None) -> int:
+    """Write the Bundle as JSON; return the number of entries. Entries are sorted for stable diffs.
+
+    fullUrls are on `base_url`, by default the API's public FHIR base (FORLOP_PUBLIC_BASE_URL + "/fhir").
+    """
+    base_url = base_url or runtime.settings.fhir_base_url
     resources = sorted(resources_at(runtime, as_of), key=lambda r: (r["resourceType"], r["id"]))
     bundle = {
         "resourceType": "Bundle",

@@ -28,7 +28,9 @@ from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
 from forlop.http import BadParameter
 from forlop.logging import correlation_id
 from forlop.storage import Store
+from services.api.formats import prettified, pretty, unacceptable
 from services.api.limits import HttpLimits, refused, too_large
+from services.api.links import fhir_base
 from services.api.openapi import openapi_document
 from services.api.params import FHIR_ID, SearchLimits, search_request
 from services.ingest.public import (
@@ -81,6 +83,17 @@ def create_app(deps: ApiDeps) -> Flask:
     @app.before_request
     def _within_limits() -> Response | None:
         return refused(request.environ, request.path, request.args, limits)
+
+    @app.before_request
+    def _fhir_format() -> Response | None:
+        if not request.path.startswith("/fhir/"):
+            return None
+        g.pretty = pretty(request.args)
+        return unacceptable(request.args, request.accept_mimetypes, "Accept" in request.headers)
+
+    @app.after_request
+    def _pretty(resp: Response) -> Response:
+        return prettified(resp) if g.get("pretty") else resp
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -150,7 +163,7 @@ def create_app(deps: ApiDeps) -> Flask:
 
     @app.get("/fhir/metadata")
     def metadata() -> Response:
-        return fhir_response(capability_statement(request.host_url.rstrip("/") + "/fhir", _version()))
+        return fhir_response(capability_statement(fhir_base(deps.settings, request.environ), _version()))
 
     def read(rtype: str, rid: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
@@ -172,7 +185,8 @@ def create_app(deps: ApiDeps) -> Flask:
             page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
                                count_total=query_.total_mode == "accurate")
         found = page.resources
-        base = request.base_url
+        host = fhir_base(deps.settings, request.environ)  # never the Host header (services.api.links)
+        base = f"{host}/{rtype}"
         query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
         links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
         if page.more:
@@ -184,10 +198,6 @@ def create_app(deps: ApiDeps) -> Flask:
             links.append(
                 {"relation": "previous", "url": f"{base}?{urlencode(query + [('_offset', max(0, offset - count))])}"}
             )
-        # The FHIR base is this URL less "/<type>" (what host_url + "/fhir" gives, without working the
-        # request's URL out a second time).
-        suffix = "/" + rtype
-        host = base[: -len(suffix)] if base.endswith("/fhir" + suffix) else request.host_url.rstrip("/") + "/fhir"
         bundle: dict[str, object] = {"resourceType": "Bundle", "type": "searchset"}
         if page.total is not None:  # counted (_total=accurate) or known from the page; else left out (R4 allows)
             bundle["total"] = page.total
