@@ -120,6 +120,10 @@ def _pathways_overdue(conn: Connection) -> None:
     next(i for i in schema.pathways.indexes if i.name == "ix_pathways_overdue").create(conn, checkfirst=True)
 
 
+def _units(conn: Connection) -> None:
+    schema.fhir_units.create(conn, checkfirst=True)  # a new database has it from step 1
+
+
 def _add_columns(conn: Connection, table: str, columns: list[tuple[str, TypeEngine, str]]) -> None:
     """ALTER TABLE ... ADD COLUMN for each (name, type, extra SQL) the table lacks (a database made by
     step 1 of a later release has them already)."""
@@ -201,6 +205,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
          "parked outbox rows", _isolation),
     (11, "receipts: one row per AppRec (dedupe_key, unique; duplicates removed); messaging's newest history "
          "per pathway", _receipts_once_and_history_versions),
+    (25, "what every pathway saw of each treating unit: name and trust's organisation number (stable "
+         "Organizations)", _units),
 ]
 
 

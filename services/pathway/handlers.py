@@ -29,11 +29,13 @@ from forlop.logging import ctx
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many, update_many
 from services.pathway.adapters.fhir_store import upsert_many
+from services.pathway.adapters.units_store import merge_units
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway, retimed_task
 from services.pathway.domain.living import Transition, advance, deadline_transitions
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import DeadlineStatus, MilestoneState
+from services.pathway.domain.units import unit_facts, with_units
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class PathwayDeps:
     rules: RuleBook
     topics: Topics
     validate_fhir: bool = True  # check each mapped resource with fhir.resources (FORLOP_FHIR_VALIDATE)
+    # organisation number -> name of the health trusts forlop knows by name (the one it sends for)
+    trust_names: Mapping[str, str] = field(default_factory=dict)
 
 
 def store_events(conn: Connection, events: Sequence[PathwayEvent], now: datetime) -> tuple[list[PathwayEvent], int]:
@@ -204,7 +208,7 @@ def derive_pathway(
         as_of=now,
         status=status_dict,
         history_hash=row["history_hash"],
-        resources=map_pathway(status, list(history), validate=deps.validate_fhir),
+        resources=map_pathway(status, list(history), validate=deps.validate_fhir, trust_names=deps.trust_names),
         row=row,
         unit_her_id=latest.unit.her_id,
         national_id=latest.patient.national_id,
@@ -265,7 +269,10 @@ def refresh(
                     payload, d.record_key, d.correlation, now, deps.topics))
         _collect_alerts(writes, deadline_transitions(prev_status, d.status), d.status, d.unit_her_id,
                         d.national_id, now)
-    upsert_many(conn, writes.resources, now)
+    # Organizations from what every pathway at each unit saw (stored and this batch), not this pathway's
+    units = merge_units(conn, unit_facts(ev for key in pathway_keys for ev in histories.get(key) or []))
+    upsert_many(conn, [(key, with_units(resources, units, deps.trust_names)) for key, resources in writes.resources],
+                now)
     insert_many(conn, p, writes.inserts)
     update_many(conn, p, "pathway_key", writes.updates)  # their rows are locked (FOR UPDATE above)
     insert_many(conn, schema.outbox, writes.status_changed)

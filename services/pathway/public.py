@@ -11,6 +11,7 @@ from services.pathway.adapters.fhir_store import SEARCH_PARAMS, read_resource, s
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
+from services.pathway.domain.units import UnitFacts, merged_units, unit_facts, with_units
 from services.pathway.entrypoints.cli import CliContext, add_commands
 from services.pathway.entrypoints.http import pathway_bp
 from services.pathway.entrypoints.kafka import pathway_handler
@@ -30,6 +31,7 @@ from services.pathway.reports import compute_indicators
 __all__ = [
     "SEARCH_PARAMS",
     "CliContext",
+    "UnitFacts",
     "Derivation",
     "PathwayDeps",
     "PathwayResult",
@@ -41,6 +43,7 @@ __all__ = [
     "handle_events",
     "load_history",
     "map_pathway",
+    "merged_units",
     "pathway_bp",
     "pathway_handler",
     "read_resource",
@@ -48,4 +51,6 @@ __all__ = [
     "republish",
     "scan",
     "search_page",
+    "unit_facts",
+    "with_units",
 ]
