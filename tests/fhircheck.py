@@ -8,6 +8,7 @@ sha256). Both are FHIR 4.0.1, the version the CapabilityStatement claims.
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 from functools import cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from fhirclient.models import fhirelementfactory
 from jsonschema import Draft6Validator
+from pydantic import ValidationError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "profiles" / "fhir" / "schema" / "fhir.schema.json.gz"
 
@@ -64,7 +66,19 @@ def model_problems(resource: dict[str, Any]) -> list[str]:
     return []
 
 
+def r4b_problems(resource: dict[str, Any]) -> list[str]:
+    """What the project's own models (fhir.resources R4B, which has no R4 module) refuse in `resource`."""
+    rtype = resource["resourceType"]
+    model = getattr(importlib.import_module(f"fhir.resources.R4B.{rtype.lower()}"), rtype)
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        return [f"{rtype} (R4B model): {err['loc']}: {err['msg']}" for err in exc.errors()]
+    return []
+
+
 def assert_valid_r4(body: dict[str, Any]) -> None:
-    """Fail unless `body` (a resource or Bundle as served) is valid by both the schema and the models."""
-    problems = schema_problems(body) + model_problems(body)
+    """Fail unless `body` (a resource or Bundle as served) is valid by the 4.0.1 schema and models, and
+    the project's own R4B models agree."""
+    problems = schema_problems(body) + model_problems(body) + r4b_problems(body)
     assert not problems, "\n".join(problems[:20])

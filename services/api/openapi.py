@@ -85,7 +85,8 @@ def _rewrite_refs(node: Any, at: str) -> Any:
 def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     common = {code: {"$ref": f"#/components/responses/{name}"} for code, name in
-              (("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("414", "UriTooLong"),
+              (("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("406", "NotAcceptable"),
+               ("414", "UriTooLong"),
                ("431", "HeadersTooLarge"), ("503", "Unavailable"))}
     security = [{"bearerAuth": ["forlop/fhir.read"]}]
     for rtype, params in SEARCH.items():
@@ -107,7 +108,8 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
                           **common}}}
         paths[f"/fhir/{rtype}/{{rid}}"] = {"get": {
             "tags": ["fhir"], "operationId": f"read{rtype}", "summary": f"Read one {rtype}",
-            "security": security, "parameters": [{"$ref": "#/components/parameters/rid"}],
+            "security": security, "parameters": [{"$ref": f"#/components/parameters/{p}"}
+                                                 for p in ("rid", "_format", "_pretty")],
             "responses": {"200": {"description": f"The {rtype}, its version in the ETag.",
                                   "headers": {"ETag": {"schema": {"type": "string"}}},
                                   "content": {"application/fhir+json": {"schema": resource}}},
