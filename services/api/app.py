@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import version
-from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,7 +31,8 @@ from services.api.formats import prettified, pretty, unacceptable
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.links import fhir_base
 from services.api.openapi import openapi_document
-from services.api.params import FHIR_ID, SearchLimits, search_request
+from services.api.params import FHIR_ID, SearchLimits
+from services.api.searching import search_bundle
 from services.ingest.public import (
     SOURCES,
     BodyError,
@@ -45,7 +45,7 @@ from services.ingest.public import (
     ingest,
     parse_body,
 )
-from services.pathway.public import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.public import SEARCH_PARAMS, read_resource
 
 log = logging.getLogger(__name__)
 
@@ -179,37 +179,9 @@ def create_app(deps: ApiDeps) -> Flask:
     def search(rtype: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
             return denied
-        query_ = search_request(rtype, SEARCH_PARAMS[rtype], request.args, search_limits)
-        count, offset = query_.count, query_.offset
         with deps.store.read() as conn:
-            page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
-                               count_total=query_.total_mode == "accurate")
-        found = page.resources
-        host = fhir_base(deps.settings, request.environ)  # never the Host header (services.api.links)
-        base = f"{host}/{rtype}"
-        query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
-        links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
-        if page.more:
-            # Keyset paging: the next page starts after this page's last id, so a resource that
-            # enters or leaves the matches meanwhile shifts no other match onto or off the next page.
-            onward = [(k, v) for k, v in query if k != "_cursor"] + [("_cursor", found[-1].resource["id"])]
-            links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
-        if offset > 0:
-            links.append(
-                {"relation": "previous", "url": f"{base}?{urlencode(query + [('_offset', max(0, offset - count))])}"}
-            )
-        bundle: dict[str, object] = {"resourceType": "Bundle", "type": "searchset"}
-        if page.total is not None:  # counted (_total=accurate) or known from the page; else left out (R4 allows)
-            bundle["total"] = page.total
-        bundle["link"] = links
-        bundle["entry"] = [
-            {
-                "fullUrl": f"{host}/{rtype}/{r.resource['id']}",
-                "resource": r.with_meta(),
-                "search": {"mode": "match"},
-            }
-            for r in found
-        ]
+            bundle = search_bundle(conn, rtype, request.args, request.headers.get("Prefer"), search_limits,
+                                   fhir_base(deps.settings, request.environ))  # never the Host header
         return fhir_response(bundle)
 
     # One rule per resource type served (the OpenAPI document lists each with its own parameters);
