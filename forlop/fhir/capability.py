@@ -2,7 +2,9 @@
 
 Keep it truthful: the search parameters here are those `services.pathway.adapters.fhir_store.SEARCH_PARAMS`
 indexes and `services/api/app.py` accepts (a test compares them), plus ``_count``, ``_offset``,
-``_cursor`` and ``_total``.
+``_cursor``, ``_total``, ``_summary`` and ``_elements``; the _include and _revinclude values those of
+`services.api.includes`. tests/api/test_capability_claims.py sends a request for every claim to the
+running API, and checks that what is not claimed is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ _PAGING = [
         "none | estimate | accurate. Bundle.total is counted only for accurate (or _count=0); otherwise it is "
         "given when the page shows it (the last page of a search from the first match) and left out else.",
     ),
+]
+# The search result parameters every type takes (services/api/subsetting.py, search_controls.py).
+_RESULT = [
+    ("_summary", "token", "true: the summary elements of each resource (tagged SUBSETTED); count: the total alone; "
+     "false or data: the whole resources. text is not supported (no narrative)."),
+    ("_elements", "string", "Comma-separated top-level element names: only those (and id, meta and the mandatory "
+     "elements) of each resource, tagged SUBSETTED."),
 ]
 _TOKEN_NOTE = "Token search: code or system|code; comma-separated values are ORed."
 _REF_NOTE = "Reference search: Type/id, id, or an absolute URL ending in Type/id."
@@ -71,6 +80,14 @@ SEARCH: dict[str, list[tuple[str, str, str]]] = {
     "Practitioner": [("identifier", "token", f"HPR number ({ids.SID_HPR}) or HER-id ({ids.SID_HER_ID}).")],
 }
 
+# _include and _revinclude values per searched type (services/api/includes.py says the same; a test compares).
+INCLUDE: dict[str, list[str]] = {
+    "EpisodeOfCare": ["EpisodeOfCare:patient", "EpisodeOfCare:organization"],
+    "Task": ["Task:focus", "Task:patient", "Task:owner"],
+}
+REVINCLUDE: dict[str, list[str]] = {rtype: ["Task:focus"] for rtype in
+                                    ("EpisodeOfCare", "Task", "Patient", "Organization", "Practitioner")}
+
 PROFILES: dict[str, list[str]] = {
     "EpisodeOfCare": [ids.PROFILE_EPISODE_OF_CARE],
     "Task": [ids.PROFILE_TASK],
@@ -91,9 +108,11 @@ _DESCRIPTION = (
 )
 _REST_DOC = (
     "Searches AND across parameters and OR across comma-separated values; results are ordered by resource "
-    "id. Unsupported parameters are rejected with 400, and so is a parameter given more than "
-    "FORLOP_API_MAX_SEARCH_REPEATS times or with more than FORLOP_API_MAX_SEARCH_VALUES values (10 and 100 "
-    "by default). The whole API is described at /openapi.json."
+    "id. Unsupported parameters, modifiers and values are rejected with 400 naming them (with 'Prefer: "
+    "handling=lenient' an unknown parameter is left out instead and named in an OperationOutcome entry), "
+    "and so is a parameter given more than FORLOP_API_MAX_SEARCH_REPEATS times or with more than "
+    "FORLOP_API_MAX_SEARCH_VALUES values (10 and 100 by default). JSON only: another _format or an Accept "
+    "header without a JSON type is 406; _pretty=true indents. The whole API is described at /openapi.json."
 )
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 _SECURITY_DOC = (
@@ -151,7 +170,12 @@ def _resource(rtype: str) -> dict[str, Any]:
     res["versioning"] = "versioned"
     res["readHistory"] = False
     res["updateCreate"] = False
+    if rtype in INCLUDE:
+        res["searchInclude"] = INCLUDE[rtype]
+    if rtype in REVINCLUDE:
+        res["searchRevInclude"] = REVINCLUDE[rtype]
     res["searchParam"] = [
-        {"name": name, "type": kind, "documentation": doc} for name, kind, doc in [*SEARCH[rtype], *_PAGING]
+        {"name": name, "type": kind, "documentation": doc}
+        for name, kind, doc in [*SEARCH[rtype], *_PAGING, *_RESULT]
     ]
     return res

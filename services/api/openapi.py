@@ -22,7 +22,9 @@ import yaml
 
 from forlop.config import Settings
 from forlop.fhir.capability import DOCUMENTATION, SEARCH
+from services.api.includes import INCLUDES, REVINCLUDES, TARGETS
 from services.api.params import CHAINED, MAX_VALUE_LENGTH
+from services.api.subsetting import element_pattern
 from services.ingest.public import schema as vendor_schema
 from services.messaging.public import MessageStatus
 
@@ -95,7 +97,8 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
             names += [(chained, "The patient's identifier (chained search), as system|value.") for chained in CHAINED]
         parameters = [_search_parameter(name, doc, bounds) for name, doc in names]
         parameters += [{"$ref": f"#/components/parameters/{p}"} for p in ("_count", "_offset", "_cursor", "_total",
-                                                                          "_format")]
+                                                                          "_format", "_pretty", "_summary", "Prefer")]
+        parameters += _result_parameters(rtype)
         resource = {"allOf": [{"$ref": "#/components/schemas/Resource"},
                               {"type": "object", "properties": {"resourceType": {"const": rtype}}}]}
         paths[f"/fhir/{rtype}"] = {"get": {
@@ -115,6 +118,26 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
                                   "content": {"application/fhir+json": {"schema": resource}}},
                           "404": {"$ref": "#/components/responses/NotFound"}, **common}}}
     return paths
+
+
+def _result_parameters(rtype: str) -> list[dict[str, Any]]:
+    """_elements, _include and _revinclude as this type's search takes them (`services.api.includes`)."""
+    own = [f"{s}:{p}" for s, p in INCLUDES if s == rtype]
+    own += [f"{s}:{p}:{t}" for s, p in INCLUDES if s == rtype for t in TARGETS[(s, p)]]
+    rev = [f"{s}:{p}" for s, p in REVINCLUDES if rtype in TARGETS[(s, p)]]
+    rev += [f"{s}:{p}:{rtype}" for s, p in REVINCLUDES if rtype in TARGETS[(s, p)]]
+    out: list[dict[str, Any]] = [{
+        "name": "_elements", "in": "query",
+        "description": f"Only these top-level elements of each {rtype} (comma-separated; the mandatory ones, id and "
+                       "meta are kept too), tagged SUBSETTED.",
+        "schema": {"type": "string", "pattern": element_pattern(rtype)}}]
+    for name, values, doc in (("_include", own, "the resources the matches refer to"),
+                              ("_revinclude", rev, "the resources that refer to the matches")):
+        if values:
+            out.append({"name": name, "in": "query", "style": "form", "explode": True,
+                        "description": f"Also {doc}, in the same Bundle (search.mode include).",
+                        "schema": {"type": "array", "maxItems": len(values), "items": {"type": "string", "enum": values}}})
+    return out
 
 
 def _search_parameter(name: str, doc: str, bounds: dict[str, int]) -> dict[str, Any]:

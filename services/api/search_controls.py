@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from werkzeug.datastructures import MultiDict
 
-from forlop.http import BadParameter, one_value
+from forlop.http import one_value
 from services.api.handling import handling
 from services.api.includes import Include, includes, revincludes
 from services.api.subsetting import element_names, summary_mode
@@ -35,8 +35,6 @@ def search_controls(resource_type: str, args: MultiDict[str, str], known: tuple[
     search takes (criteria and paging), with or without a modifier."""
     summary = summary_mode(one_value(args, "_summary"))
     elements = element_names(resource_type, one_value(args, "_elements"))
-    if summary not in (None, "false") and elements is not None:
-        raise BadParameter("_elements", "_elements and _summary cannot be combined: give one", "not-supported")
     include = includes(resource_type, args.getlist("_include"))
     revinclude = revincludes(resource_type, args.getlist("_revinclude"))
     lenient = handling(prefer) == "lenient"

@@ -63,8 +63,8 @@ def _entry(fhir_base: str, res: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def _shaped(res: dict[str, Any], controls: SearchControls) -> dict[str, Any]:
-    if controls.summary == "true":
-        return summarised(res)
+    if controls.summary == "true":  # with _elements: the summary elements and the named ones
+        return summarised(res, controls.elements or ())
     if controls.elements is not None:
         return with_elements(res, controls.elements)
     return res

@@ -6,6 +6,7 @@ top-level elements. Both keep `resourceType`, `id`, `meta` and the mandatory ele
 is still a valid resource, and add the SUBSETTED tag to `meta.tag` (FHIR R4 search, "Summary"), by
 which a client knows not to store it as the whole resource. `_summary=count` is the total alone
 (`_count=0`), `false` and `data` the whole resource (forlop serves no narrative); `text` is refused.
+Given together, `_summary=true` and `_elements` keep the summary elements and the named ones.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def _fields(resource_type: str) -> dict[str, bool]:
     return out
 
 
+def element_pattern(resource_type: str) -> str:
+    """A regular expression of the `_elements` values the type takes (the OpenAPI document states it)."""
+    names = "|".join(sorted(_fields(resource_type)))
+    return f"^({names})(,({names}))*$"
+
+
 def summary_mode(raw: str | None) -> str | None:
     """The `_summary` value, checked; None when absent."""
     if raw is None:
@@ -61,10 +68,10 @@ def element_names(resource_type: str, raw: str | None) -> tuple[str, ...] | None
     return names
 
 
-def summarised(resource: dict[str, Any]) -> dict[str, Any]:
-    """The resource with its summary elements only (and the mandatory ones), tagged SUBSETTED."""
+def summarised(resource: dict[str, Any], also: Iterable[str] = ()) -> dict[str, Any]:
+    """The resource with its summary elements only (the mandatory ones and `also` besides), tagged SUBSETTED."""
     fields = _fields(resource["resourceType"])
-    return _kept(resource, (name for name, is_summary in fields.items() if is_summary))
+    return _kept(resource, [*(name for name, is_summary in fields.items() if is_summary), *also])
 
 
 def with_elements(resource: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
