@@ -160,3 +160,35 @@ def test_fhirpy_searches_with_every_advertised_parameter(served: ServedApi):
                 if tried:
                     break
             assert tried, f"{rtype}?{name}: no served resource has a value to search with"
+
+
+def test_fhirpy_include_revinclude_and_count(served: ServedApi):
+    fhirpy = _fhirpy(served)
+    tasks = _everything(served, "Task")
+    bundle = (fhirpy.resources("Task").search(status="requested").include("Task", "focus")
+              .include("Task", "patient").include("Task", "owner").limit(500).fetch_raw())
+    assert_valid_r4(json.loads(json.dumps(bundle)))
+    matches = [e.resource for e in bundle.entry if e.search.mode == "match"]
+    included = {(e.resource.resourceType, e.resource.id) for e in bundle.entry if e.search.mode == "include"}
+    assert {r.id for r in matches} == {i for i, t in tasks.items() if t["status"] == "requested"}
+    assert included == {tuple(r[f].reference.split("/")) for r in matches for f in ("focus", "for", "owner")}
+
+    episodes = fhirpy.resources("EpisodeOfCare").revinclude("Task", "focus").limit(500).fetch_raw()
+    rev = {e.resource.id for e in episodes.entry if e.resource.resourceType == "Task"}
+    assert rev == set(tasks)  # every Task is some served EpisodeOfCare's
+
+    # .count() sends _count=0&_totalMethod=count: with lenient handling the unknown parameter is left out
+    lenient = _fhirpy(served, Prefer="handling=lenient")
+    assert lenient.resources("Task").count() == len(tasks)
+    assert lenient.resources("Task").search(status="requested").count() == len(
+        [t for t in tasks.values() if t["status"] == "requested"])
+
+
+def test_fhirclient_include(served: ServedApi):
+    smart = _smart(served)
+    task, episode = _model("Task"), _model("EpisodeOfCare")
+    bundle = task.where(struct={"_count": "500"}).include("focus").perform(smart.server)
+    kinds = {(e.search.mode, e.resource.resource_type) for e in bundle.entry}
+    assert kinds == {("match", "Task"), ("include", "EpisodeOfCare")}
+    rev = episode.where(struct={"_count": "500"}).include("focus", task, reverse=True).perform(smart.server)
+    assert {e.resource.id for e in rev.entry if e.resource.resource_type == "Task"} == set(_everything(served, "Task"))
