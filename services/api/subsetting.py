@@ -60,6 +60,8 @@ def element_names(resource_type: str, raw: str | None) -> tuple[str, ...] | None
     if raw is None:
         return None
     names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    if not names:
+        raise BadParameter("_elements", "_elements names no element")
     known = _fields(resource_type)
     for name in names:
         if name not in known:
