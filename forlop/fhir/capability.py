@@ -39,8 +39,11 @@ _RESULT = [
     ("_elements", "string", "Comma-separated top-level element names: only those (and id, meta and the mandatory "
      "elements) of each resource, tagged SUBSETTED."),
 ]
-_TOKEN_NOTE = "Token search: code or system|code; comma-separated values are ORed."
-_REF_NOTE = "Reference search: Type/id, id, or an absolute URL ending in Type/id."
+_TOKEN_NOTE = ("Token search: code, system|code, |code (no system) or system| (any code of the system); "
+               "comma-separated values are ORed.")
+_REF_NOTE = ("Reference search: Type/id, id, or an absolute URL ending in Type/id; :missing=true|false finds "
+             "resources without or with one.")
+_ID = ("_id", "token", "The resource id; comma-separated ids are ORed.")
 
 # (name, type, documentation) per resource type, in the order the API lists them.
 SEARCH: dict[str, list[tuple[str, str, str]]] = {
@@ -75,7 +78,9 @@ SEARCH: dict[str, list[tuple[str, str, str]]] = {
     ],
     "Patient": [("identifier", "token", f"Fødselsnummer ({ids.SID_FNR}) or D-nummer ({ids.SID_DNR}).")],
     "Organization": [
-        ("identifier", "token", f"HER-id ({ids.SID_HER_ID}) or organisation number ({ids.SID_ORG_NUMBER}).")
+        ("identifier", "token", f"HER-id ({ids.SID_HER_ID}) of a treating unit, or organisation number "
+         f"({ids.SID_ORG_NUMBER}) of a health trust. {_TOKEN_NOTE}"),
+        ("partof", "reference", f"The health trust a unit is part of. {_REF_NOTE}"),
     ],
     "Practitioner": [("identifier", "token", f"HPR number ({ids.SID_HPR}) or HER-id ({ids.SID_HER_ID}).")],
 }
@@ -176,6 +181,6 @@ def _resource(rtype: str) -> dict[str, Any]:
         res["searchRevInclude"] = REVINCLUDE[rtype]
     res["searchParam"] = [
         {"name": name, "type": kind, "documentation": doc}
-        for name, kind, doc in [*SEARCH[rtype], *_PAGING, *_RESULT]
+        for name, kind, doc in [_ID, *SEARCH[rtype], *_PAGING, *_RESULT]
     ]
     return res

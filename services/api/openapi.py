@@ -96,6 +96,16 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
         if rtype == "EpisodeOfCare":
             names += [(chained, "The patient's identifier (chained search), as system|value.") for chained in CHAINED]
         parameters = [_search_parameter(name, doc, bounds) for name, doc in names]
+        parameters.append({
+            "name": "_id", "in": "query", "style": "form", "explode": True,
+            "description": "Resource ids (comma-separated ids are ORed; repetitions AND).",
+            "schema": {"type": "array", "maxItems": bounds["api_max_search_repeats"],
+                       "items": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}(,[A-Za-z0-9.-]{1,64})"
+                                 f"{{0,{bounds['api_max_search_values'] - 1}}}$"}}})
+        parameters += [{"name": f"{name}:missing", "in": "query",
+                        "description": f"true: only resources without a {name} reference; false: only those with one.",
+                        "schema": {"type": "string", "enum": ["true", "false"]}}
+                       for name, kind, _doc in params if kind == "reference"]
         parameters += [{"$ref": f"#/components/parameters/{p}"} for p in ("_count", "_offset", "_cursor", "_total",
                                                                           "_format", "_pretty", "_summary", "Prefer")]
         parameters += _result_parameters(rtype)

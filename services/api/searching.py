@@ -19,7 +19,7 @@ from services.api.includes import Include, referenced
 from services.api.params import CHAINED, CONTROL_PARAMS, SearchLimits, search_request
 from services.api.search_controls import SearchControls, search_controls
 from services.api.subsetting import summarised, with_elements
-from services.pathway.public import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.public import REFERENCE_TARGETS, SEARCH_PARAMS, read_resource, search_page
 
 REVINCLUDE_PAGE = 500  # Tasks read per query while gathering a page's _revinclude
 
@@ -27,9 +27,10 @@ REVINCLUDE_PAGE = 500  # Tasks read per query while gathering a page's _revinclu
 def search_bundle(conn: Connection, rtype: str, args: MultiDict[str, str], prefer: str | None,
                   limits: SearchLimits, fhir_base: str) -> dict[str, Any]:
     """The searchset Bundle of a search of `rtype`; BadParameter for anything it cannot use."""
-    known = (*SEARCH_PARAMS[rtype], *CONTROL_PARAMS, *(CHAINED if rtype == "EpisodeOfCare" else ()))
+    known = (*SEARCH_PARAMS[rtype], "_id", *CONTROL_PARAMS, *(CHAINED if rtype == "EpisodeOfCare" else ()))
     controls = search_controls(rtype, args, known, prefer)
-    query_ = search_request(rtype, SEARCH_PARAMS[rtype], controls.args, limits)
+    query_ = search_request(rtype, SEARCH_PARAMS[rtype], controls.args, limits,
+                            references=[p for t, p in REFERENCE_TARGETS if t == rtype])
     count, offset = (0 if controls.summary == "count" else query_.count), query_.offset
     page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
                        count_total=query_.total_mode == "accurate")

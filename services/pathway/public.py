@@ -12,7 +12,7 @@ from services.pathway.adapters.fhir_search import search_page
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.search_index import SEARCH_PARAMS
+from services.pathway.domain.search_index import REFERENCE_TARGETS, SEARCH_PARAMS
 from services.pathway.domain.units import UnitFacts, merged_units, unit_facts, with_units
 from services.pathway.entrypoints.cli import CliContext, add_commands
 from services.pathway.entrypoints.http import pathway_bp
@@ -31,6 +31,7 @@ from services.pathway.handlers import (
 from services.pathway.reports import compute_indicators
 
 __all__ = [
+    "REFERENCE_TARGETS",
     "SEARCH_PARAMS",
     "CliContext",
     "UnitFacts",

@@ -71,7 +71,7 @@ def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
     chained = set(CHAINED.values())
     supported = {
-        rtype: (set(params) - chained) | {"_count", "_offset", "_cursor", "_total", "_summary", "_elements"}
+        rtype: (set(params) - chained) | {"_id", "_count", "_offset", "_cursor", "_total", "_summary", "_elements"}
         for rtype, params in SEARCH_PARAMS.items()
     }
     assert declared == supported
