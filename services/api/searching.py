@@ -19,7 +19,7 @@ from services.api.includes import Include, referenced
 from services.api.params import CHAINED, CONTROL_PARAMS, SearchLimits, search_request
 from services.api.search_controls import SearchControls, search_controls
 from services.api.subsetting import summarised, with_elements
-from services.pathway.public import REFERENCE_TARGETS, SEARCH_PARAMS, read_resource, search_page
+from services.pathway.public import REFERENCE_TARGETS, SEARCH_PARAMS, read_resources, search_page
 
 REVINCLUDE_PAGE = 500  # Tasks read per query while gathering a page's _revinclude
 
@@ -76,13 +76,12 @@ def _included(conn: Connection, found: list[dict[str, Any]], include: list[Inclu
     """The resources the page's matches refer to (`_include`) and the Tasks that refer to them
     (`_revinclude=Task:focus`), each once and none that is a match, in a fixed order."""
     given = set(matched)
-    for key in referenced(found, include):
-        if key in given:
-            continue
-        stored = read_resource(conn, *key)
-        if stored is not None:  # a reference to a resource not (or no longer) held is left out
+    wanted = [key for key in referenced(found, include) if key not in given]
+    stored = read_resources(conn, wanted)
+    for key in wanted:
+        if key in stored:  # a reference to a resource not (or no longer) held is left out
             given.add(key)
-            yield stored.with_meta()
+            yield stored[key].with_meta()
     for inc in revinclude:
         refs = [f"{res['resourceType']}/{res['id']}" for res in found
                 if inc.target in (None, res["resourceType"])]

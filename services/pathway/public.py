@@ -7,7 +7,7 @@ commands are here for the application to wire.
 
 from __future__ import annotations
 
-from services.pathway.adapters.fhir_repository import read_resource
+from services.pathway.adapters.fhir_repository import read_resource, read_resources
 from services.pathway.adapters.fhir_search import search_page
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
@@ -50,6 +50,7 @@ __all__ = [
     "pathway_bp",
     "pathway_handler",
     "read_resource",
+    "read_resources",
     "refresh_queued",
     "republish",
     "scan",
