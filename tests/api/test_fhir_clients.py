@@ -128,11 +128,15 @@ VALUES = {
     ("Task", "owner"): lambda r: [r["owner"]["reference"]],
     ("Patient", "identifier"): lambda r: _token(r["identifier"][0]),
     ("Organization", "identifier"): lambda r: _token(r["identifier"][0]),
+    ("Organization", "partof"): lambda r: [r["partOf"]["reference"]] if "partOf" in r else [],
     ("Practitioner", "identifier"): lambda r: _token(r["identifier"][0]),
+    **{(t, "_id"): (lambda r: [r["id"]]) for t in TYPES},
+    **{(t, "_lastUpdated"): (lambda r: [f"ge{r['meta']['lastUpdated']}"]) for t in TYPES},
 }
 # Chained on the patient's identifier: the value comes from the Patient the resource refers to.
 CHAINED = {("EpisodeOfCare", "patient.identifier"), ("EpisodeOfCare", "patient:identifier")}
-RESULT_CONTROLS = {"_count", "_offset", "_cursor", "_total"}  # paging and totals: test_fhirpy_reads_and_pages
+# paging and totals (test_fhirpy_reads_and_pages), subsets (tests/api/test_search_controls.py)
+RESULT_CONTROLS = {"_count", "_offset", "_cursor", "_total", "_summary", "_elements", "_sort"}
 
 
 def test_fhirpy_searches_with_every_advertised_parameter(served: ServedApi):
