@@ -86,7 +86,8 @@ SERVICES = ("ingest", "pathway", "messaging", "api")
 # --- the services' dependencies, from the settings ------------------------------------------------
 def pathway_deps_from(settings: Settings) -> PathwayDeps:
     """The pathway service's rules and options (also a replay worker's, which has no Runtime)."""
-    return PathwayDeps(RuleBook.load(settings.due_soon_days), settings.topics, validate_fhir=settings.fhir_validate)
+    return PathwayDeps(RuleBook.load(settings.due_soon_days), settings.topics, validate_fhir=settings.fhir_validate,
+                       trust_names={settings.sender_org_number: settings.sender_org_name})
 
 
 def sender_from(settings: Settings) -> Sender:

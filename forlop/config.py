@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -105,6 +107,14 @@ class Settings:
     api_max_search_values: int = 100
     api_max_search_repeats: int = 10
     api_max_offset: int = 10_000
+    # The address clients reach the service at (scheme, host, optional port and path prefix, without
+    # "/fhir"): every link, fullUrl, the CapabilityStatement's implementation.url and the export are
+    # built from it, never from a request's Host header. Empty: http://localhost:<FORLOP_HTTP_PORT>,
+    # or what a trusted proxy forwards (below).
+    public_base_url: str = ""
+    # Networks (CIDRs) of the reverse proxies whose X-Forwarded-Proto/-Host/-Prefix and Forwarded
+    # headers are believed, when FORLOP_PUBLIC_BASE_URL is not set; from any other peer they are ignored.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
@@ -136,6 +146,39 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.mode == "production"
+
+    @property
+    def fhir_base_url(self) -> str:
+        """The FHIR base every link is built on when no trusted proxy says otherwise."""
+        return f"{self.public_base_url or f'http://localhost:{self.http_port}'}/fhir"
+
+
+def _public_base_url(env: Mapping[str, str]) -> str:
+    raw = (env.get("FORLOP_PUBLIC_BASE_URL") or "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or parts.username or parts.password:
+        raise ConfigError(f"FORLOP_PUBLIC_BASE_URL={raw!r} must be an http(s) URL: scheme, host, optional port "
+                          "and path, no query, fragment or credentials")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        raise ConfigError(f"FORLOP_PUBLIC_BASE_URL={raw!r} has a bad port") from None
+    return raw.rstrip("/")
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    out = []
+    for item in (env.get(name) or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            out.append(ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item.strip()!r} is not an IP address or CIDR network") from None
+    return tuple(out)
 
 
 def _digits(env: Mapping[str, str], name: str, default: str, length: int | None) -> str:
@@ -260,6 +303,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_max_search_repeats=_int(env, "FORLOP_API_MAX_SEARCH_REPEATS", Settings.api_max_search_repeats,
                                     minimum=1),
         api_max_offset=_int(env, "FORLOP_API_MAX_OFFSET", Settings.api_max_offset),
+        public_base_url=_public_base_url(env),
+        trusted_proxies=_networks(env, "FORLOP_TRUSTED_PROXIES"),
         jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
         jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
         jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,

@@ -39,6 +39,7 @@ from services.pathway.public import (
     queued_after,
     queued_count,
     record_events,
+    stabilise_units,
     store_alerts,
 )
 
@@ -256,6 +257,7 @@ def _derive_chunk(
                 d = derive_pathway(key, history, now, deps, history_hash)
             derived.append(d)
         plan = plan_refresh(derived, histories, stored, now)
+        stabilise_units(uow, plan, histories, deps)
         uow.pathways.save(plan.writes, now)
         store_alerts(uow, plan.alerts, now, deps.topics)
         uow.pathways.unqueue(claimed)

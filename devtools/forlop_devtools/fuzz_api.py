@@ -42,6 +42,7 @@ from forlop.auth import ALL_SCOPES, SCOPE_READ, mint_dev_token
 from forlop.clock import FixedClock, parse_time
 from forlop.config import Settings, load_settings
 from forlop.storage import Store, schema
+from forlop.wsgi import listen_socket
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (the development tools run from a clone)
 CONTRACTS = ROOT / "tests" / "fixtures" / "contracts"
@@ -83,10 +84,15 @@ class ServedApi:
 def serve_api(store: Store, data_dir: Path, contracts_dir: Path | None = CONTRACTS, **overrides: Any) -> ServedApi:
     """Start the API on 127.0.0.1:<free port>. With `contracts_dir`, load its example streams through
     the API and process them (the pathway and messaging handlers, in this process)."""
+    # Bound first, so that the API's links (FORLOP_PUBLIC_BASE_URL) are its real address: a FHIR client
+    # follows them, and refuses a next link on another host.
+    sock = listen_socket("127.0.0.1", 0)
+    port = int(sock.getsockname()[1])
+    overrides.setdefault("public_base_url", f"http://127.0.0.1:{port}")
     settings: Settings = replace(load_settings({"FORLOP_DATA_DIR": str(data_dir)}), http_host="127.0.0.1",
-                                 http_port=0, **overrides)
+                                 http_port=port, **overrides)
     rt = Runtime(settings, store, FixedClock(AS_OF))
-    process = ServiceProcess(rt, "api", relay_outbox=False).build()
+    process = ServiceProcess(rt, "api", relay_outbox=False, sock=sock).build()
     assert process.server is not None
     thread = threading.Thread(target=process.server.serve_forever, daemon=True)
     thread.start()

@@ -2,8 +2,10 @@
 
 Keep it truthful: the search parameters here are those `services.pathway.domain.search_index.SEARCH_PARAMS`
 indexes and `services/api/app.py` accepts (a test compares them), plus ``_count``, ``_offset``,
-``_cursor``, ``_total``, ``_lastUpdated`` and ``_sort``; the interactions read, vread, search-type,
-history-instance and history-type.
+``_cursor``, ``_total``, ``_lastUpdated``, ``_sort``, ``_summary`` and ``_elements``; the _include and
+_revinclude values those of `services.api.includes`; the interactions read, vread, search-type,
+history-instance and history-type. tests/api/test_capability_claims.py sends a request for every
+claim to the running API, and checks that what is not claimed is refused.
 """
 
 from __future__ import annotations
@@ -44,8 +46,18 @@ _PAGING = [
     ),
 ]
 INTERACTIONS = ("read", "vread", "search-type", "history-instance", "history-type")
-_TOKEN_NOTE = "Token search: code or system|code; comma-separated values are ORed."
-_REF_NOTE = "Reference search: Type/id, id, or an absolute URL ending in Type/id."
+# The search result parameters every type takes (services/api/subsetting.py, search_controls.py).
+_RESULT = [
+    ("_summary", "token", "true: the summary elements of each resource (tagged SUBSETTED); count: the total alone; "
+     "false or data: the whole resources. text is not supported (no narrative)."),
+    ("_elements", "string", "Comma-separated top-level element names: only those (and id, meta and the mandatory "
+     "elements) of each resource, tagged SUBSETTED."),
+]
+_TOKEN_NOTE = ("Token search: code, system|code, |code (no system) or system| (any code of the system); "
+               "comma-separated values are ORed.")
+_REF_NOTE = ("Reference search: Type/id, id, or an absolute URL ending in Type/id; :missing=true|false finds "
+             "resources without or with one.")
+_ID = ("_id", "token", "The resource id; comma-separated ids are ORed.")
 
 # (name, type, documentation) per resource type, in the order the API lists them.
 SEARCH: dict[str, list[tuple[str, str, str]]] = {
@@ -80,10 +92,20 @@ SEARCH: dict[str, list[tuple[str, str, str]]] = {
     ],
     "Patient": [("identifier", "token", f"Fødselsnummer ({ids.SID_FNR}) or D-nummer ({ids.SID_DNR}).")],
     "Organization": [
-        ("identifier", "token", f"HER-id ({ids.SID_HER_ID}) or organisation number ({ids.SID_ORG_NUMBER}).")
+        ("identifier", "token", f"HER-id ({ids.SID_HER_ID}) of a treating unit, or organisation number "
+         f"({ids.SID_ORG_NUMBER}) of a health trust. {_TOKEN_NOTE}"),
+        ("partof", "reference", f"The health trust a unit is part of. {_REF_NOTE}"),
     ],
     "Practitioner": [("identifier", "token", f"HPR number ({ids.SID_HPR}) or HER-id ({ids.SID_HER_ID}).")],
 }
+
+# _include and _revinclude values per searched type (services/api/includes.py says the same; a test compares).
+INCLUDE: dict[str, list[str]] = {
+    "EpisodeOfCare": ["EpisodeOfCare:patient", "EpisodeOfCare:organization"],
+    "Task": ["Task:focus", "Task:patient", "Task:owner"],
+}
+REVINCLUDE: dict[str, list[str]] = {rtype: ["Task:focus"] for rtype in
+                                    ("EpisodeOfCare", "Task", "Patient", "Organization", "Practitioner")}
 
 PROFILES: dict[str, list[str]] = {
     "EpisodeOfCare": [ids.PROFILE_EPISODE_OF_CARE],
@@ -105,13 +127,16 @@ _DESCRIPTION = (
 )
 _REST_DOC = (
     "Searches AND across parameters and OR across comma-separated values; results are ordered by resource "
-    "id. Unsupported parameters are rejected with 400, and so is a parameter given more than "
-    "FORLOP_API_MAX_SEARCH_REPEATS times or with more than FORLOP_API_MAX_SEARCH_VALUES values (10 and 100 "
-    "by default). Every change of a resource is a version: vread at [type]/[id]/_history/[vid], a "
-    "resource's versions at [type]/[id]/_history and a type's at [type]/_history?_since=<instant> (newest "
-    "first, paged by the next link; a deletion is an entry with request.method DELETE, and a read of a "
-    "deleted resource is 410 Gone). Reads give ETag W/\"<versionId>\" and Last-Modified and answer "
-    "If-None-Match and If-Modified-Since with 304. The whole API is described at /openapi.json."
+    "id. Unsupported parameters, modifiers and values are rejected with 400 naming them (with 'Prefer: "
+    "handling=lenient' an unknown parameter is left out instead and named in an OperationOutcome entry), "
+    "and so is a parameter given more than FORLOP_API_MAX_SEARCH_REPEATS times or with more than "
+    "FORLOP_API_MAX_SEARCH_VALUES values (10 and 100 by default). JSON only: another _format or an Accept "
+    "header without a JSON type is 406; _pretty=true indents. Every change of a resource is a version: vread at "
+    "[type]/[id]/_history/[vid], a resource's versions at [type]/[id]/_history and a type's at "
+    "[type]/_history?_since=<instant> (newest first, paged by the next link; a deletion is an entry with "
+    "request.method DELETE, and a read of a deleted resource is 410 Gone). Reads give ETag W/\"<versionId>\" "
+    "and Last-Modified and answer If-None-Match and If-Modified-Since with 304. The whole API is described "
+    "at /openapi.json."
 )
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 _SECURITY_DOC = (
@@ -170,7 +195,12 @@ def _resource(rtype: str) -> dict[str, Any]:
     res["readHistory"] = True
     res["conditionalRead"] = "full-support"  # If-None-Match and If-Modified-Since
     res["updateCreate"] = False
+    if rtype in INCLUDE:
+        res["searchInclude"] = INCLUDE[rtype]
+    if rtype in REVINCLUDE:
+        res["searchRevInclude"] = REVINCLUDE[rtype]
     res["searchParam"] = [
-        {"name": name, "type": kind, "documentation": doc} for name, kind, doc in [*SEARCH[rtype], *_PAGING]
+        {"name": name, "type": kind, "documentation": doc}
+        for name, kind, doc in [_ID, *SEARCH[rtype], *_PAGING, *_RESULT]
     ]
     return res

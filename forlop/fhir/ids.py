@@ -119,5 +119,10 @@ def organization_id(her_id: str) -> str:
     return resource_id("Organization", her_id)
 
 
+def trust_id(org_number: str) -> str:
+    """A health trust's Organization, by its organisation number (a unit's is by its HER-id)."""
+    return resource_id("Organization", "org-number", org_number)
+
+
 def practitioner_id(hpr: str) -> str:
     return resource_id("Practitioner", hpr)

@@ -122,6 +122,10 @@ def _pathways_overdue(conn: Connection) -> None:
     next(i for i in schema.pathways.indexes if i.name == "ix_pathways_overdue").create(conn, checkfirst=True)
 
 
+def _units(conn: Connection) -> None:
+    schema.fhir_units.create(conn, checkfirst=True)  # a new database has it from step 1
+
+
 def _add_columns(conn: Connection, table: str, columns: list[tuple[str, TypeEngine, str]]) -> None:
     """ALTER TABLE ... ADD COLUMN for each (name, type, extra SQL) the table lacks (a database made by
     step 1 of a later release has them already)."""
@@ -222,6 +226,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
          "per pathway", _receipts_once_and_history_versions),
     (20, "FHIR resource history (every version, deletions too), deleted resources; resources by lastUpdated",
      _fhir_history),
+    (25, "what every pathway saw of each treating unit: name and trust's organisation number (stable "
+         "Organizations)", _units),
 ]
 
 

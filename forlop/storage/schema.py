@@ -197,6 +197,19 @@ fhir_deleted = Table(
     _ts("last_updated", nullable=False),
 )
 
+# What every pathway at a treating unit saw of it, from any vendor: its name and its trust's
+# organisation number, each with the ordering key of the latest event that gave it (the pathway
+# service's Organizations are built from this, never from the pathway derived last).
+fhir_units = Table(
+    "fhir_units",
+    metadata,
+    Column("her_id", String(40), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("name_key", String(120), nullable=False),
+    Column("org_number", String(9)),
+    Column("org_number_key", String(120)),
+)
+
 # One row per search parameter value: FHIR search becomes an indexed intersection.
 fhir_search_index = Table(
     "fhir_search_index",

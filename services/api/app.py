@@ -29,7 +29,9 @@ from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
 from forlop.http import BadParameter
 from forlop.logging import correlation_id
 from forlop.storage import Store
+from services.api.formats import prettified, pretty, unacceptable
 from services.api.limits import HttpLimits, refused, too_large
+from services.api.links import fhir_base
 from services.api.openapi import openapi_document
 from services.api.params import (
     FHIR_ID,
@@ -40,8 +42,8 @@ from services.api.params import (
     http_date,
     none_match,
     not_modified_since,
-    search_request,
 )
+from services.api.searching import search_bundle
 from services.ingest.public import (
     SOURCES,
     BodyError,
@@ -64,7 +66,6 @@ from services.pathway.public import (
     instance_history,
     read_resource,
     read_version,
-    search_page,
     type_history,
 )
 
@@ -108,6 +109,17 @@ def create_app(deps: ApiDeps) -> Flask:
     @app.before_request
     def _within_limits() -> Response | None:
         return refused(request.environ, request.path, request.args, limits)
+
+    @app.before_request
+    def _fhir_format() -> Response | None:
+        if not request.path.startswith("/fhir/"):
+            return None
+        g.pretty = pretty(request.args)
+        return unacceptable(request.args, request.accept_mimetypes, "Accept" in request.headers)
+
+    @app.after_request
+    def _pretty(resp: Response) -> Response:
+        return prettified(resp) if g.get("pretty") else resp
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -179,7 +191,7 @@ def create_app(deps: ApiDeps) -> Flask:
 
     @app.get("/fhir/metadata")
     def metadata() -> Response:
-        return fhir_response(capability_statement(request.host_url.rstrip("/") + "/fhir", _version()))
+        return fhir_response(capability_statement(fhir_base(deps.settings, request.environ), _version()))
 
     def read(rtype: str, rid: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
@@ -227,13 +239,13 @@ def create_app(deps: ApiDeps) -> Flask:
                     page = None  # no version at all: no such resource
         if page is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid or '')} does not exist")
-        base = request.base_url
+        host = fhir_base(deps.settings, request.environ)  # never the Host header
+        base = f"{host}/{rtype}" + (f"/{rid}/_history" if rid is not None else "/_history")
         links = [{"relation": "self", "url": f"{base}?{urlencode(list(request.args.items(multi=True)))}"}]
         if page.more:
             last = page.versions[-1]
             onward = asked.echoed + [("_cursor", history_cursor(last.updated_at, last.id, last.version_id))]
             links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
-        host = request.host_url.rstrip("/") + "/fhir"
         bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": _zulu(complete_to)},
                   "type": "history", "link": links, "entry": [_history_entry(host, v) for v in page.versions]}
         return fhir_response(bundle)
@@ -241,43 +253,9 @@ def create_app(deps: ApiDeps) -> Flask:
     def search(rtype: str) -> Response:
         if (denied := require(SCOPE_READ)) is not None:
             return denied
-        query_ = search_request(rtype, SEARCH_PARAMS[rtype], request.args, search_limits)
-        count, offset = query_.count, query_.offset
         with deps.store.read() as conn:
-            page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
-                               count_total=query_.total_mode == "accurate", updated=query_.updated,
-                               sort=query_.sort)
-        found = page.resources
-        base = request.base_url
-        query = query_.echoed
-        links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
-        if page.more and query_.sort is not None:  # a sorted search pages by offset (its order is not the id's)
-            links.append({"relation": "next", "url": f"{base}?{urlencode(query + [('_offset', offset + count)])}"})
-        elif page.more:
-            # Keyset paging: the next page starts after this page's last id, so a resource that
-            # enters or leaves the matches meanwhile shifts no other match onto or off the next page.
-            onward = [(k, v) for k, v in query if k != "_cursor"] + [("_cursor", found[-1].resource["id"])]
-            links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
-        if offset > 0:
-            links.append(
-                {"relation": "previous", "url": f"{base}?{urlencode(query + [('_offset', max(0, offset - count))])}"}
-            )
-        # The FHIR base is this URL less "/<type>" (what host_url + "/fhir" gives, without working the
-        # request's URL out a second time).
-        suffix = "/" + rtype
-        host = base[: -len(suffix)] if base.endswith("/fhir" + suffix) else request.host_url.rstrip("/") + "/fhir"
-        bundle: dict[str, object] = {"resourceType": "Bundle", "type": "searchset"}
-        if page.total is not None:  # counted (_total=accurate) or known from the page; else left out (R4 allows)
-            bundle["total"] = page.total
-        bundle["link"] = links
-        bundle["entry"] = [
-            {
-                "fullUrl": f"{host}/{rtype}/{r.resource['id']}",
-                "resource": r.with_meta(),
-                "search": {"mode": "match"},
-            }
-            for r in found
-        ]
+            bundle = search_bundle(conn, rtype, request.args, request.headers.get("Prefer"), search_limits,
+                                   fhir_base(deps.settings, request.environ))  # never the Host header
         return fhir_response(bundle)
 
     # One rule per resource type served (the OpenAPI document lists each with its own parameters);

@@ -22,6 +22,7 @@ import yaml
 
 from forlop.config import Settings
 from forlop.fhir.capability import DOCUMENTATION, SEARCH
+from services.api.includes import INCLUDES, REVINCLUDES, TARGETS
 from services.api.params import (
     CHAINED,
     DATE_PATTERN,
@@ -32,6 +33,7 @@ from services.api.params import (
     MAX_VALUE_LENGTH,
     SORTS,
 )
+from services.api.subsetting import element_pattern
 from services.ingest.public import schema as vendor_schema
 from services.messaging.public import MessageStatus
 
@@ -94,7 +96,8 @@ def _rewrite_refs(node: Any, at: str) -> Any:
 def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     common = {code: {"$ref": f"#/components/responses/{name}"} for code, name in
-              (("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("414", "UriTooLong"),
+              (("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("406", "NotAcceptable"),
+               ("414", "UriTooLong"),
                ("431", "HeadersTooLarge"), ("503", "Unavailable"))}
     security = [{"bearerAuth": ["forlop/fhir.read"]}]
     for rtype, params in SEARCH.items():
@@ -102,9 +105,19 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
         if rtype == "EpisodeOfCare":
             names += [(chained, "The patient's identifier (chained search), as system|value.") for chained in CHAINED]
         parameters = [_search_parameter(name, doc, bounds) for name, doc in names]
+        parameters.append({
+            "name": "_id", "in": "query", "style": "form", "explode": True,
+            "description": "Resource ids (comma-separated ids are ORed; repetitions AND).",
+            "schema": {"type": "array", "maxItems": bounds["api_max_search_repeats"],
+                       "items": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}(,[A-Za-z0-9.-]{1,64})"
+                                 f"{{0,{bounds['api_max_search_values'] - 1}}}$"}}})
+        parameters += [{"name": f"{name}:missing", "in": "query",
+                        "description": f"true: only resources without a {name} reference; false: only those with one.",
+                        "schema": {"type": "string", "enum": ["true", "false"]}}
+                       for name, kind, _doc in params if kind == "reference"]
         parameters += [{"$ref": f"#/components/parameters/{p}"} for p in ("_count", "_offset", "_cursor", "_total",
-                                                                          "_format")]
-        parameters += _SEARCH_CONTROLS
+                                                                          "_format", "_pretty", "_summary", "Prefer")]
+        parameters += _SEARCH_CONTROLS + _result_parameters(rtype)
         resource = {"allOf": [{"$ref": "#/components/schemas/Resource"},
                               {"type": "object", "properties": {"resourceType": {"const": rtype}}}]}
         paths[f"/fhir/{rtype}"] = {"get": {
@@ -120,6 +133,7 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
                                           "this version."),
                                          ("If-Modified-Since", "An HTTP date: 304 when the resource has not "
                                           "changed since (If-None-Match decides when both are given)."))]
+        formats = [{"$ref": f"#/components/parameters/{p}"} for p in ("_format", "_pretty")]
         validators = {"ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}}}
         found = {"200": {"description": f"The {rtype}, its version in the ETag and its change in Last-Modified.",
                          "headers": validators, "content": {"application/fhir+json": {"schema": resource}}},
@@ -131,7 +145,7 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
                  **common}
         paths[f"/fhir/{rtype}/{{rid}}"] = {"get": {
             "tags": ["fhir"], "operationId": f"read{rtype}", "summary": f"Read one {rtype}",
-            "security": security, "parameters": [{"$ref": "#/components/parameters/rid"}, *conditional],
+            "security": security, "parameters": [{"$ref": "#/components/parameters/rid"}, *formats, *conditional],
             "responses": found}}
         paths[f"/fhir/{rtype}/{{rid}}/_history/{{vid}}"] = {"get": {
             "tags": ["fhir"], "operationId": f"vread{rtype}", "summary": f"Read one version of a {rtype} (vread)",
@@ -175,6 +189,26 @@ _HISTORY_CONTROLS: list[dict[str, Any]] = [
      "schema": {"type": "string", "pattern": f"^{HISTORY_CURSOR_PATTERN}$"}},
     {"$ref": "#/components/parameters/_format"},
 ]
+
+
+def _result_parameters(rtype: str) -> list[dict[str, Any]]:
+    """_elements, _include and _revinclude as this type's search takes them (`services.api.includes`)."""
+    own = [f"{s}:{p}" for s, p in INCLUDES if s == rtype]
+    own += [f"{s}:{p}:{t}" for s, p in INCLUDES if s == rtype for t in TARGETS[(s, p)]]
+    rev = [f"{s}:{p}" for s, p in REVINCLUDES if rtype in TARGETS[(s, p)]]
+    rev += [f"{s}:{p}:{rtype}" for s, p in REVINCLUDES if rtype in TARGETS[(s, p)]]
+    out: list[dict[str, Any]] = [{
+        "name": "_elements", "in": "query",
+        "description": f"Only these top-level elements of each {rtype} (comma-separated; the mandatory ones, id and "
+                       "meta are kept too), tagged SUBSETTED.",
+        "schema": {"type": "string", "pattern": element_pattern(rtype)}}]
+    for name, values, doc in (("_include", own, "the resources the matches refer to"),
+                              ("_revinclude", rev, "the resources that refer to the matches")):
+        if values:
+            out.append({"name": name, "in": "query", "style": "form", "explode": True,
+                        "description": f"Also {doc}, in the same Bundle (search.mode include).",
+                        "schema": {"type": "array", "maxItems": len(values), "items": {"type": "string", "enum": values}}})
+    return out
 
 
 def _search_parameter(name: str, doc: str, bounds: dict[str, int]) -> dict[str, Any]:

@@ -56,14 +56,18 @@ class SearchRequest:
 
 
 def search_request(resource_type: str, supported: Iterable[str], args: MultiDict[str, str],
-                   limits: SearchLimits) -> SearchRequest:
+                   limits: SearchLimits, *, references: Iterable[str] = ()) -> SearchRequest:
     """A FHIR search's query, checked and bounded; raises BadParameter naming the first bad parameter.
 
     Past the limits (repetitions of a parameter, values in one, a value's length) the search is
     refused (400), never run: each value is a probe of the index. Within them, identical
     repetitions (ANDed) count once, and so do repeated values of one (ORed).
+
+    Besides the type's parameters (`supported`): `_id` (resource ids), `<reference>:missing=true|false`
+    on the `references` parameters; no other modifier. A token parameter's value is code, system|code,
+    |code (no system) or system| (any code of the system): the index holds the first three as they are.
     """
-    supported = tuple(supported)
+    supported, references = tuple(supported), tuple(references)
     count, offset, cursor, total_mode = DEFAULT_COUNT, 0, None, "none"
     if (raw := one_value(args, "_count")) is not None:
         count = min(MAX_COUNT, whole_number("_count", raw, 0, INT32_MAX))
@@ -93,12 +97,28 @@ def search_request(resource_type: str, supported: Iterable[str], args: MultiDict
         if name in CONTROL_PARAMS:
             continue
         param = CHAINED.get(name, name) if resource_type == "EpisodeOfCare" else name
-        if param not in supported:
+        base, _, modifier = name.partition(":")
+        if modifier == "missing" and base in references:
+            raw = one_value(args, name)
+            if raw not in ("true", "false"):
+                raise BadParameter(name, f"{name}={shown(str(raw))}: use true or false")
+            criteria.append((name, [raw]))
+            continue
+        if modifier and param not in supported:
+            raise BadParameter(name, f"{name!r}: modifier :{modifier} is not supported on {base!r} (supported: "
+                               ":missing on the reference parameters, :identifier on EpisodeOfCare's patient)",
+                               "not-supported")
+        if param == "_id":
+            for value in args.getlist(name):
+                bad = next((v for v in value.split(",") if v and not FHIR_ID.fullmatch(v)), None)
+                if bad is not None:
+                    raise BadParameter(name, f"_id={shown(bad)} is not a resource id")
+        elif param not in supported:
             names = [p for p in supported if p != "patient.identifier"]
             names += ["patient:identifier"] if resource_type == "EpisodeOfCare" else []
             raise BadParameter(
                 name, f"search parameter {name!r} is not supported on {resource_type}; supported: "
-                f"{', '.join(names + list(CONTROL_PARAMS[:4]))}", "not-supported")
+                f"{', '.join(names + ['_id'] + list(CONTROL_PARAMS[:4]))}", "not-supported")
         given = args.getlist(name)
         if len(given) > limits.max_repeats:
             raise BadParameter(name, f"search parameter {name!r} is given {len(given)} times; at most "

@@ -76,7 +76,7 @@ def derive_pathway(
         as_of=now,
         status=status_dict,
         history_hash=row["history_hash"],
-        resources=map_pathway(status, list(history), validate=deps.validate_fhir),
+        resources=map_pathway(status, list(history), validate=deps.validate_fhir, trust_names=deps.trust_names),
         row=row,
         unit_her_id=latest.unit.her_id,
         national_id=latest.patient.national_id,

@@ -31,6 +31,7 @@ from services.pathway.derivation import (
     status_changed_record,
 )
 from services.pathway.domain.living import deadline_transitions
+from services.pathway.domain.units import unit_facts, with_units
 from services.pathway.ports import PathwayWrites, StoredPathway, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,22 @@ def refresh(
     stored = uow.pathways.lock_stored(pathway_keys)
     derived = [derive_pathway(key, histories[key], now, deps) for key in pathway_keys if histories.get(key)]
     plan = plan_refresh(derived, histories, stored, now)
+    stabilise_units(uow, plan, histories, deps)
     uow.pathways.save(plan.writes, now)
     uow.outbox.add([status_changed_record(c.payload, c.record_key, c.correlation, now, deps.topics)
                     for c in plan.status_changes])
     result.refreshed += plan.refreshed
     result.status_changes += len(plan.status_changes)
     result.alerts += store_alerts(uow, plan.alerts, now, deps.topics)
+
+
+def stabilise_units(uow: UnitOfWork, plan: RefreshPlan, histories: Mapping[str, Sequence[PathwayEvent]],
+                    deps: PathwayDeps) -> None:
+    """Build the planned Organizations from what every pathway at each unit saw (stored and this
+    batch), so they never depend on which pathway was derived last."""
+    units = uow.pathways.merge_units(unit_facts(ev for key in plan.refreshed for ev in histories.get(key) or []))
+    plan.writes.resources[:] = [(key, with_units(resources, units, deps.trust_names))
+                                for key, resources in plan.writes.resources]
 
 
 def plan_refresh(

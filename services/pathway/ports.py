@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from forlop.events import PathwayEvent
+from services.pathway.domain.units import UnitFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class PathwayRepository(Protocol):
     def stored(self, pathway_keys: Sequence[str]) -> list[StoredPathway]: ...
 
     def save(self, writes: PathwayWrites, now: datetime) -> None: ...
+
+    def merge_units(self, seen: Mapping[str, UnitFacts]) -> dict[str, UnitFacts]:
+        """Store what a batch saw of its treating units; return the units as they now stand, by HER-id."""
+        ...
 
     def due_for_check(self, today: date, limit: int) -> list[StoredPathway]:
         """Pathways whose next deadline threshold has come, claimed (others' replicas skip them)."""

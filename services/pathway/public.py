@@ -17,7 +17,7 @@ from services.pathway.adapters.fhir_history import (
     read_version,
     type_history,
 )
-from services.pathway.adapters.fhir_repository import StoredResource, read_resource
+from services.pathway.adapters.fhir_repository import StoredResource, read_resource, read_resources
 from services.pathway.adapters.fhir_search import search_page
 from services.pathway.adapters.reports import compute_indicators
 from services.pathway.adapters.repository import SqlUnitOfWork, load_history
@@ -27,7 +27,8 @@ from services.pathway.derivation import Derivation, derive_pathway, history_hash
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
-from services.pathway.domain.search_index import SEARCH_PARAMS
+from services.pathway.domain.search_index import REFERENCE_TARGETS, SEARCH_PARAMS
+from services.pathway.domain.units import UnitFacts, merged_units, unit_facts, with_units
 from services.pathway.entrypoints.cli import CliContext, add_commands
 from services.pathway.entrypoints.http import pathway_bp
 from services.pathway.entrypoints.kafka import pathway_handler
@@ -40,10 +41,12 @@ from services.pathway.handlers import (
     record_events,
     refresh_queued,
     republish,
+    stabilise_units,
 )
 from services.pathway.scanner import scan
 
 __all__ = [
+    "REFERENCE_TARGETS",
     "SEARCH_PARAMS",
     "BulkUnitOfWork",
     "HistoryPage",
@@ -54,6 +57,7 @@ __all__ = [
     "read_version",
     "type_history",
     "CliContext",
+    "UnitFacts",
     "Derivation",
     "PathwayDeps",
     "PathwayResult",
@@ -70,6 +74,7 @@ __all__ = [
     "in_order",
     "load_history",
     "map_pathway",
+    "merged_units",
     "pathway_bp",
     "pathway_handler",
     "plan_refresh",
@@ -77,9 +82,13 @@ __all__ = [
     "queued_count",
     "read_resource",
     "record_events",
+    "read_resources",
     "refresh_queued",
     "republish",
     "scan",
+    "stabilise_units",
     "search_page",
     "store_alerts",
+    "unit_facts",
+    "with_units",
 ]

@@ -123,7 +123,7 @@ def test_fhir_read_search_paging_and_errors(api):
     page = api.get("/fhir/EpisodeOfCare?_count=4", headers=api.read).json
     assert len(page["entry"]) == 4 and any(link["relation"] == "next" for link in page["link"])
     nxt = next(link["url"] for link in page["link"] if link["relation"] == "next")
-    rest = api.get(nxt.replace("http://localhost", ""), headers=api.read).json
+    rest = api.get(nxt.replace("http://localhost:8080", ""), headers=api.read).json
     assert len(rest["entry"]) == 2
     assert {e["resource"]["id"] for e in page["entry"]}.isdisjoint({e["resource"]["id"] for e in rest["entry"]})
 
@@ -150,7 +150,7 @@ def _follow(api, url: str) -> tuple[list[str], list[dict]]:
     """Every page of a search by its next links: the ids in order and the Bundles."""
     ids, bundles = [], []
     while url:
-        bundle = api.get(url.replace("http://localhost", ""), headers=api.read).json
+        bundle = api.get(url.replace("http://localhost:8080", ""), headers=api.read).json
         bundles.append(bundle)
         ids += [e["resource"]["id"] for e in bundle["entry"]]
         url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)

@@ -473,6 +473,10 @@ def test_strimzi_topics_and_users(default_render: Rendered, production_render: R
             "/services/ingest/autoscaling/maxReplicas",
         ),
         ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
+        ({"ingress": {"host": "Not A Host"}}, "/ingress/host"),
+        ({"ingress": {"tls": {"enabled": "yes"}}}, "/ingress/tls/enabled"),
+        ({"config": {"publicBaseUrl": "ftp://forlop.example"}}, "/config/publicBaseUrl"),
+        ({"config": {"trustedProxies": ["ingress-nginx"]}}, "/config/trustedProxies/0"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else None,
 )
@@ -494,6 +498,7 @@ def test_wrong_values_fail_with_a_schema_message(values: dict[str, Any], message
         ),
         ({"jwt": {"existingSecret": ""}}, "needs real JWT settings"),
         ({"xsd": {"override": True}}, "xsd.override=true needs xsd.volume"),
+        ({"ingress": {"enabled": True}}, "ingress.enabled=true needs ingress.host"),
         ({"config": {"transport": "http"}}, "needs config.transportUrl"),
     ],
 )
@@ -503,6 +508,47 @@ def test_inconsistent_values_fail_with_a_message(values: dict[str, Any], message
     with pytest.raises(helm.HelmRenderError) as err:
         render(values)
     assert message in str(err.value)
+
+
+def test_ingress_with_tls_sets_the_public_base_url(default_render: Rendered, production_render: Rendered) -> None:
+    assert not default_render.kind("Ingress")  # optional: off by default
+    assert "FORLOP_PUBLIC_BASE_URL" not in configmap(default_render)
+    (ing,) = production_render.kind("Ingress")
+    host = production_render.values["ingress"]["host"]
+    assert ing["apiVersion"] == "networking.k8s.io/v1" and ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["tls"] == [{"hosts": [host], "secretName": "forlop-api-tls"}]
+    (rule,) = ing["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert rule["host"] == host and path["path"] == "/" and path["pathType"] == "Prefix"
+    service = production_render.one("Service", path["backend"]["service"]["name"])
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
+    assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert configmap(production_render)["FORLOP_PUBLIC_BASE_URL"] == f"https://{host}"
+    assert ing["metadata"]["annotations"] == production_render.values["ingress"]["annotations"]
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"ingress": {"enabled": True, "host": "fhir.example.no"}}, "https://fhir.example.no"),
+    ({"ingress": {"enabled": True, "host": "fhir.example.no", "tls": {"enabled": False}}}, "http://fhir.example.no"),
+    ({"ingress": {"enabled": True, "host": "fhir.example.no"}, "config": {"publicBaseUrl": "https://api.example/x/"}},
+     "https://api.example/x"),
+    ({"config": {"publicBaseUrl": "https://api.example"}}, "https://api.example"),
+])
+def test_public_base_url_and_trusted_proxies_reach_forlop(values: dict[str, Any], expected: str) -> None:
+    base = load_values(PRODUCTION_VALUES)
+    base.pop("ingress")
+    for key, value in values.items():
+        base[key] = {**base.get(key, {}), **value}
+    base["config"]["trustedProxies"] = ["10.0.0.0/8", "fd00::/8"]
+    r = rendered("custom", base)
+    data = configmap(r)
+    assert data["FORLOP_PUBLIC_BASE_URL"] == expected
+    settings = load_settings({k: v for k, v in data.items() if k != "FORLOP_XSD_DIR"})
+    assert settings.fhir_base_url == f"{expected}/fhir"
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "fd00::/8"]
+    tls = r.kind("Ingress")[0]["spec"].get("tls") if r.kind("Ingress") else None
+    if tls:
+        assert tls[0]["secretName"] == "forlop-tls"  # the default: <fullname>-tls
 
 
 def test_readme_lists_every_value() -> None:

@@ -71,7 +71,8 @@ def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
     chained = set(CHAINED.values())
     supported = {
-        rtype: (set(params) - chained) | {"_count", "_offset", "_cursor", "_total", "_lastUpdated", "_sort"}
+        rtype: (set(params) - chained)
+        | {"_id", "_count", "_offset", "_cursor", "_total", "_lastUpdated", "_sort", "_summary", "_elements"}
         for rtype, params in SEARCH_PARAMS.items()
     }
     assert declared == supported
@@ -126,7 +127,8 @@ def test_served_metadata_is_valid_and_every_declared_parameter_is_accepted(clien
     assert response.status_code == 200
     cs = response.get_json()
     CapabilityStatement.model_validate(cs)
-    probe = {"_count": "5", "_offset": "0", "_total": "accurate", "_lastUpdated": "ge2026", "_sort": "-_lastUpdated"}
+    probe = {"_count": "5", "_offset": "0", "_total": "accurate", "_lastUpdated": "ge2026", "_sort": "-_lastUpdated",
+             "_summary": "true", "_elements": "meta"}
     for resource in cs["rest"][0]["resource"]:
         for param in resource["searchParam"]:
             value = probe.get(param["name"], "x")

@@ -16,6 +16,8 @@ from forlop.storage import Store, schema
 from forlop.storage.bulk import among, insert_many, update_many
 from forlop.storage.outbox import SqlOutbox
 from services.pathway.adapters.fhir_repository import upsert_many
+from services.pathway.adapters.units_store import merge_units
+from services.pathway.domain.units import UnitFacts
 from services.pathway.ports import PathwayWrites, StoredPathway
 
 
@@ -85,6 +87,9 @@ class SqlPathwayRepository:
         upsert_many(self.conn, writes.resources, now)
         insert_many(self.conn, p, writes.inserts)
         update_many(self.conn, p, "pathway_key", writes.updates)  # their rows are locked (`lock_stored`)
+
+    def merge_units(self, seen: Mapping[str, UnitFacts]) -> dict[str, UnitFacts]:
+        return merge_units(self.conn, seen)
 
     def due_for_check(self, today: date, limit: int) -> list[StoredPathway]:
         p = schema.pathways

@@ -8,13 +8,14 @@ the pathway service does by default, see `Settings.fhir_validate`; the tests nev
 
 Patient and unit facts are the latest known: from the latest event by
 (occurred_at, recorded_at, event_id), as the pathway service's worklist facts are;
-GP and referrer are the latest event's that names one.
+GP and referrer are the latest event's that names one. The unit's trust (its organisation
+number) is the latest event's that carries one (`units`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
@@ -24,17 +25,22 @@ from forlop.events import HealthProfessional, PathwayEvent
 from forlop.fhir import ids
 from forlop.status import DeadlineStatus, Milestone, MilestoneState, PathwayStatus
 from profiles.fhir import load_conformance
+from services.pathway.domain.units import organizations, unit_facts
 
 Resource = dict[str, Any]
 
 
 def map_pathway(
-    status: PathwayStatus, events: Sequence[PathwayEvent], *, validate: bool = True
+    status: PathwayStatus, events: Sequence[PathwayEvent], *, validate: bool = True,
+    trust_names: Mapping[str, str] | None = None,
 ) -> list[Resource]:
     """The pathway's FHIR resources, in a fixed order: EpisodeOfCare, its Tasks, then the shared ones.
 
     `validate=False` skips the fhir.resources model check (the pathway service's hot path, unless
-    FORLOP_FHIR_VALIDATE=1); the output is the same either way.
+    FORLOP_FHIR_VALIDATE=1); the output is the same either way. The unit's Organization and its
+    trust's are from this pathway's events; the pathway service rebuilds them from every pathway's
+    at the unit (`units.with_units`), so they do not depend on which pathway was derived last.
+    `trust_names`: organisation number -> name of the trusts forlop knows by name.
     """
     if not events:
         raise ValueError(f"pathway {status.pathway_key}: no events to take the patient and unit from")
@@ -57,7 +63,7 @@ def map_pathway(
     resources: list[Resource] = [episode_of_care(context, referrer)]
     resources += [task(context, m) for m in status.milestones]
     resources.append(patient(latest, gp))
-    resources.append(organization(latest))
+    resources += organizations(unit_facts(events)[latest.unit.her_id], trust_names or {})
     practitioners = {p["id"]: p for p in (practitioner(hp) for hp in (gp, referrer) if hp) if p}
     resources += [practitioners[k] for k in sorted(practitioners)]
     return [_validated(r) for r in resources] if validate else resources
@@ -198,20 +204,6 @@ def patient(latest: PathwayEvent, gp: HealthProfessional | None) -> Resource:
                 {"identifier": {"system": ids.SID_HER_ID, "value": gp.her_id}, "display": "Fastlege"}
             ]
     return res
-
-
-def organization(latest: PathwayEvent) -> Resource:
-    unit = latest.unit
-    identifiers = [{"system": ids.SID_HER_ID, "value": unit.her_id}]
-    if unit.org_number:
-        identifiers.append({"system": ids.SID_ORG_NUMBER, "value": unit.org_number})
-    return {
-        "resourceType": "Organization",
-        "id": ids.organization_id(unit.her_id),
-        "identifier": identifiers,
-        "active": True,
-        "name": unit.name,
-    }
 
 
 def practitioner(hp: HealthProfessional) -> Resource | None:

@@ -16,7 +16,7 @@ SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
     "EpisodeOfCare": ("identifier", "patient", "patient.identifier", "status", "type", "organization"),
     "Task": ("focus", "patient", "status", "code", "business-status", "owner"),
     "Patient": ("identifier",),
-    "Organization": ("identifier",),
+    "Organization": ("identifier", "partof"),
     "Practitioner": ("identifier",),
 }
 
@@ -28,9 +28,19 @@ def _tokens(codings: Iterable[dict[str, Any]] | None) -> list[str]:
         if value is None:
             continue
         out.append(str(value))
-        if c.get("system"):
-            out.append(f"{c['system']}|{value}")
+        # system|code, or |code for a code without a system (FHIR's token forms; "system|" is a range)
+        out.append(f"{c['system']}|{value}" if c.get("system") else f"|{value}")
     return out
+
+
+# The token search parameters: their values take FHIR's forms code, system|code, |code and system|.
+TOKEN_PARAMS: dict[str, tuple[str, ...]] = {
+    "EpisodeOfCare": ("identifier", "patient.identifier", "type"),
+    "Task": ("code", "business-status"),
+    "Patient": ("identifier",),
+    "Organization": ("identifier",),
+    "Practitioner": ("identifier",),
+}
 
 
 # The reference search parameters and the types a bare id may name (FHIR R4's targets of each,
@@ -43,6 +53,7 @@ REFERENCE_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
     ("Task", "focus"): tuple(SEARCH_PARAMS),  # Reference(Any)
     ("Task", "patient"): ("Patient",),
     ("Task", "owner"): ("Organization", "Patient", "Practitioner"),
+    ("Organization", "partof"): ("Organization",),
 }
 
 
@@ -95,4 +106,6 @@ def index_values(resource: dict[str, Any], patients: dict[str, dict[str, Any]]) 
         add("owner", _ref(resource.get("owner")))
     else:
         add("identifier", _tokens(resource.get("identifier")))
+        if rtype == "Organization":
+            add("partof", _ref(resource.get("partOf")))
     return sorted(set(pairs))

@@ -122,6 +122,12 @@ FORLOP_API_STATEMENT_TIMEOUT_MS: {{ $c.apiStatementTimeoutMs | int64 | toString 
 FORLOP_API_MAX_SEARCH_VALUES: {{ $c.apiMaxSearchValues | int64 | toString | quote }}
 FORLOP_API_MAX_SEARCH_REPEATS: {{ $c.apiMaxSearchRepeats | int64 | toString | quote }}
 FORLOP_API_MAX_OFFSET: {{ $c.apiMaxOffset | int64 | toString | quote }}
+{{- with include "forlop.publicBaseUrl" . }}
+FORLOP_PUBLIC_BASE_URL: {{ . | quote }}
+{{- end }}
+{{- if $c.trustedProxies }}
+FORLOP_TRUSTED_PROXIES: {{ join "," $c.trustedProxies | quote }}
+{{- end }}
 {{- if $c.transportUrl }}
 FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
 {{- end }}
@@ -160,6 +166,15 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{- end }}
 {{- end -}}
 
+{{/* The API's public base URL: config.publicBaseUrl, else the Ingress's host (https:// with TLS), else none. */}}
+{{- define "forlop.publicBaseUrl" -}}
+{{- if .Values.config.publicBaseUrl -}}
+{{- .Values.config.publicBaseUrl | trimSuffix "/" -}}
+{{- else if .Values.ingress.enabled -}}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Checks that a schema cannot express; they fail rendering with a message. */}}
 {{- define "forlop.validate" -}}
 {{- $v := .Values -}}
@@ -177,6 +192,9 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{- end -}}
 {{- if and (eq $v.config.transport "http") (not $v.config.transportUrl) -}}
 {{- fail "config.transport=http needs config.transportUrl (the message gateway)" -}}
+{{- end -}}
+{{- if and $v.ingress.enabled (not $v.ingress.host) -}}
+{{- fail "ingress.enabled=true needs ingress.host: the public host name (links and TLS are for it)" -}}
 {{- end -}}
 {{- if not $v.database.existingSecret -}}
 {{- fail "database.existingSecret is required: the name of an existing Secret holding the PostgreSQL URL" -}}
