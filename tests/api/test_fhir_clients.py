@@ -198,9 +198,8 @@ def test_fhirclient_include(served: ServedApi):
     assert {e.resource.id for e in rev.entry if e.resource.resource_type == "Task"} == set(_everything(served, "Task"))
 
 
-# Written against #24 item 2 as specified (type-level history paged by its next links, a deletion as an
-# entry with request.method DELETE, a deleted resource's read 410), which the q24-history branch builds:
-# strict, so that this marker fails the suite once that endpoint is in, and is then removed.
+# #24 item 2: type-level history paged by its next links, a deletion as an entry with request.method
+# DELETE, a deleted resource's read 410.
 def test_fhirpy_syncs_by_history_since_across_an_update_and_a_withdrawal(served: ServedApi, contracts_dir: Path):
     fhirpy = _fhirpy(served)
     before = _everything(served, "Task")
