@@ -24,7 +24,13 @@ from forlop.config import Settings
 
 SCOPE_WRITE_EVENTS = "forlop/events.write"
 SCOPE_READ = "forlop/fhir.read"
+SCOPE_ADMIN = "forlop/admin"  # operators: /messages and dead letters
 ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ)
+# HelseID client-credential claims: the legal entity (parent), optionally the sub-unit (child),
+# and for a person acting through the client, their HPR number.
+CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"
+CLAIM_ORGNR_CHILD = "helseid://claims/client/claims/orgnr_child"
+CLAIM_HPR_NUMBER = "helseid://claims/hpr/hpr_number"
 DEV_KID = "forlop-dev"
 LEEWAY_S = 30  # clock skew allowed on exp and nbf
 # A token whose signature and claims were checked is remembered by its exact text for at most this
@@ -47,6 +53,9 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     client_id: str | None
+    org_parent: str | None = None  # CLAIM_ORGNR_PARENT
+    org_child: str | None = None  # CLAIM_ORGNR_CHILD
+    hpr_number: str | None = None  # CLAIM_HPR_NUMBER
 
 
 def dev_key_paths(settings: Settings) -> tuple[Path, Path]:
@@ -145,7 +154,12 @@ class TokenVerifier:
             raise AuthError(401, "login", f"invalid bearer token: {exc}") from None
         raw = claims.get("scope", [])
         scopes = frozenset(raw.split() if isinstance(raw, str) else raw)
-        principal = Principal(str(claims.get("sub")), scopes, claims.get("client_id"))
+        principal = Principal(
+            str(claims.get("sub")), scopes, claims.get("client_id"),
+            org_parent=_claim_str(claims, CLAIM_ORGNR_PARENT),
+            org_child=_claim_str(claims, CLAIM_ORGNR_CHILD),
+            hpr_number=_claim_str(claims, CLAIM_HPR_NUMBER),
+        )
         self._remember(token, principal, float(claims["exp"]), now)
         return principal
 
@@ -164,3 +178,13 @@ class TokenVerifier:
         if scope not in principal.scopes:
             raise AuthError(403, "forbidden", f"the token lacks the scope {scope!r}")
         return principal
+
+
+def _claim_str(claims: dict[str, Any], name: str) -> str | None:
+    """A HelseID claim as text; numbers are accepted because some issuers send them unquoted."""
+    value = claims.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    raise AuthError(401, "login", f"invalid bearer token: claim {name!r} is not a string")
