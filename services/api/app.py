@@ -1,7 +1,12 @@
 """The HTTP entrypoint: event intake for EHR vendors, the FHIR read API, health and metrics.
 
-Thin: each route checks the token, builds a call into a service function and
+Thin: each route checks the token and its tenant, builds a call into a service function and
 turns the answer (or the error) into FHIR JSON.
+
+Access (docs/security.md): the token's organisation (HelseID's orgnr_child, else orgnr_parent)
+must be in the tenant registry (`forlop.tenants`), else 403; each route allows some kinds of
+tenant (403 for the others). What a tenant may read is restricted in the query, and a resource
+outside its reach is answered 404, as one that does not exist, so that its existence is not revealed.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import MethodNotAllowed
 
-from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, AuthError, TokenVerifier
+from forlop import dead_letters
+from forlop.auth import (
+    CLAIM_ORGNR_PARENT,
+    SCOPE_ADMIN,
+    SCOPE_READ,
+    SCOPE_WRITE_EVENTS,
+    AuthError,
+    TokenVerifier,
+)
 from forlop.clock import Clock
 from forlop.config import Settings
 from forlop.events import PathwayEvent
@@ -28,6 +41,16 @@ from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
 from forlop.http import BadParameter
 from forlop.logging import correlation_id
 from forlop.storage import Store
+from forlop.tenants import (
+    DEVELOPMENT,
+    HOSPITAL,
+    KINDS,
+    MUNICIPALITY,
+    OPERATOR,
+    Tenant,
+    TenantRegistry,
+    load_tenants,
+)
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.openapi import openapi_document
 from services.api.params import FHIR_ID, SearchLimits, search_request
@@ -43,11 +66,16 @@ from services.ingest.public import (
     ingest,
     parse_body,
 )
-from services.pathway.public import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.public import SEARCH_PARAMS, read_within, search_page
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 10  # a 503's Retry-After: the database was busy or away
+# The tenants each scope's routes serve (every kind unless named): the operators' routes (the
+# e-messages, the dead letters) hold every patient's data, so no hospital or municipality gets them.
+KINDS_BY_SCOPE = {SCOPE_ADMIN: (OPERATOR, DEVELOPMENT)}
+WRITERS = (HOSPITAL, DEVELOPMENT)  # who posts events (a hospital for its own units only)
+FHIR_READERS = (HOSPITAL, MUNICIPALITY, DEVELOPMENT)  # whose FHIR reads reach patients
 
 
 @dataclass
@@ -58,6 +86,7 @@ class ApiDeps:
     verifier: TokenVerifier
     readiness: list[Callable[[], str | None]] = field(default_factory=list)  # each returns a problem or None
     blueprints: list[tuple[Blueprint, str]] = field(default_factory=list)  # (blueprint, scope)
+    tenants: TenantRegistry | None = None  # None: FORLOP_TENANTS (or the demo registry), read now
 
 
 def create_app(deps: ApiDeps) -> Flask:
@@ -67,11 +96,27 @@ def create_app(deps: ApiDeps) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # a chunked body too (waitress's own limit aside)
     app.config["FORLOP_STORE"] = deps.store  # blueprints read the same store
 
-    def require(scope: str) -> Response | None:
+    tenants = deps.tenants or load_tenants(deps.settings)
+
+    def require(scope: str, kinds: tuple[str, ...] | None = None) -> Response | None:
+        """None when the token has `scope` and names a registered organisation of `kinds` (default: those
+        of the scope); else the 401 or 403. Sets g.principal and g.tenant."""
         try:
-            g.principal = deps.verifier.require(request.headers.get("Authorization"), scope)
+            principal = deps.verifier.require(request.headers.get("Authorization"), scope)
         except AuthError as exc:
             return error(exc.status, exc.code if exc.code != "expired" else "login", str(exc))
+        g.principal = principal
+        if not (principal.org_child or principal.org_parent):
+            return error(403, "forbidden", f"the token names no organisation (claim {CLAIM_ORGNR_PARENT})")
+        tenant = tenants.find(principal.org_child, principal.org_parent)
+        if tenant is None:
+            orgs = " or ".join(o for o in (principal.org_child, principal.org_parent) if o)
+            return error(403, "forbidden", f"organisation {_shown(orgs)} is not in forlop's tenant registry")
+        allowed = kinds or KINDS_BY_SCOPE.get(scope, KINDS)
+        if tenant.kind not in allowed:
+            return error(403, "forbidden", f"{tenant.describe()} may not use {request.method} "
+                         f"{_shown(request.path)}")
+        g.tenant = tenant
         return None
 
     @app.before_request
@@ -106,7 +151,7 @@ def create_app(deps: ApiDeps) -> Flask:
         return Response(openapi_document(deps.settings), mimetype="application/json")
 
     def post_events(source: str) -> Response:
-        if (denied := require(SCOPE_WRITE_EVENTS)) is not None:
+        if (denied := require(SCOPE_WRITE_EVENTS, WRITERS)) is not None:
             return denied
         try:
             items = parse_body(request.content_type or "application/json", request.get_data(),
@@ -122,6 +167,10 @@ def create_app(deps: ApiDeps) -> Flask:
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
+        if (foreign := _foreign_units(g.tenant, checked)):
+            return fhir_response(operation_outcome(
+                issue("error", "forbidden", f"unit {unit} is not one of {g.tenant.describe()}'s units; "
+                      "the batch is refused whole") for unit in foreign), 403)
         try:
             with deps.store.transaction() as conn:
                 result = ingest(conn, source, records, deps.clock(), deps.settings.topics, dead_letter=False,
@@ -153,18 +202,19 @@ def create_app(deps: ApiDeps) -> Flask:
         return fhir_response(capability_statement(request.host_url.rstrip("/") + "/fhir", _version()))
 
     def read(rtype: str, rid: str) -> Response:
-        if (denied := require(SCOPE_READ)) is not None:
+        if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:
             return denied
         found = None
         if FHIR_ID.fullmatch(rid):  # any other id names nothing (FHIR R4's id: [A-Za-z0-9-.]{1,64})
             with deps.store.read() as conn:
-                found = read_resource(conn, rtype, rid)
+                # outside the tenant's reach reads as absent: 404 either way, so existence is not revealed
+                found = read_within(conn, rtype, rid, g.tenant.reach)
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} does not exist")
         return fhir_response(found.with_meta(), headers={"ETag": f'W/"{found.version_id}"'})
 
     def search(rtype: str) -> Response:
-        if (denied := require(SCOPE_READ)) is not None:
+        if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:
             return denied
         query_ = search_request(rtype, SEARCH_PARAMS[rtype], request.args, search_limits)
         count, offset = query_.count, query_.offset
@@ -207,6 +257,17 @@ def create_app(deps: ApiDeps) -> Flask:
     for rtype in SEARCH_PARAMS:
         app.add_url_rule(f"/fhir/{rtype}", f"search_{rtype}", partial(search, rtype))
         app.add_url_rule(f"/fhir/{rtype}/<rid>", f"read_{rtype}", partial(read, rtype))
+
+    @app.get("/dead-letters")
+    def list_dead_letters() -> Response:
+        """The operators' view of `forlop dlq list`: the dead letters not replayed yet (`?all=true`: all)."""
+        if (denied := require(SCOPE_ADMIN)) is not None:
+            return denied
+        everything = (request.args.get("all") or "false") == "true"
+        with deps.store.read() as conn:
+            rows = dead_letters.list_dead_letters(conn, None if everything else dead_letters.UNRESOLVED)
+        return Response(json.dumps([_dead_letter_view(row) for row in rows], ensure_ascii=False),
+                        mimetype="application/json")
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
@@ -292,6 +353,18 @@ def _checked(source: str, records: list[InboundRecord], most: int) -> tuple[list
         listed.append(issue("information", "informational",
                             f"{unlisted} more problems not listed (the first {most} are)"))
     return events, listed
+
+
+def _foreign_units(tenant: Tenant, events: list[PathwayEvent]) -> list[str]:
+    """The units of `events` that are not the tenant's (a hospital posts for its own units only)."""
+    if tenant.kind != HOSPITAL:
+        return []
+    return sorted({e.unit.her_id for e in events} - tenant.units)
+
+
+def _dead_letter_view(row: dict) -> dict:
+    """A dead letter as JSON: its text and reasons, without the exact bytes (`forlop dlq list --json` has them)."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items() if k != "raw_bytes"}
 
 
 def _shown(text: str) -> str:

@@ -8,6 +8,7 @@ commands are here for the application to wire.
 from __future__ import annotations
 
 from services.pathway.adapters.fhir_store import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.adapters.reach import read_within
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
@@ -44,6 +45,7 @@ __all__ = [
     "pathway_bp",
     "pathway_handler",
     "read_resource",
+    "read_within",
     "refresh_queued",
     "republish",
     "scan",

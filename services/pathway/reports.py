@@ -37,6 +37,8 @@ from sqlalchemy import Connection, Select, bindparam, literal, select
 from forlop.clock import local_date
 from forlop.codes import code_list
 from forlop.storage import Store, schema
+from forlop.tenants import Reach
+from services.pathway.adapters.reach import pathway_filter
 
 OPEN_EPISODES = ("waitlist", "active")
 EPISODE_STATUSES = ("waitlist", "active", "finished", "entered-in-error")
@@ -509,6 +511,67 @@ class QualityTally:
         }
 
 
+# --- pure: what national statistics may see -----------------------------------------------------------
+SMALL_CELL = 5  # a count under this (but not 0) is suppressed, and every figure worked out from it
+
+
+def _small(n: int | None) -> bool:
+    return n is not None and 0 < n < SMALL_CELL
+
+
+def suppressed_indicators(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The indicators for national statistics: aggregates only, small cells suppressed.
+
+    In a row, a count of 1 to 4 becomes null; when `done` is that small, the shares, the median and
+    the met/late split (figures of the same few pathways) go too. A target's value, count and
+    verdict go when its count is that small. Each row or target touched says `"suppressed": true`.
+    """
+    out = dict(report)
+    out["pathways"] = None if _small(report.get("pathways")) else report.get("pathways")
+    rows = []
+    for row in report.get("indicators", ()):
+        row = dict(row)
+        touched = False
+        if _small(row.get("done")):
+            for key in ("done", "met", "metAdjusted", "late", "onTimeNational", "onTimeAdjusted", "medianDays"):
+                row[key] = None
+            touched = True
+        else:
+            for key in ("met", "metAdjusted", "late"):
+                if _small(row.get(key)):
+                    row[key], touched = None, True
+        if _small(row.get("openOverdue")):
+            row["openOverdue"], touched = None, True
+        if touched:
+            row["suppressed"] = True
+        rows.append(row)
+    out["indicators"] = rows
+    targets = []
+    for target in report.get("targets", ()):
+        target = dict(target)
+        if _small(target.get("count")) or _small(target.get("evaluated")):
+            for key in ("value", "count", "evaluated", "met"):
+                if key in target:
+                    target[key] = None
+            target["suppressed"] = True
+        targets.append(target)
+    out["targets"] = targets
+    return out
+
+
+def suppressed_quality(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The registration quality for national statistics: counts of 1 to 4 null, no example pathways."""
+    out = dict(report)
+    out["pathways"] = None if _small(report.get("pathways")) else report.get("pathways")
+    out["kinds"] = [{**{k: v for k, v in kind.items() if k != "examples"},
+                     "count": None if _small(kind.get("count")) else kind.get("count")}
+                    | ({"suppressed": True} if _small(kind.get("count")) else {})
+                    for kind in report.get("kinds", ())]
+    out["byUnitMonth"] = [dict(row, count=None, suppressed=True) if _small(row.get("count")) else dict(row)
+                          for row in report.get("byUnitMonth", ())]
+    return out
+
+
 # --- queries: thin, streaming ---------------------------------------------------------------------
 def _stream(conn: Connection, stmt: Select, params: dict[str, Any] | None = None) -> Iterator[Any]:
     """Rows in chunks (server-side cursor on PostgreSQL): memory stays flat over 200,000 pathways."""
@@ -582,10 +645,13 @@ def municipal_overview(
 
 
 def indicators(
-    conn: Connection, date_from: date | None, date_to: date | None, group_by: str, now: datetime
+    conn: Connection, date_from: date | None, date_to: date | None, group_by: str, now: datetime,
+    reach: Reach | None = None,
 ) -> IndicatorReport:
+    """Over every pathway, or those within `reach` (a hospital's units), restricted in the query."""
     p = schema.pathways
-    stmt = select(p.c.unit_her_id, p.c.status).where(p.c.episode_status != "entered-in-error")
+    stmt = select(p.c.unit_her_id, p.c.status).where(p.c.episode_status != "entered-in-error",
+                                                     *(pathway_filter(reach) if reach else ()))
     rows = ((row.status, row.unit_her_id) for row in _stream(conn, stmt))
     return indicators_of(rows, date_from, date_to, group_by, local_date(now))
 
@@ -597,9 +663,12 @@ def compute_indicators(store: Store, now: datetime, date_from: date | str | None
         return indicators(conn, _as_date(date_from), _as_date(date_to), group_by, now)
 
 
-def quality(conn: Connection, date_from: date | None, date_to: date | None, now: datetime) -> dict[str, Any]:
+def quality(conn: Connection, date_from: date | None, date_to: date | None, now: datetime,
+            reach: Reach | None = None) -> dict[str, Any]:
     p = schema.pathways
     stmt = select(p.c.unit_her_id, p.c.status, p.c.patient).order_by(p.c.pathway_key)
+    if reach:
+        stmt = stmt.where(*pathway_filter(reach))
     tally = QualityTally(date_from, date_to)
     for row in _stream(conn, stmt):
         facts = row.patient or {}
