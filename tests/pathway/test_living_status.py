@@ -19,7 +19,7 @@ from forlop.storage import Store, schema
 from services.pathway.adapters import fhir_store
 from services.pathway.domain.rules import RuleBook
 from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, scan
-from tests.pathway.scenario import at, pathway
+from tests.builders import at, pathway
 
 TOPICS = load_settings({}).topics
 

@@ -21,7 +21,7 @@ from services.ingest.domain.normalise import parse_vendor_event
 from services.pathway.adapters import fhir_store
 from services.pathway.domain.rules import RuleBook
 from services.pathway.handlers import PathwayDeps, handle_events, scan
-from tests.pathway.scenario import at, pathway
+from tests.builders import at, pathway
 
 AS_OF = at("2026-03-01")
 DEPS = PathwayDeps(RuleBook.load(), load_settings({}).topics)
