@@ -24,7 +24,7 @@ from app.timeline import print_timeline
 from forlop import dead_letters
 from forlop.auth import DEV_SCOPES, mint_dev_token
 from forlop.clock import Clock, FixedClock, parse_time
-from forlop.config import ConfigError, Settings, load_settings
+from forlop.config import ConfigError, Settings, check_production, load_settings
 from forlop.logging import configure_logging
 from forlop.storage import Store
 from forlop.tenants import DEVELOPMENT_ORG_NUMBER, load_tenants
@@ -41,6 +41,7 @@ def _as_of(value: str | None, settings: Settings) -> Clock | None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    check_production(settings, args.service)  # every missing trust setting named, before anything opens
     return serve_forever(open_runtime(settings, migrate=False), args.service)
 
 

@@ -27,6 +27,7 @@ from forlop.auth import (
     SCOPE_READ,
     SCOPE_WRITE_EVENTS,
     TokenVerifier,
+    mint_dev_token,
 )
 from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
@@ -214,3 +215,11 @@ def test_national_statistics_get_aggregates_without_small_cells_or_pathways(api)
 def test_the_write_scope_is_still_needed(api):
     assert _status(api, HOSPITAL_A, "POST", "/ingest/dips", api.mine, [SCOPE_READ]) == 403
     assert _status(api, OPERATOR, "GET", "/messages", scopes=[SCOPE_READ]) == 403
+
+
+def test_the_served_api_answers_a_development_token_401(api, tmp_path, store):
+    """A token minted by the embedded run on this data directory (its development key), sent to an API
+    that trusts the identity provider's JWKS on the same directory: 401."""
+    token = mint_dev_token(load_settings({"FORLOP_DATA_DIR": str(tmp_path)}), [SCOPE_READ], org_parent=HOSPITAL_A)
+    resp = api.get(f"/fhir/EpisodeOfCare/{api.episode[WITH_CONSENT]}", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 401 and "development key" in resp.json["issue"][0]["diagnostics"]
