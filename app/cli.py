@@ -22,7 +22,7 @@ from app.replay.workers import default_count
 from app.serve import SERVICES, serve_forever
 from app.timeline import print_timeline
 from forlop import dead_letters
-from forlop.auth import DEV_SCOPES, mint_dev_token
+from forlop.auth import ALL_SCOPES, mint_dev_token
 from forlop.clock import Clock, FixedClock, parse_time
 from forlop.config import ConfigError, Settings, check_production, load_settings
 from forlop.logging import configure_logging
@@ -136,7 +136,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print(f"forlop token: organisation {org} is not in the tenant registry ({registry.source}); "
               f"known: {known}", file=sys.stderr)
         return 2
-    scopes = args.scope or list(DEV_SCOPES)
+    scopes = args.scope or list(ALL_SCOPES)
     print(mint_dev_token(settings, scopes, ttl_s=args.ttl, org_parent=org,
                          hpr_number=args.hpr))
     return 0

@@ -89,12 +89,12 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
 
     @bp.get("/indicators")
     def get_indicators() -> Response:
+        if (refused := _refused("/indicators", NATIONAL, HOSPITAL, DEVELOPMENT)) is not None:
+            return refused
         date_from, date_to = _period()
         group_by = one_value(request.args, "groupBy") or "pathwayType"
         if group_by not in reports.GROUP_BY:
             raise BadParameter("groupBy", f"groupBy={group_by[:40]!r}: use one of {', '.join(reports.GROUP_BY)}")
-        if (refused := _refused("/indicators", NATIONAL, HOSPITAL, DEVELOPMENT)) is not None:
-            return refused
         tenant: Tenant = g.tenant
         with store().read() as conn:
             report = reports.indicators(conn, date_from, date_to, group_by, clock(), _report_reach(tenant))
@@ -103,9 +103,9 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
 
     @bp.get("/quality")
     def get_quality() -> Response:
-        date_from, date_to = _period()
         if (refused := _refused("/quality", NATIONAL, HOSPITAL, DEVELOPMENT)) is not None:
             return refused
+        date_from, date_to = _period()
         tenant: Tenant = g.tenant
         with store().read() as conn:
             body = reports.quality(conn, date_from, date_to, clock(), _report_reach(tenant))
