@@ -38,7 +38,7 @@ from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.capability import capability_statement
 from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
-from forlop.http import BadParameter
+from forlop.http import BadParameter, one_value
 from forlop.logging import correlation_id
 from forlop.storage import Store
 from forlop.tenants import (
@@ -263,7 +263,10 @@ def create_app(deps: ApiDeps) -> Flask:
         """The operators' view of `forlop dlq list`: the dead letters not replayed yet (`?all=true`: all)."""
         if (denied := require(SCOPE_ADMIN)) is not None:
             return denied
-        everything = (request.args.get("all") or "false") == "true"
+        shown = one_value(request.args, "all")
+        if shown not in (None, "true", "false"):
+            raise BadParameter("all", f"all={shown[:40]!r}: use true or false")
+        everything = shown == "true"
         with deps.store.read() as conn:
             rows = dead_letters.list_dead_letters(conn, None if everything else dead_letters.UNRESOLVED)
         return Response(json.dumps([_dead_letter_view(row) for row in rows], ensure_ascii=False),
