@@ -219,11 +219,12 @@ def create_app(deps: ApiDeps) -> Flask:
         query_ = search_request(rtype, SEARCH_PARAMS[rtype], request.args, search_limits)
         count, offset = query_.count, query_.offset
         with deps.store.read() as conn:
+            # the tenant's reach is a condition of the query: its total and pages count only what it reaches
             page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
-                               count_total=query_.total_mode == "accurate")
+                               count_total=query_.total_mode == "accurate", reach=g.tenant.reach)
         found = page.resources
         base = request.base_url
-        query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
+        query = query_.echoed
         links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
         if page.more:
             # Keyset paging: the next page starts after this page's last id, so a resource that

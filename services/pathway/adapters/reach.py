@@ -16,7 +16,8 @@ from sqlalchemy import ColumnElement, Connection, and_, literal, select, true
 
 from forlop.storage import schema
 from forlop.tenants import Reach
-from services.pathway.adapters.fhir_store import OWNED_TYPES, StoredResource
+from services.pathway.adapters.fhir_repository import StoredResource
+from services.pathway.domain.search_index import OWNED_TYPES
 
 
 def pathway_filter(reach: Reach, p: Any = None) -> list[ColumnElement[bool]]:
