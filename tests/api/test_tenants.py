@@ -223,3 +223,28 @@ def test_the_served_api_answers_a_development_token_401(api, tmp_path, store):
     token = mint_dev_token(load_settings({"FORLOP_DATA_DIR": str(tmp_path)}), [SCOPE_READ], org_parent=HOSPITAL_A)
     resp = api.get(f"/fhir/EpisodeOfCare/{api.episode[WITH_CONSENT]}", headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 401 and "development key" in resp.json["issue"][0]["diagnostics"]
+
+
+def test_paging_and_every_query_shape_stay_within_the_tenant(api):
+    """Keyset pages, several parameters (SQLite's INTERSECT of ranges), several values (a UNION) and
+    the no-parameter scan: each restricted in the query, so no page is short or padded by others' rows."""
+    a, b = api.episode[WITH_CONSENT], api.episode[NO_CONSENT]
+    seen, target = [], "/fhir/EpisodeOfCare?_count=1"
+    while target:
+        bundle = api.get(target, headers=mint(api.key, HOSPITAL_A)).json
+        seen += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        nxt = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        target = nxt[0].split("localhost", 1)[1] if nxt else None
+    assert sorted(seen) == sorted({a, b})
+    everything = api.get("/fhir/Task?_count=500", headers=mint(api.key, HOSPITAL_B)).json["entry"]
+    status, code = everything[0]["resource"]["status"], everything[0]["resource"]["code"]["coding"][0]["code"]
+    pc = api.patient[MOVED]
+    own = {HOSPITAL_B: {f"Patient/{pc}"},
+           HOSPITAL_A: {f"Patient/{api.patient[WITH_CONSENT]}", f"Patient/{api.patient[NO_CONSENT]}"}}
+    for org, patients in own.items():
+        both = api.get(f"/fhir/Task?status={status}&code={code}&_total=accurate", headers=mint(api.key, org)).json
+        assert both["total"] == len(both["entry"]) > 0
+        assert {e["resource"]["for"]["reference"] for e in both["entry"]} <= patients
+        union = api.get(f"/fhir/Task?status={status},cancelled,requested&patient={pc}&_total=accurate",
+                        headers=mint(api.key, org)).json
+        assert (union["total"] > 0) is (org == HOSPITAL_B)
