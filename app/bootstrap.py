@@ -26,7 +26,7 @@ from flask import Flask
 from sqlalchemy import Connection, select, update
 
 from forlop import dead_letters
-from forlop.auth import SCOPE_READ, TokenVerifier
+from forlop.auth import SCOPE_ADMIN, SCOPE_READ, TokenVerifier
 from forlop.clock import Clock, FixedClock, system_clock
 from forlop.config import ConfigError, Settings
 from forlop.dead_letters import DeadLetter, exception_reason
@@ -46,6 +46,7 @@ from forlop.kafka import (
 from forlop.logging import correlation_id
 from forlop.metrics import refresh_gauges
 from forlop.storage import Store, schema
+from forlop.tenants import load_tenants
 from forlop.workers import PeriodicWorker
 from services.api.public import ApiDeps, create_app
 from services.ingest.public import ingest_handler
@@ -153,8 +154,9 @@ class Runtime:
     def __post_init__(self) -> None:
         set_patient_id_key(self.settings.patient_id_key)
         if self.settings.production and not self.settings.patient_id_key:
-            log.warning("FORLOP_PATIENT_ID_KEY not set: Patient ids use the development key and could be "
-                        "reversed to fødselsnummer by anyone who sees them")
+            # every command that writes or shows Patient ids; `forlop serve` names the other gaps too
+            raise ConfigError("FORLOP_MODE=production needs FORLOP_PATIENT_ID_KEY: with the development key "
+                              "Patient ids could be reversed to fødselsnummer by anyone who sees them")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sqlite_cache_mb: int | None = None) -> Runtime:
@@ -338,7 +340,7 @@ class Runtime:
 
     def api_app(self, closers: list[Callable[[], object]]) -> Flask:
         """The API with every service's blueprint; what must be closed with it goes to `closers`."""
-        blueprints = [(messages_bp, SCOPE_READ),
+        blueprints = [(messages_bp, SCOPE_ADMIN),  # operators only (services.api.app.KINDS_BY_SCOPE)
                       (pathway_bp(self.store, self.now, self.settings.due_soon_days), SCOPE_READ)]
         # The requests' own connections: on PostgreSQL each statement of theirs ends at the API's
         # statement timeout (the relay and metrics of this process keep the runtime's store).
@@ -346,7 +348,7 @@ class Runtime:
         if store is not self.store:
             closers.append(store.dispose)
         deps = ApiDeps(self.settings, store, self.clock, TokenVerifier(self.settings), readiness=[],
-                       blueprints=blueprints)
+                       blueprints=blueprints, tenants=load_tenants(self.settings))
         return create_app(deps)
 
     # --- the commands' contexts ---------------------------------------------------------------

@@ -24,9 +24,10 @@ from app.timeline import print_timeline
 from forlop import dead_letters
 from forlop.auth import ALL_SCOPES, mint_dev_token
 from forlop.clock import Clock, FixedClock, parse_time
-from forlop.config import ConfigError, Settings, load_settings
+from forlop.config import ConfigError, Settings, check_production, load_settings
 from forlop.logging import configure_logging
 from forlop.storage import Store
+from forlop.tenants import DEVELOPMENT_ORG_NUMBER, load_tenants
 from services.messaging import public as messaging
 from services.pathway import public as pathway
 
@@ -40,6 +41,7 @@ def _as_of(value: str | None, settings: Settings) -> Clock | None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    check_production(settings, args.service)  # every missing trust setting named, before anything opens
     return serve_forever(open_runtime(settings, migrate=False), args.service)
 
 
@@ -126,8 +128,17 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print("forlop token mints development tokens only; production tokens come from the identity provider",
               file=sys.stderr)
         return 2
+    org = args.org or DEVELOPMENT_ORG_NUMBER
+    registry = load_tenants(settings)
+    tenant = registry.find(org)
+    if tenant is None:
+        known = ", ".join(f"{t.org_number} ({t.kind})" for t in registry.tenants.values())
+        print(f"forlop token: organisation {org} is not in the tenant registry ({registry.source}); "
+              f"known: {known}", file=sys.stderr)
+        return 2
     scopes = args.scope or list(ALL_SCOPES)
-    print(mint_dev_token(settings, scopes, ttl_s=args.ttl))
+    print(mint_dev_token(settings, scopes, ttl_s=args.ttl, org_parent=org,
+                         hpr_number=args.hpr))
     return 0
 
 
@@ -188,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tok = sub.add_parser("token", help="mint a development bearer token (embedded mode)")
     tok.add_argument("--scope", action="append", help="scope to grant (repeatable; default all)")
+    tok.add_argument("--org", help="organisation number of a tenant in the registry (default: the demo "
+                                   "registry's development tenant, which reads every pathway)")
+    tok.add_argument("--hpr", help="HPR number of the person the token acts for (optional)")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     tok.set_defaults(func=cmd_token)
 

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from app.bootstrap import SERVICES, Runtime
 from forlop.auth import ensure_dev_key
+from forlop.config import check_production
 from forlop.kafka import ConsumerLoop, client_options
 from forlop.workers import PeriodicWorker, start_thread
 from forlop.wsgi import HttpServer, ServerLimits, listen_socket, make_http_server
@@ -155,6 +156,7 @@ def serve_forever(runtime: Runtime, service: str, *, ensure_topics: bool = True,
 
     `ensure_topics`, `relay_outbox`: False where there is no broker (the bench's API).
     """
+    check_production(runtime.settings, service)  # before anything starts: each missing trust setting named
     runtime.store.check_schema()
     if ensure_topics:
         runtime.ensure_topics()
@@ -208,7 +210,7 @@ class ApiWorkers:
         settings = self.runtime.settings
         holder = listen_socket(settings.http_host, settings.http_port, reuse_port=True)
         self.port = holder.getsockname()[1]
-        if not (settings.jwt_jwks_url or settings.jwt_jwks_file):
+        if not (settings.production or settings.jwt_jwks_url or settings.jwt_jwks_file):
             ensure_dev_key(settings)  # made once here: workers making it at once would each keep their own
         # The workers open their own connections: none may be shared across the fork.
         self.runtime.store.dispose()

@@ -2,7 +2,13 @@
 
 Production points FORLOP_JWT_JWKS_URL at the identity provider's JWKS. The embedded
 default generates a local RSA key in the data directory, serves its JWKS from a
-file, and `forlop token --scope ...` mints development tokens with it.
+file, and `forlop token --scope ... [--org N]` mints development tokens with it. That key
+exists in embedded mode only: production never makes or trusts it (a token carrying its key
+id is refused, whatever JWKS is configured).
+
+Tokens are shaped like HelseID client-credential tokens: `client_id`, `scope`, the legal
+entity's organisation number (CLAIM_ORGNR_PARENT), optionally a sub-unit's (CLAIM_ORGNR_CHILD)
+and, for a person, the HPR number (CLAIM_HPR_NUMBER).
 """
 
 from __future__ import annotations
@@ -20,11 +26,18 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from forlop.config import Settings
+from forlop.config import ConfigError, Settings
+from forlop.tenants import DEVELOPMENT_ORG_NUMBER
 
 SCOPE_WRITE_EVENTS = "forlop/events.write"
 SCOPE_READ = "forlop/fhir.read"
-ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ)
+SCOPE_ADMIN = "forlop/admin"  # operators: /messages and dead letters
+ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ, SCOPE_ADMIN)  # what plain `forlop token` grants
+# HelseID client-credential claims: the legal entity (parent), optionally the sub-unit (child),
+# and for a person acting through the client, their HPR number.
+CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"
+CLAIM_ORGNR_CHILD = "helseid://claims/client/claims/orgnr_child"
+CLAIM_HPR_NUMBER = "helseid://claims/hpr/hpr_number"
 DEV_KID = "forlop-dev"
 LEEWAY_S = 30  # clock skew allowed on exp and nbf
 # A token whose signature and claims were checked is remembered by its exact text for at most this
@@ -47,6 +60,9 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     client_id: str | None
+    org_parent: str | None = None  # CLAIM_ORGNR_PARENT
+    org_child: str | None = None  # CLAIM_ORGNR_CHILD
+    hpr_number: str | None = None  # CLAIM_HPR_NUMBER
 
 
 def dev_key_paths(settings: Settings) -> tuple[Path, Path]:
@@ -73,11 +89,17 @@ def ensure_dev_key(settings: Settings) -> Path:
 
 
 def mint_dev_token(settings: Settings, scopes: list[str], *, subject: str = "dev-client", ttl_s: int = 3600,
-                   now: float | None = None) -> str:
+                   now: float | None = None, org_parent: str | None = DEVELOPMENT_ORG_NUMBER,
+                   org_child: str | None = None, hpr_number: str | None = None) -> str:
+    """A token signed by the development key (embedded mode), for the organisation `org_parent`
+    (default: the demo registry's development tenant, which reads everything)."""
+    if settings.production:
+        raise ConfigError("development tokens exist in embedded mode only; production tokens come from "
+                          "the identity provider")
     key_path, _ = dev_key_paths(settings)
     ensure_dev_key(settings)
     issued = int(now if now is not None else time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "sub": subject,
@@ -88,6 +110,10 @@ def mint_dev_token(settings: Settings, scopes: list[str], *, subject: str = "dev
         "exp": issued + ttl_s,
         "jti": str(uuid.uuid4()),
     }
+    for claim, value in ((CLAIM_ORGNR_PARENT, org_parent), (CLAIM_ORGNR_CHILD, org_child),
+                         (CLAIM_HPR_NUMBER, hpr_number)):
+        if value:
+            claims[claim] = value
     return jwt.encode(claims, key_path.read_bytes(), algorithm="RS256", headers={"kid": DEV_KID})
 
 
@@ -100,14 +126,29 @@ class TokenVerifier:
         self._verified_lock = threading.Lock()
         self._jwks_client: jwt.PyJWKClient | None = None
         self._file_keys: dict[str, Any] | None = None
+        # Only the embedded run makes (and trusts) the development key.
+        self._dev_key_trusted = not settings.production and not (settings.jwt_jwks_url or settings.jwt_jwks_file)
         if settings.jwt_jwks_url:
             self._jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=600)
+        elif settings.jwt_jwks_file:
+            path = Path(settings.jwt_jwks_file)
+            if settings.production and path.resolve() == dev_key_paths(settings)[1].resolve():
+                raise ConfigError(f"FORLOP_JWT_JWKS_FILE={settings.jwt_jwks_file!r} is the development key's "
+                                  "JWKS, which production never trusts")
+            jwks = jwt.PyJWKSet.from_json(path.read_text())
+            self._file_keys = {k.key_id or "": k for k in jwks.keys}
+        elif settings.production:
+            raise ConfigError("FORLOP_MODE=production needs FORLOP_JWT_JWKS_URL or FORLOP_JWT_JWKS_FILE; "
+                              "the development key exists in embedded mode only")
         else:
-            path = Path(settings.jwt_jwks_file) if settings.jwt_jwks_file else ensure_dev_key(settings)
+            path = ensure_dev_key(settings)
             jwks = jwt.PyJWKSet.from_json(path.read_text())
             self._file_keys = {k.key_id or "": k for k in jwks.keys}
 
     def _key_for(self, token: str) -> Any:
+        if not self._dev_key_trusted and jwt.get_unverified_header(token).get("kid") == DEV_KID:
+            raise AuthError(401, "login", "token signed with the development key, which only the embedded "
+                                          "run trusts")
         if self._jwks_client is not None:
             return self._jwks_client.get_signing_key_from_jwt(token).key
         kid = jwt.get_unverified_header(token).get("kid") or ""
@@ -145,7 +186,12 @@ class TokenVerifier:
             raise AuthError(401, "login", f"invalid bearer token: {exc}") from None
         raw = claims.get("scope", [])
         scopes = frozenset(raw.split() if isinstance(raw, str) else raw)
-        principal = Principal(str(claims.get("sub")), scopes, claims.get("client_id"))
+        principal = Principal(
+            str(claims.get("sub")), scopes, claims.get("client_id"),
+            org_parent=_claim_str(claims, CLAIM_ORGNR_PARENT),
+            org_child=_claim_str(claims, CLAIM_ORGNR_CHILD),
+            hpr_number=_claim_str(claims, CLAIM_HPR_NUMBER),
+        )
         self._remember(token, principal, float(claims["exp"]), now)
         return principal
 
@@ -164,3 +210,13 @@ class TokenVerifier:
         if scope not in principal.scopes:
             raise AuthError(403, "forbidden", f"the token lacks the scope {scope!r}")
         return principal
+
+
+def _claim_str(claims: dict[str, Any], name: str) -> str | None:
+    """A HelseID claim as text; numbers are accepted because some issuers send them unquoted."""
+    value = claims.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    raise AuthError(401, "login", f"invalid bearer token: claim {name!r} is not a string")

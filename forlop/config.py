@@ -25,6 +25,11 @@ SYNTHETIC_SENDER_HER_ID = "9970001"
 SYNTHETIC_SENDER_ORG_NAME = "Helseforetak (syntetisk)"
 
 
+# The embedded run's token issuer and audience (its development key's); production must name its own.
+DEV_JWT_ISSUER = "http://localhost/forlop-dev"
+DEV_JWT_AUDIENCE = "forlop"
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -115,10 +120,13 @@ class Settings:
     # Networks (CIDRs) of the reverse proxies whose X-Forwarded-Proto/-Host/-Prefix and Forwarded
     # headers are believed, when FORLOP_PUBLIC_BASE_URL is not set; from any other peer they are ignored.
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
-    jwt_issuer: str = "http://localhost/forlop-dev"
-    jwt_audience: str = "forlop"
+    jwt_issuer: str = "http://localhost/forlop-dev"  # DEV_JWT_ISSUER
+    jwt_audience: str = "forlop"  # DEV_JWT_AUDIENCE
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
     jwt_jwks_file: str | None = None  # or a local JWKS file
+    # The tenant registry (YAML or JSON): which organisation may do what (forlop.tenants). Unset: the
+    # demo registry in embedded mode; production refuses to start the API without one.
+    tenants_file: str | None = None
     xsd_dir: str = field(default_factory=shipped_xsd_dir)  # official e-message schemas; FORLOP_XSD_DIR overrides
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = "INFO"
@@ -305,10 +313,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_max_offset=_int(env, "FORLOP_API_MAX_OFFSET", Settings.api_max_offset),
         public_base_url=_public_base_url(env),
         trusted_proxies=_networks(env, "FORLOP_TRUSTED_PROXIES"),
-        jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
-        jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
+        # Production has no defaults here: an unset issuer or audience refuses the start (check_production).
+        jwt_issuer=env.get("FORLOP_JWT_ISSUER") or ("" if mode == "production" else DEV_JWT_ISSUER),
+        jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or ("" if mode == "production" else DEV_JWT_AUDIENCE),
         jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,
         jwt_jwks_file=env.get("FORLOP_JWT_JWKS_FILE") or None,
+        tenants_file=env.get("FORLOP_TENANTS") or None,
         xsd_dir=xsd_dir,
         data_dir=data_dir,
         log_level=_choice(env, "FORLOP_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -330,3 +340,38 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scan_interval_s=float(_int(env, "FORLOP_SCAN_INTERVAL_S", 60, minimum=1)),
         fhir_validate=_choice(env, "FORLOP_FHIR_VALIDATE", "0", ("0", "1")) == "1",
     )
+
+
+def production_gaps(settings: Settings, service: str) -> list[str]:
+    """What FORLOP_MODE=production lacks to run `service` (`api`, `ingest`, ...): each a variable and why.
+
+    Every process keys Patient ids and masks logs; the API also checks tokens against the identity
+    provider (never the development key) and decides access by the tenant registry.
+    """
+    if not settings.production:
+        return []
+    gaps = []
+    if not settings.patient_id_key:
+        gaps.append("FORLOP_PATIENT_ID_KEY (the secret that keys Patient ids; without it they can be "
+                    "reversed to fødselsnummer)")
+    if not settings.log_mask_key:
+        gaps.append("FORLOP_LOG_MASK_KEY (the secret that pseudonymises national ids in logs, the same in "
+                    "every replica)")
+    if service == "api":
+        if not settings.jwt_issuer:
+            gaps.append("FORLOP_JWT_ISSUER (the identity provider's issuer, e.g. HelseID's)")
+        if not settings.jwt_audience:
+            gaps.append("FORLOP_JWT_AUDIENCE (the audience forlop's tokens are issued for)")
+        if not (settings.jwt_jwks_url or settings.jwt_jwks_file):
+            gaps.append("FORLOP_JWT_JWKS_URL or FORLOP_JWT_JWKS_FILE (the identity provider's signing keys; "
+                        "the development key exists only in embedded mode)")
+        if not settings.tenants_file:
+            gaps.append("FORLOP_TENANTS (the tenant registry: which organisation may read and write what)")
+    return gaps
+
+
+def check_production(settings: Settings, service: str) -> None:
+    """Refuse to start `service` in production without its trust settings, naming every missing one."""
+    gaps = production_gaps(settings, service)
+    if gaps:
+        raise ConfigError(f"FORLOP_MODE=production refuses to start {service} without: " + "; ".join(gaps))

@@ -1,7 +1,12 @@
 """The HTTP entrypoint: event intake for EHR vendors, the FHIR read API, health and metrics.
 
-Thin: each route checks the token, builds a call into a service function and
+Thin: each route checks the token and its tenant, builds a call into a service function and
 turns the answer (or the error) into FHIR JSON.
+
+Access (docs/security.md): the token's organisation (HelseID's orgnr_child, else orgnr_parent)
+must be in the tenant registry (`forlop.tenants`), else 403; each route allows some kinds of
+tenant (403 for the others). What a tenant may read is restricted in the query, and a resource
+outside its reach is answered 404, as one that does not exist, so that its existence is not revealed.
 """
 
 from __future__ import annotations
@@ -17,18 +22,37 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import MethodNotAllowed
 
-from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, AuthError, TokenVerifier
+from forlop import dead_letters
+from forlop.auth import (
+    CLAIM_ORGNR_PARENT,
+    SCOPE_ADMIN,
+    SCOPE_READ,
+    SCOPE_WRITE_EVENTS,
+    AuthError,
+    TokenVerifier,
+)
 from forlop.clock import Clock
 from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.capability import capability_statement
 from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
-from forlop.http import BadParameter
+from forlop.http import BadParameter, one_value
 from forlop.logging import correlation_id
 from forlop.storage import Store
+from forlop.tenants import (
+    DEVELOPMENT,
+    HOSPITAL,
+    KINDS,
+    MUNICIPALITY,
+    OPERATOR,
+    Tenant,
+    TenantRegistry,
+    load_tenants,
+)
 from services.api.formats import prettified, pretty, unacceptable
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.links import fhir_base
@@ -64,8 +88,8 @@ from services.pathway.public import (
     Version,
     deletion,
     instance_history,
-    read_resource,
     read_version,
+    read_within,
     type_history,
 )
 
@@ -76,6 +100,11 @@ RETRY_AFTER_S = 10  # a 503's Retry-After: the database was busy or away
 # change is stamped when its transaction starts and seen when it commits, and the writers' clocks
 # may differ from this one's a little. A poll sees the versions of that window again (same versionId).
 HISTORY_SETTLE = timedelta(seconds=10)
+# The tenants each scope's routes serve (every kind unless named): the operators' routes (the
+# e-messages, the dead letters) hold every patient's data, so no hospital or municipality gets them.
+KINDS_BY_SCOPE = {SCOPE_ADMIN: (OPERATOR, DEVELOPMENT)}
+WRITERS = (HOSPITAL, DEVELOPMENT)  # who posts events (a hospital for its own units only)
+FHIR_READERS = (HOSPITAL, MUNICIPALITY, DEVELOPMENT)  # whose FHIR reads reach patients
 
 
 @dataclass
@@ -86,6 +115,7 @@ class ApiDeps:
     verifier: TokenVerifier
     readiness: list[Callable[[], str | None]] = field(default_factory=list)  # each returns a problem or None
     blueprints: list[tuple[Blueprint, str]] = field(default_factory=list)  # (blueprint, scope)
+    tenants: TenantRegistry | None = None  # None: FORLOP_TENANTS (or the demo registry), read now
 
 
 def create_app(deps: ApiDeps) -> Flask:
@@ -95,11 +125,27 @@ def create_app(deps: ApiDeps) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # a chunked body too (waitress's own limit aside)
     app.config["FORLOP_STORE"] = deps.store  # blueprints read the same store
 
-    def require(scope: str) -> Response | None:
+    tenants = deps.tenants or load_tenants(deps.settings)
+
+    def require(scope: str, kinds: tuple[str, ...] | None = None) -> Response | None:
+        """None when the token has `scope` and names a registered organisation of `kinds` (default: those
+        of the scope); else the 401 or 403. Sets g.principal and g.tenant."""
         try:
-            g.principal = deps.verifier.require(request.headers.get("Authorization"), scope)
+            principal = deps.verifier.require(request.headers.get("Authorization"), scope)
         except AuthError as exc:
             return error(exc.status, exc.code if exc.code != "expired" else "login", str(exc))
+        g.principal = principal
+        if not (principal.org_child or principal.org_parent):
+            return error(403, "forbidden", f"the token names no organisation (claim {CLAIM_ORGNR_PARENT})")
+        tenant = tenants.find(principal.org_child, principal.org_parent)
+        if tenant is None:
+            orgs = " or ".join(o for o in (principal.org_child, principal.org_parent) if o)
+            return error(403, "forbidden", f"organisation {_shown(orgs)} is not in forlop's tenant registry")
+        allowed = kinds or KINDS_BY_SCOPE.get(scope, KINDS)
+        if tenant.kind not in allowed:
+            return error(403, "forbidden", f"{tenant.describe()} may not use {request.method} "
+                         f"{_shown(request.path)}")
+        g.tenant = tenant
         return None
 
     @app.before_request
@@ -145,7 +191,7 @@ def create_app(deps: ApiDeps) -> Flask:
         return Response(openapi_document(deps.settings), mimetype="application/json")
 
     def post_events(source: str) -> Response:
-        if (denied := require(SCOPE_WRITE_EVENTS)) is not None:
+        if (denied := require(SCOPE_WRITE_EVENTS, WRITERS)) is not None:
             return denied
         try:
             items = parse_body(request.content_type or "application/json", request.get_data(),
@@ -161,6 +207,10 @@ def create_app(deps: ApiDeps) -> Flask:
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
+        if (foreign := _foreign_units(g.tenant, checked)):
+            return fhir_response(operation_outcome(
+                issue("error", "forbidden", f"unit {unit} is not one of {g.tenant.describe()}'s units; "
+                      "the batch is refused whole") for unit in foreign), 403)
         try:
             with deps.store.transaction() as conn:
                 now, topics = deps.clock(), deps.settings.topics
@@ -194,13 +244,16 @@ def create_app(deps: ApiDeps) -> Flask:
         return fhir_response(capability_statement(fhir_base(deps.settings, request.environ), _version()))
 
     def read(rtype: str, rid: str) -> Response:
-        if (denied := require(SCOPE_READ)) is not None:
+        if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:
             return denied
         found = gone = None
         if FHIR_ID.fullmatch(rid):  # any other id names nothing (FHIR R4's id: [A-Za-z0-9-.]{1,64})
             with deps.store.read() as conn:
-                found = read_resource(conn, rtype, rid)
-                if found is None:
+                # outside the tenant's reach reads as absent: 404 either way, so existence is not revealed
+                found = read_within(conn, rtype, rid, g.tenant.reach)
+                if found is None and g.tenant.reach is None:
+                    # a deletion is told (410) only to a reader of everything: the row that placed
+                    # the resource within a tenant's reach is gone with it
                     gone = deletion(conn, rtype, rid)
         if gone is not None:
             return _gone(gone)
@@ -209,20 +262,25 @@ def create_app(deps: ApiDeps) -> Flask:
         return _resource_response(found)
 
     def vread(rtype: str, rid: str, vid: str) -> Response:
-        if (denied := require(SCOPE_READ)) is not None:
+        if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:
             return denied
         found = None
         if FHIR_ID.fullmatch(rid) and vid.isascii() and vid.isdigit() and len(vid) <= 9:
             with deps.store.read() as conn:
-                found = read_version(conn, rtype, rid, int(vid))
+                if _within(conn, rtype, rid):
+                    found = read_version(conn, rtype, rid, int(vid))
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} has no version {_shown(vid)}")
         if found.deleted:
             return _gone(found)
         return _resource_response(found.stored())
 
+    def _within(conn: Connection, rtype: str, rid: str) -> bool:
+        """Whether a tenant with a reach may see this resource's versions: it reaches the resource now."""
+        return g.tenant.reach is None or read_within(conn, rtype, rid, g.tenant.reach) is not None
+
     def history(rtype: str, rid: str | None = None) -> Response:
-        if (denied := require(SCOPE_READ)) is not None:
+        if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:
             return denied
         asked = history_request(request.args)
         # Complete up to this instant (a change committed later carries an earlier lastUpdated only
@@ -230,7 +288,10 @@ def create_app(deps: ApiDeps) -> Flask:
         complete_to = deps.clock() - HISTORY_SETTLE
         with deps.store.read() as conn:
             if rid is None:
-                page = type_history(conn, rtype, asked.count, since=asked.since, after=asked.cursor)
+                page = type_history(conn, rtype, asked.count, since=asked.since, after=asked.cursor,
+                                    reach=g.tenant.reach)
+            elif not _within(conn, rtype, rid):
+                page = None
             else:
                 page = (instance_history(conn, rtype, rid, asked.count, since=asked.since,
                                          before=asked.cursor[2] if asked.cursor else None)
@@ -251,11 +312,13 @@ def create_app(deps: ApiDeps) -> Flask:
         return fhir_response(bundle)
 
     def search(rtype: str) -> Response:
-        if (denied := require(SCOPE_READ)) is not None:
+        if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:
             return denied
         with deps.store.read() as conn:
+            # the tenant's reach is a condition of the query: its total and pages count only what it reaches
             bundle = search_bundle(conn, rtype, request.args, request.headers.get("Prefer"), search_limits,
-                                   fhir_base(deps.settings, request.environ))  # never the Host header
+                                   fhir_base(deps.settings, request.environ),  # never the Host header
+                                   reach=g.tenant.reach)
         return fhir_response(bundle)
 
     # One rule per resource type served (the OpenAPI document lists each with its own parameters);
@@ -266,6 +329,20 @@ def create_app(deps: ApiDeps) -> Flask:
         app.add_url_rule(f"/fhir/{rtype}/_history", f"history_{rtype}", partial(history, rtype))
         app.add_url_rule(f"/fhir/{rtype}/<rid>/_history", f"instance_history_{rtype}", partial(history, rtype))
         app.add_url_rule(f"/fhir/{rtype}/<rid>/_history/<vid>", f"vread_{rtype}", partial(vread, rtype))
+
+    @app.get("/dead-letters")
+    def list_dead_letters() -> Response:
+        """The operators' view of `forlop dlq list`: the dead letters not replayed yet (`?all=true`: all)."""
+        if (denied := require(SCOPE_ADMIN)) is not None:
+            return denied
+        shown = one_value(request.args, "all")
+        if shown not in (None, "true", "false"):
+            raise BadParameter("all", f"all={shown[:40]!r}: use true or false")
+        everything = shown == "true"
+        with deps.store.read() as conn:
+            rows = dead_letters.list_dead_letters(conn, None if everything else dead_letters.UNRESOLVED)
+        return Response(json.dumps([_dead_letter_view(row) for row in rows], ensure_ascii=False),
+                        mimetype="application/json")
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
@@ -393,6 +470,18 @@ def _checked(source: str, records: list[InboundRecord], most: int) -> tuple[list
         listed.append(issue("information", "informational",
                             f"{unlisted} more problems not listed (the first {most} are)"))
     return events, listed
+
+
+def _foreign_units(tenant: Tenant, events: list[PathwayEvent]) -> list[str]:
+    """The units of `events` that are not the tenant's (a hospital posts for its own units only)."""
+    if tenant.kind != HOSPITAL:
+        return []
+    return sorted({e.unit.her_id for e in events} - tenant.units)
+
+
+def _dead_letter_view(row: dict) -> dict:
+    """A dead letter as JSON: its text and reasons, without the exact bytes (`forlop dlq list --json` has them)."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items() if k != "raw_bytes"}
 
 
 def _shown(text: str) -> str:

@@ -19,6 +19,7 @@ from services.pathway.adapters.fhir_history import (
 )
 from services.pathway.adapters.fhir_repository import StoredResource, read_resource, read_resources
 from services.pathway.adapters.fhir_search import search_page
+from services.pathway.adapters.reach import read_within
 from services.pathway.adapters.reports import compute_indicators
 from services.pathway.adapters.repository import SqlUnitOfWork, load_history
 from services.pathway.alerts import store_alerts
@@ -83,6 +84,7 @@ __all__ = [
     "read_resource",
     "record_events",
     "read_resources",
+    "read_within",
     "refresh_queued",
     "republish",
     "scan",

@@ -11,7 +11,7 @@ import schemathesis
 from jsonschema import Draft202012Validator
 
 from app.bootstrap import Runtime
-from forlop.auth import SCOPE_READ, TokenVerifier
+from forlop.auth import SCOPE_ADMIN, SCOPE_READ, TokenVerifier
 from forlop.clock import FixedClock, parse_time
 from forlop.config import load_settings
 from forlop.storage import Store
@@ -63,7 +63,8 @@ def test_security_scheme_and_scopes(app) -> None:
                                                                  "bearerFormat": "JWT"}
     scopes = {path: op.get("security") for path, item in doc["paths"].items() for op in item.values()}
     assert scopes["/ingest/dips"] == [{"bearerAuth": ["forlop/events.write"]}]
-    assert scopes["/fhir/Task"] == scopes["/worklist"] == scopes["/messages"] == [{"bearerAuth": [SCOPE_READ]}]
+    assert scopes["/fhir/Task"] == scopes["/worklist"] == [{"bearerAuth": [SCOPE_READ]}]
+    assert scopes["/messages"] == scopes["/dead-letters"] == [{"bearerAuth": [SCOPE_ADMIN]}]
     assert scopes["/fhir/metadata"] is None and scopes["/healthz"] is None and scopes["/openapi.json"] is None
 
 

@@ -55,9 +55,14 @@ def container(d: dict[str, Any]) -> dict[str, Any]:
     return containers[0]
 
 
+def settings_configmap(r: Rendered) -> dict[str, Any]:
+    """The ConfigMap of FORLOP_* settings (the tenant registry's is another)."""
+    (cm,) = [c for c in r.kind("ConfigMap") if not c["metadata"]["name"].endswith("-tenants")]
+    return cm
+
+
 def configmap(r: Rendered) -> dict[str, str]:
-    (cm,) = r.kind("ConfigMap")
-    return cm["data"]
+    return settings_configmap(r)["data"]
 
 
 # --- lint and render --------------------------------------------------------------------------
@@ -182,7 +187,7 @@ def test_forlop_accepts_the_rendered_settings(any_render: Rendered, tmp_path: Pa
 
 def test_one_consumer_group_per_service(any_render: Rendered) -> None:
     """All replicas of a service share one group: the prefix comes from the one ConfigMap, never from the pod."""
-    cm = any_render.kind("ConfigMap")[0]
+    cm = settings_configmap(any_render)
     group = cm["data"]["FORLOP_CONSUMER_GROUP"]
     assert group == any_render.values.get("config", {}).get("consumerGroup", "forlop")
     for service, d in deployments(any_render).items():
@@ -477,6 +482,10 @@ def test_strimzi_topics_and_users(default_render: Rendered, production_render: R
         ({"ingress": {"tls": {"enabled": "yes"}}}, "/ingress/tls/enabled"),
         ({"config": {"publicBaseUrl": "ftp://forlop.example"}}, "/config/publicBaseUrl"),
         ({"config": {"trustedProxies": ["ingress-nginx"]}}, "/config/trustedProxies/0"),
+        ({"tenants": {"registry": {"tenants": [{"orgNumber": "12345", "kind": "hospital", "units": ["1"]}]}}},
+         "/tenants/registry"),
+        ({"tenants": {"registry": {"tenants": [{"orgNumber": "123456789", "kind": "pharmacy"}]}}},
+         "/tenants/registry"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else None,
 )
@@ -497,6 +506,10 @@ def test_wrong_values_fail_with_a_schema_message(values: dict[str, Any], message
             "needs the password from a Secret",
         ),
         ({"jwt": {"existingSecret": ""}}, "needs real JWT settings"),
+        ({"jwt": {"existingSecret": "", "jwksUrl": "https://helseid.example/jwks"}}, "needs real JWT settings"),
+        ({"patientIds": {"existingSecret": ""}}, "needs patientIds.existingSecret (FORLOP_PATIENT_ID_KEY)"),
+        ({"logMasking": {"existingSecret": ""}}, "needs logMasking.existingSecret (FORLOP_LOG_MASK_KEY)"),
+        ({"tenants": {"existingConfigMap": ""}}, "needs the tenant registry (FORLOP_TENANTS)"),
         ({"xsd": {"override": True}}, "xsd.override=true needs xsd.volume"),
         ({"ingress": {"enabled": True}}, "ingress.enabled=true needs ingress.host"),
         ({"config": {"transport": "http"}}, "needs config.transportUrl"),

@@ -11,7 +11,9 @@ from sqlalchemy import Connection, select, tuple_
 
 from forlop.clock import as_utc, stored_instant
 from forlop.storage import schema
+from forlop.tenants import Reach
 from services.pathway.adapters.fhir_repository import StoredResource
+from services.pathway.adapters.reach import reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +81,25 @@ def instance_history(conn: Connection, resource_type: str, resource_id: str, cou
 
 
 def type_history(conn: Connection, resource_type: str, count: int, *, since: datetime | None = None,
-                 after: tuple[datetime, str, int] | None = None) -> HistoryPage:
+                 after: tuple[datetime, str, int] | None = None, reach: Reach | None = None) -> HistoryPage:
     """A type's versions, newest first (lastUpdated, then id and version, descending): those at or after
     `since`, and after the paging position `after` (the last entry of the page before) in that order.
 
     One range of the index (resource_type, last_updated, id, version_id), read backwards from the
     position and stopped at count + 1: a page costs the same however long the history is.
+    `reach` (a tenant's): only the versions of resources it reaches now, restricted in the query; a
+    deleted resource is reached by no tenant (what placed it within one went with it).
     """
-    rows = conn.execute(type_history_statement(resource_type, count + 1, since, after)).all()
+    rows = conn.execute(type_history_statement(resource_type, count + 1, since, after, reach)).all()
     return HistoryPage([Version(*row) for row in rows[:count]], len(rows) > count)
 
 
 def type_history_statement(resource_type: str, limit: int, since: datetime | None,
-                           after: tuple[datetime, str, int] | None) -> Any:
+                           after: tuple[datetime, str, int] | None, reach: Reach | None = None) -> Any:
     h = schema.fhir_history
     query = select(*_columns()).where(h.c.resource_type == resource_type)
+    if reach is not None:
+        query = query.where(reached(resource_type, h.c.id, reach))
     if since is not None:
         query = query.where(h.c.last_updated >= stored_instant(since))
     if after is not None:

@@ -17,7 +17,9 @@ from sqlalchemy import Connection, Integer, and_, bindparam, func, intersect, or
 from forlop.clock import stored_instant
 from forlop.storage import schema
 from forlop.storage.driver import fetch_all
+from forlop.tenants import Reach
 from services.pathway.adapters.fhir_repository import StoredResource
+from services.pathway.adapters.reach import reached
 from services.pathway.domain.search_index import reference_values
 
 # Search parameters in the order a search walks them: the first is the one whose index rows are
@@ -55,6 +57,7 @@ def search_page(
     count_total: bool = False,
     updated: Sequence[tuple[str, datetime]] = (),
     sort: str | None = None,
+    reach: Reach | None = None,
 ) -> SearchPage:
     """AND across parameters, OR across the values of one parameter; ordered by id.
 
@@ -65,6 +68,7 @@ def search_page(
 
     `updated` (FHIR `_lastUpdated`): bounds (">=" or "<", an instant) on the resource's lastUpdated;
     `sort` ("_lastUpdated", "-_lastUpdated"): the page in that order (then by id) instead of by id.
+    `reach` (a tenant's): only resources within it, restricted in the statement (None: every resource).
     Either reads the resources' (resource_type, last_updated, id) index and checks the other
     parameters per resource.
     """
@@ -92,7 +96,7 @@ def search_page(
     id_values = sorted(ids) if ids is not None else []
     params.update({f"id_{k}": v for k, v in enumerate(id_values)})
     statement_args = (resource_type, shape, after is not None, conn.dialect.name, len(id_values),
-                      tuple(sorted(set(missing))))
+                      tuple(sorted(set(missing))), reach)
     if after is not None:
         params["after"] = after
     filtered = bool(updated) or sort is not None
@@ -127,9 +131,10 @@ def _group_shape(param: str, values: Sequence[str]) -> tuple[Any, ...]:
 
 @lru_cache(maxsize=512)
 def _page_statement(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bool, dialect: str,
-                    ids: int = 0, missing: tuple[tuple[str, bool], ...] = ()) -> Any:
+                    ids: int = 0, missing: tuple[tuple[str, bool], ...] = (),
+                  reach: Reach | None = None) -> Any:
     r = schema.fhir_resources
-    ids_ = _matching_ids(resource_type, shape, keyset, dialect, ids, missing)
+    ids_ = _matching_ids(resource_type, shape, keyset, dialect, ids, missing, reach)
     page = (
         ids_.order_by(ids_.selected_columns.id)
         .limit(bindparam("lim", type_=Integer))
@@ -145,13 +150,14 @@ def _page_statement(resource_type: str, shape: tuple[tuple[Any, ...], ...], keys
 
 @lru_cache(maxsize=512)
 def _count_statement(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bool, dialect: str,
-                     ids: int = 0, missing: tuple[tuple[str, bool], ...] = ()) -> Any:
+                     ids: int = 0, missing: tuple[tuple[str, bool], ...] = (),
+                  reach: Reach | None = None) -> Any:
     return select(func.count()).select_from(
-        _matching_ids(resource_type, shape, keyset, dialect, ids, missing).subquery())
+        _matching_ids(resource_type, shape, keyset, dialect, ids, missing, reach).subquery())
 
 
 def _filtered(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bool, dialect: str,
-              ids: int, missing: tuple[tuple[str, bool], ...], ops: tuple[str, ...]) -> list[Any]:
+              ids: int, missing: tuple[tuple[str, bool], ...], reach: Reach | None, ops: tuple[str, ...]) -> list[Any]:
     """The conditions on fhir_resources of a search with `_lastUpdated` bounds or a sort: its type, the
     bounds (bound parameters u0, u1, ..), the ids the other parameters match (from the index)."""
     r = schema.fhir_resources
@@ -161,6 +167,8 @@ def _filtered(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bo
         conditions.append(r.c.last_updated >= bound if op == ">=" else r.c.last_updated < bound)
     if shape or ids or missing:
         conditions.append(r.c.id.in_(_matching_ids(resource_type, shape, False, dialect, ids, missing)))
+    if reach is not None:
+        conditions.append(reached(resource_type, r.c.id, reach))
     if keyset:
         conditions.append(r.c.id > bindparam("after", type_=r.c.id.type))
     return conditions
@@ -168,7 +176,8 @@ def _filtered(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bo
 
 @lru_cache(maxsize=512)
 def _filtered_page_statement(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bool, dialect: str,
-                             ids: int, missing: tuple[tuple[str, bool], ...], ops: tuple[str, ...],
+                             ids: int, missing: tuple[tuple[str, bool], ...], reach: Reach | None,
+                             ops: tuple[str, ...],
                              sort: str | None) -> Any:
     r = schema.fhir_resources
     order = [r.c.id]
@@ -177,19 +186,21 @@ def _filtered_page_statement(resource_type: str, shape: tuple[tuple[Any, ...], .
         if sort.startswith("-"):
             order = [column.desc() for column in order]
     return (select(r.c.resource, r.c.version_id, r.c.last_updated)
-            .where(*_filtered(resource_type, shape, keyset, dialect, ids, missing, ops)).order_by(*order)
+            .where(*_filtered(resource_type, shape, keyset, dialect, ids, missing, reach, ops)).order_by(*order)
             .limit(bindparam("lim", type_=Integer)).offset(bindparam("off", type_=Integer)))
 
 
 @lru_cache(maxsize=512)
 def _filtered_count_statement(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bool, dialect: str,
-                              ids: int, missing: tuple[tuple[str, bool], ...], ops: tuple[str, ...]) -> Any:
+                              ids: int, missing: tuple[tuple[str, bool], ...], reach: Reach | None,
+                              ops: tuple[str, ...]) -> Any:
     r = schema.fhir_resources
-    return select(func.count()).select_from(r).where(*_filtered(resource_type, shape, keyset, dialect, ids, missing, ops))
+    return select(func.count()).select_from(r).where(*_filtered(resource_type, shape, keyset, dialect, ids, missing, reach, ops))
 
 
 def _matching_ids(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset: bool, dialect: str,
-                  ids: int = 0, missing: tuple[tuple[str, bool], ...] = ()) -> Any:
+                  ids: int = 0, missing: tuple[tuple[str, bool], ...] = (),
+                  reach: Reach | None = None) -> Any:
     """A SELECT (or compound) of the matching ids, each match once, that an index returns in id order.
 
     The values of parameter i are the bound parameters v<i>_0, v<i>_1, ...; `keyset`: only ids
@@ -203,7 +214,8 @@ def _matching_ids(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset
 
     A value of kind "^" (a token's "system|") is the range from v<i>_<j> up to w<i>_<j>; `ids`: only
     the bound ids id_0, id_1, ... (`_id`); `missing`: (param, true) only resources without a row of
-    the parameter, (param, false) only those with one (`:missing`).
+    the parameter, (param, false) only those with one (`:missing`); `reach`: an EXISTS on the pathways
+    that reach each candidate (`adapters.reach.reached`), beside the parameters' probes.
     """
     r, idx = schema.fhir_resources, schema.fhir_search_index
 
@@ -233,8 +245,10 @@ def _matching_ids(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset
     id_list = [bindparam(f"id_{k}", type_=r.c.id.type) for k in range(ids)]
     after = [idx.c.id > bindparam("after", type_=idx.c.id.type)] if keyset else []
     after += [idx.c.id.in_(id_list)] if ids else []
+    within = [reached(resource_type, idx.c.id, reach)] if reach is not None else []
     if not shape:
         query = select(r.c.id).where(r.c.resource_type == resource_type, *presence(r))
+        query = query.where(reached(resource_type, r.c.id, reach)) if reach is not None else query
         query = query.where(r.c.id.in_(id_list)) if ids else query
         return query.where(r.c.id > bindparam("after", type_=r.c.id.type)) if keyset else query
     plain = all(len(g) == 2 for g in shape)
@@ -242,11 +256,11 @@ def _matching_ids(resource_type: str, shape: tuple[tuple[Any, ...], ...], keyset
             and all(n == 1 for _, n in shape):
         return intersect(*[
             select(idx.c.id).where(idx.c.resource_type == resource_type, idx.c.param == param, idx.c.value == value(i, 0),
-                                   *after)
+                                   *after, *(within if i == 0 else ()))  # the intersection is within it once one is
             for i, (param, _) in enumerate(shape)
         ])
     (param, n), others = shape[0][:2], shape[1:]
-    filters = [*after, *presence(idx)]
+    filters = [*after, *presence(idx), *within]
     for i, group in enumerate(others, start=1):
         probe = idx.alias(f"probe{i}")
         filters.append(

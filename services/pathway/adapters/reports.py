@@ -13,6 +13,8 @@ from sqlalchemy import Connection, Select, bindparam, literal, select
 from forlop.clock import local_date
 from forlop.status import PathwayStatus
 from forlop.storage import Store, schema
+from forlop.tenants import Reach
+from services.pathway.adapters.reach import pathway_filter
 from services.pathway.domain.reports import (
     OPEN_EPISODES,
     IndicatorReport,
@@ -107,10 +109,13 @@ def municipal_overview(
 
 
 def indicators(
-    conn: Connection, date_from: date | None, date_to: date | None, group_by: str, now: datetime
+    conn: Connection, date_from: date | None, date_to: date | None, group_by: str, now: datetime,
+    reach: Reach | None = None,
 ) -> IndicatorReport:
+    """Over every pathway, or those within `reach` (a hospital's units), restricted in the query."""
     p = schema.pathways
-    stmt = select(p.c.unit_her_id, p.c.status).where(p.c.episode_status != "entered-in-error")
+    stmt = select(p.c.unit_her_id, p.c.status).where(p.c.episode_status != "entered-in-error",
+                                                     *(pathway_filter(reach) if reach else ()))
     rows = ((PathwayStatus.from_dict(row.status), row.unit_her_id) for row in _stream(conn, stmt))
     return indicators_of(rows, date_from, date_to, group_by, local_date(now))
 
@@ -122,9 +127,12 @@ def compute_indicators(store: Store, now: datetime, date_from: date | str | None
         return indicators(conn, _as_date(date_from), _as_date(date_to), group_by, now)
 
 
-def quality(conn: Connection, date_from: date | None, date_to: date | None, now: datetime) -> dict[str, Any]:
+def quality(conn: Connection, date_from: date | None, date_to: date | None, now: datetime,
+            reach: Reach | None = None) -> dict[str, Any]:
     p = schema.pathways
     stmt = select(p.c.unit_her_id, p.c.status, p.c.patient).order_by(p.c.pathway_key)
+    if reach:
+        stmt = stmt.where(*pathway_filter(reach))
     tally = QualityTally(date_from, date_to)
     for row in _stream(conn, stmt):
         facts = row.patient or {}

@@ -499,3 +499,64 @@ class QualityTally:
             "kinds": kinds,
             "byUnitMonth": rows,
         }
+
+
+# --- pure: what national statistics may see -----------------------------------------------------------
+SMALL_CELL = 5  # a count under this (but not 0) is suppressed, and every figure worked out from it
+
+
+def _small(n: int | None) -> bool:
+    return n is not None and 0 < n < SMALL_CELL
+
+
+def suppressed_indicators(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The indicators for national statistics: aggregates only, small cells suppressed.
+
+    In a row, a count of 1 to 4 becomes null; when `done` is that small, the shares, the median and
+    the met/late split (figures of the same few pathways) go too. A target's value, count and
+    verdict go when its count is that small. Each row or target touched says `"suppressed": true`.
+    """
+    out = dict(report)
+    out["pathways"] = None if _small(report.get("pathways")) else report.get("pathways")
+    rows = []
+    for row in report.get("indicators", ()):
+        row = dict(row)
+        touched = False
+        if _small(row.get("done")):
+            for key in ("done", "met", "metAdjusted", "late", "onTimeNational", "onTimeAdjusted", "medianDays"):
+                row[key] = None
+            touched = True
+        else:
+            for key in ("met", "metAdjusted", "late"):
+                if _small(row.get(key)):
+                    row[key], touched = None, True
+        if _small(row.get("openOverdue")):
+            row["openOverdue"], touched = None, True
+        if touched:
+            row["suppressed"] = True
+        rows.append(row)
+    out["indicators"] = rows
+    targets = []
+    for target in report.get("targets", ()):
+        target = dict(target)
+        if _small(target.get("count")) or _small(target.get("evaluated")):
+            for key in ("value", "count", "evaluated", "met"):
+                if key in target:
+                    target[key] = None
+            target["suppressed"] = True
+        targets.append(target)
+    out["targets"] = targets
+    return out
+
+
+def suppressed_quality(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The registration quality for national statistics: counts of 1 to 4 null, no example pathways."""
+    out = dict(report)
+    out["pathways"] = None if _small(report.get("pathways")) else report.get("pathways")
+    out["kinds"] = [{**{k: v for k, v in kind.items() if k != "examples"},
+                     "count": None if _small(kind.get("count")) else kind.get("count")}
+                    | ({"suppressed": True} if _small(kind.get("count")) else {})
+                    for kind in report.get("kinds", ())]
+    out["byUnitMonth"] = [dict(row, count=None, suppressed=True) if _small(row.get("count")) else dict(row)
+                          for row in report.get("byUnitMonth", ())]
+    return out

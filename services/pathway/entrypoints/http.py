@@ -17,15 +17,21 @@ from datetime import date
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from forlop.clock import Clock
 from forlop.fhir.outcome import error
 from forlop.http import BadParameter, one_value, whole_number
 from forlop.storage import Store
+from forlop.tenants import DEVELOPMENT, HOSPITAL, MUNICIPALITY, NATIONAL, Reach, Tenant
 from services.ingest.public import bounds
 from services.pathway.adapters import reports
-from services.pathway.domain.reports import EPISODE_STATUSES, GROUP_BY
+from services.pathway.domain.reports import (
+    EPISODE_STATUSES,
+    GROUP_BY,
+    suppressed_indicators,
+    suppressed_quality,
+)
 
 MAX_LIMIT = 5000
 KOMMUNENUMMER = re.compile(r"[0-9]{4}")  # ASCII: \d would take other scripts' digits
@@ -48,11 +54,16 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
 
     @bp.get("/worklist")
     def get_worklist() -> Response:
+        if (refused := _refused("/worklist", HOSPITAL, DEVELOPMENT)) is not None:
+            return refused
         unit = (one_value(request.args, "unit") or "").strip()
         if not unit:
             raise BadParameter("unit", "the query parameter 'unit' (the unit's HER-id) is required", "required")
         if not HER_ID.fullmatch(unit):
             raise BadParameter("unit", f"unit={unit[:40]!r} is not a HER-id (1 to 12 digits)")
+        tenant: Tenant = g.tenant
+        if tenant.kind == HOSPITAL and unit not in tenant.units:
+            return error(403, "forbidden", f"unit {unit} is not one of {tenant.describe()}'s units")
         limit = _limit()
         with store().read() as conn:
             body = reports.worklist(conn, unit, clock(), limit, due_soon_days)
@@ -60,8 +71,14 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
 
     @bp.get("/municipalities/<kommunenummer>/pathways")
     def get_municipal_overview(kommunenummer: str) -> Response:
+        if (refused := _refused("/municipalities", MUNICIPALITY, DEVELOPMENT)) is not None:
+            return refused
         if not KOMMUNENUMMER.fullmatch(kommunenummer):
             raise BadParameter("kommunenummer", f"{kommunenummer[:40]!r} is not a kommunenummer (4 digits)")
+        tenant: Tenant = g.tenant
+        if tenant.kind == MUNICIPALITY and kommunenummer != tenant.municipality:
+            return error(403, "forbidden", f"{tenant.describe()} reads its own residents only "
+                         f"(/municipalities/{tenant.municipality}/pathways), not kommune {kommunenummer}")
         statuses = None
         if raw := one_value(request.args, "episodeStatus"):
             statuses = [s for s in raw.split(",") if s]
@@ -78,22 +95,44 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
 
     @bp.get("/indicators")
     def get_indicators() -> Response:
+        if (refused := _refused("/indicators", NATIONAL, HOSPITAL, DEVELOPMENT)) is not None:
+            return refused
         date_from, date_to = _period()
         group_by = one_value(request.args, "groupBy") or "pathwayType"
         if group_by not in GROUP_BY:
             raise BadParameter("groupBy", f"groupBy={group_by[:40]!r}: use one of {', '.join(GROUP_BY)}")
+        tenant: Tenant = g.tenant
         with store().read() as conn:
-            report = reports.indicators(conn, date_from, date_to, group_by, clock())
-        return _json(report.to_dict())
+            report = reports.indicators(conn, date_from, date_to, group_by, clock(), _report_reach(tenant))
+        body = report.to_dict()
+        return _json(suppressed_indicators(body) if tenant.kind == NATIONAL else body)
 
     @bp.get("/quality")
     def get_quality() -> Response:
+        if (refused := _refused("/quality", NATIONAL, HOSPITAL, DEVELOPMENT)) is not None:
+            return refused
         date_from, date_to = _period()
+        tenant: Tenant = g.tenant
         with store().read() as conn:
-            body = reports.quality(conn, date_from, date_to, clock())
-        return _json(body)
+            body = reports.quality(conn, date_from, date_to, clock(), _report_reach(tenant))
+        return _json(suppressed_quality(body) if tenant.kind == NATIONAL else body)
 
     return bp
+
+
+def _refused(route: str, *kinds: str) -> Response | None:
+    """403 unless the request's tenant (set by the app after checking the token) is of `kinds`."""
+    tenant: Tenant | None = g.get("tenant")
+    if tenant is None:
+        return error(403, "forbidden", "the token's organisation is not known")
+    if tenant.kind not in kinds:
+        return error(403, "forbidden", f"{tenant.describe()} may not read {route}")
+    return None
+
+
+def _report_reach(tenant: Tenant) -> Reach | None:
+    """National statistics and development: every pathway; a hospital: its own units."""
+    return tenant.reach if tenant.kind == HOSPITAL else None
 
 
 def _period() -> tuple[date | None, date | None]:

@@ -181,8 +181,19 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{- if and $v.xsd.override (not $v.xsd.volume) -}}
 {{- fail "xsd.override=true needs xsd.volume: one Volume source holding the schemas, e.g. {configMap: {name: forlop-xsd}}" -}}
 {{- end -}}
-{{- if and (eq $v.config.mode "production") (not $v.jwt.existingSecret) (not $v.jwt.jwksUrl) -}}
-{{- fail "config.mode=production needs real JWT settings: set jwt.existingSecret or jwt.jwksUrl (otherwise the API would trust a development key)" -}}
+{{- if eq $v.config.mode "production" -}}
+{{- if and (not $v.jwt.existingSecret) (or (not $v.jwt.jwksUrl) (not $v.jwt.issuer) (not $v.jwt.audience)) -}}
+{{- fail "config.mode=production needs real JWT settings: set jwt.existingSecret, or jwt.jwksUrl, jwt.issuer and jwt.audience (forlop refuses to start the API without them; the development key exists in embedded mode only)" -}}
+{{- end -}}
+{{- if not $v.patientIds.existingSecret -}}
+{{- fail "config.mode=production needs patientIds.existingSecret (FORLOP_PATIENT_ID_KEY): forlop refuses to start without it" -}}
+{{- end -}}
+{{- if not $v.logMasking.existingSecret -}}
+{{- fail "config.mode=production needs logMasking.existingSecret (FORLOP_LOG_MASK_KEY): forlop refuses to start without it" -}}
+{{- end -}}
+{{- if and (not $v.tenants.registry) (not $v.tenants.existingConfigMap) -}}
+{{- fail "config.mode=production needs the tenant registry (FORLOP_TENANTS): set tenants.registry or tenants.existingConfigMap" -}}
+{{- end -}}
 {{- end -}}
 {{- if and (hasPrefix "SASL" $v.kafka.securityProtocol) (not $v.kafka.sasl.mechanism) -}}
 {{- fail (printf "kafka.securityProtocol=%s needs kafka.sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)" $v.kafka.securityProtocol) -}}
@@ -252,6 +263,10 @@ FORLOP_TOPIC_{{ snakecase $key | upper }}: {{ (index $.Values.topics $key).name 
 {{- end }}
 {{- end }}
 {{- if eq .component "api" }}
+{{- if include "forlop.tenantsConfigMap" .root }}
+- name: FORLOP_TENANTS
+  value: {{ printf "/etc/forlop/tenants/%s" $v.tenants.key | quote }}
+{{- end }}
 {{- if $v.jwt.existingSecret }}
 - name: FORLOP_JWT_ISSUER
   valueFrom:
@@ -309,10 +324,27 @@ seccompProfile:
 {{- end -}}
 
 {{/* Volumes shared by the forlop containers: a writable /tmp, an XSD override, the Kafka CA. */}}
+{{/* The ConfigMap holding the tenant registry: the chart's own, else tenants.existingConfigMap ("": none). */}}
+{{- define "forlop.tenantsConfigMap" -}}
+{{- if .Values.tenants.registry -}}
+{{ include "forlop.fullname" . }}-tenants
+{{- else -}}
+{{ .Values.tenants.existingConfigMap }}
+{{- end -}}
+{{- end -}}
+
 {{- define "forlop.volumes" -}}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .root.Values.tmpSizeLimit }}
+{{- if and .tenants (include "forlop.tenantsConfigMap" .root) }}
+- name: tenants
+  configMap:
+    name: {{ include "forlop.tenantsConfigMap" .root | quote }}
+    items:
+      - key: {{ .root.Values.tenants.key | quote }}
+        path: {{ .root.Values.tenants.key | quote }}
+{{- end }}
 {{- if .root.Values.xsd.override }}
 - name: xsd
   {{- toYaml .root.Values.xsd.volume | nindent 2 }}
@@ -330,6 +362,11 @@ seccompProfile:
 {{- define "forlop.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if and .tenants (include "forlop.tenantsConfigMap" .root) }}
+- name: tenants
+  mountPath: /etc/forlop/tenants
+  readOnly: true
+{{- end }}
 {{- if .root.Values.xsd.override }}
 - name: xsd
   mountPath: /etc/forlop/xsd
