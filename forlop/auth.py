@@ -24,7 +24,11 @@ from forlop.config import Settings
 
 SCOPE_WRITE_EVENTS = "forlop/events.write"
 SCOPE_READ = "forlop/fhir.read"
-ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ)
+SCOPE_AUDIT_READ = "forlop/audit.read"
+ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ, SCOPE_AUDIT_READ)
+CLAIM_ORG_PARENT = "helseid://claims/client/claims/orgnr_parent"
+CLAIM_ORG_CHILD = "helseid://claims/client/claims/orgnr_child"
+CLAIM_HPR_NUMBER = "helseid://claims/hpr/hpr_number"
 DEV_KID = "forlop-dev"
 LEEWAY_S = 30  # clock skew allowed on exp and nbf
 # A token whose signature and claims were checked is remembered by its exact text for at most this
@@ -47,6 +51,9 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     client_id: str | None
+    org_parent: str | None = None
+    org_child: str | None = None
+    hpr_number: str | None = None
 
 
 def dev_key_paths(settings: Settings) -> tuple[Path, Path]:
@@ -145,7 +152,9 @@ class TokenVerifier:
             raise AuthError(401, "login", f"invalid bearer token: {exc}") from None
         raw = claims.get("scope", [])
         scopes = frozenset(raw.split() if isinstance(raw, str) else raw)
-        principal = Principal(str(claims.get("sub")), scopes, claims.get("client_id"))
+        principal = Principal(str(claims.get("sub")), scopes, claims.get("client_id"),
+                              _claim(claims, CLAIM_ORG_PARENT), _claim(claims, CLAIM_ORG_CHILD),
+                              _claim(claims, CLAIM_HPR_NUMBER))
         self._remember(token, principal, float(claims["exp"]), now)
         return principal
 
@@ -164,3 +173,8 @@ class TokenVerifier:
         if scope not in principal.scopes:
             raise AuthError(403, "forbidden", f"the token lacks the scope {scope!r}")
         return principal
+
+
+def _claim(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return str(value) if value not in (None, "") else None

@@ -105,6 +105,16 @@ class Settings:
     api_max_search_values: int = 100
     api_max_search_repeats: int = 10
     api_max_offset: int = 10_000
+    # Audit trail (forlop.audit): records older than this many days are removed by the retention pass,
+    # which leaves a checkpoint so the rest of the chain still verifies; 0 keeps every record.
+    audit_retention_days: int = 0
+    # The purpose of use an audit record names when the request gives none (X-Purpose-Of-Use header):
+    # a code of HL7 v3 ActReason (TREAT: treatment, HOPERAT: operations, HQUALIMP: quality improvement).
+    audit_default_purpose: str = "TREAT"
+    # Requests per second each client (the token's client_id) may make of one API process, and the
+    # burst it may save up; past it: 429 with Retry-After. 0: no limit.
+    rate_limit_per_s: int = 0
+    rate_limit_burst: int = 0
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
@@ -155,6 +165,16 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     value = int(raw)
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+PURPOSE_CODE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")  # an HL7 v3 ActReason code's shape
+
+
+def _purpose(env: Mapping[str, str]) -> str:
+    value = env.get("FORLOP_AUDIT_DEFAULT_PURPOSE") or Settings.audit_default_purpose
+    if not PURPOSE_CODE.fullmatch(value):
+        raise ConfigError(f"FORLOP_AUDIT_DEFAULT_PURPOSE={value[:40]!r} must be a purpose-of-use code such as TREAT")
     return value
 
 
@@ -260,6 +280,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_max_search_repeats=_int(env, "FORLOP_API_MAX_SEARCH_REPEATS", Settings.api_max_search_repeats,
                                     minimum=1),
         api_max_offset=_int(env, "FORLOP_API_MAX_OFFSET", Settings.api_max_offset),
+        audit_retention_days=_int(env, "FORLOP_AUDIT_RETENTION_DAYS", Settings.audit_retention_days),
+        audit_default_purpose=_purpose(env),
+        rate_limit_per_s=_int(env, "FORLOP_RATE_LIMIT_PER_S", Settings.rate_limit_per_s),
+        rate_limit_burst=_int(env, "FORLOP_RATE_LIMIT_BURST", Settings.rate_limit_burst),
         jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
         jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
         jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,
