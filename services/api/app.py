@@ -19,15 +19,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import MethodNotAllowed
 
-from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, AuthError, TokenVerifier
+from forlop import audit
+from forlop.auth import SCOPE_AUDIT_READ, SCOPE_READ, SCOPE_WRITE_EVENTS, AuthError, TokenVerifier
 from forlop.clock import Clock
 from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.capability import capability_statement
+from forlop.fhir.ids import episode_id
 from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
 from forlop.http import BadParameter
-from forlop.logging import correlation_id
+from forlop.logging import correlation_id, mask_text
 from forlop.storage import Store
+from services.api import auditing, security
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.openapi import openapi_document
 from services.api.params import FHIR_ID, SearchLimits, search_request
@@ -66,17 +69,31 @@ def create_app(deps: ApiDeps) -> Flask:
     search_limits = SearchLimits.of(deps.settings)
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # a chunked body too (waitress's own limit aside)
     app.config["FORLOP_STORE"] = deps.store  # blueprints read the same store
+    rate_limiter = security.RateLimiter.of(deps.settings)
 
     def require(scope: str) -> Response | None:
+        """None when the token has `scope` and its client is within its rate; g.principal is then set
+        (what the audit hook records). Else the refusal, which is not audited."""
         try:
-            g.principal = deps.verifier.require(request.headers.get("Authorization"), scope)
+            principal = deps.verifier.require(request.headers.get("Authorization"), scope)
         except AuthError as exc:
             return error(exc.status, exc.code if exc.code != "expired" else "login", str(exc))
+        if rate_limiter is not None and (wait := rate_limiter.wait_s(principal.client_id or principal.subject)):
+            return security.too_many(wait)
+        g.principal = principal
         return None
 
     @app.before_request
     def _correlation() -> None:
-        correlation_id.set(request.headers.get("X-Correlation-Id"))
+        correlation_id.set(security.correlation_id_of(request.headers.get("X-Correlation-Id")))
+
+    @app.after_request
+    def _secure(resp: Response) -> Response:  # registered first: runs after the audit hook (Flask: reversed)
+        resp.headers["X-Correlation-Id"] = correlation_id.get() or ""
+        https = request.scheme == "https" or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        return security.secure(resp, https)
+
+    auditing.install(app, deps.store, deps.clock, deps.settings.audit_default_purpose)
 
     @app.before_request
     def _within_limits() -> Response | None:
@@ -119,6 +136,8 @@ def create_app(deps: ApiDeps) -> Flask:
             return error(400, "required", "the request body holds no events")
         records = [InboundRecord(item, "http") for item in items]
         checked, problems = _checked(source, records, limits.max_problems)
+        audit.touched(national_ids=[e.patient.national_id for e in checked],
+                      resources=[f"EpisodeOfCare/{episode_id(e.pathway_key)}" for e in checked])
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
@@ -128,6 +147,8 @@ def create_app(deps: ApiDeps) -> Flask:
                                 checked=checked)
                 if result.conflicts:  # all or nothing, as a 422: the transaction rolls back
                     raise ConflictingDuplicates(result.conflicts)
+                # The record commits with the events, last so the chain's lock is held only to the commit.
+                auditing.append_in(conn, auditing.record_of(202, deps.clock, deps.settings.audit_default_purpose))
         except ConflictingDuplicates as exc:
             return fhir_response(operation_outcome(
                 issue("error", "conflict", f"event id {event_id} was accepted before with other content; "
@@ -161,6 +182,7 @@ def create_app(deps: ApiDeps) -> Flask:
                 found = read_resource(conn, rtype, rid)
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} does not exist")
+        audit.touched(resources=[f"{rtype}/{rid}"], patients=_patients_of(found.resource))
         return fhir_response(found.with_meta(), headers={"ETag": f'W/"{found.version_id}"'})
 
     def search(rtype: str) -> Response:
@@ -172,6 +194,8 @@ def create_app(deps: ApiDeps) -> Flask:
             page = search_page(conn, rtype, query_.criteria, count, offset, after=query_.cursor,
                                count_total=query_.total_mode == "accurate")
         found = page.resources
+        audit.touched(resources=[f"{rtype}/{r.resource['id']}" for r in found],
+                      patients=[p for r in found for p in _patients_of(r.resource)])
         base = request.base_url
         query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
         links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
@@ -207,6 +231,12 @@ def create_app(deps: ApiDeps) -> Flask:
     for rtype in SEARCH_PARAMS:
         app.add_url_rule(f"/fhir/{rtype}", f"search_{rtype}", partial(search, rtype))
         app.add_url_rule(f"/fhir/{rtype}/<rid>", f"read_{rtype}", partial(read, rtype))
+
+    @app.get("/fhir/AuditEvent")
+    def search_audit_events() -> Response:
+        if (denied := require(SCOPE_AUDIT_READ)) is not None:
+            return denied
+        return auditing.search_audit_events(deps.store)
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
@@ -295,9 +325,22 @@ def _checked(source: str, records: list[InboundRecord], most: int) -> tuple[list
 
 
 def _shown(text: str) -> str:
-    """A path or id from the request as an error message may repeat it: short, without control characters."""
+    """A path or id from the request as an error message may repeat it: short, without control characters,
+    a national id in it masked."""
     short = text if len(text) <= 80 else text[:80] + "…"
-    return "".join(ch if ch.isprintable() else "?" for ch in short)
+    return mask_text("".join(ch if ch.isprintable() else "?" for ch in short))
+
+
+_PATIENT_FIELDS = ("patient", "subject", "for", "beneficiary")
+
+
+def _patients_of(resource: dict) -> list[str]:
+    """The Patient ids a resource is about (itself, for a Patient)."""
+    if resource.get("resourceType") == "Patient":
+        return [resource["id"]]
+    refs = [resource.get(name) for name in _PATIENT_FIELDS]
+    return [ref["reference"][8:] for ref in refs
+            if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/")]
 
 
 def _db_check(store: Store) -> Callable[[], str | None]:

@@ -25,7 +25,7 @@ from services.pathway.handlers import (
     republish,
     scan,
 )
-from services.pathway.reports import compute_indicators
+from services.pathway.reports import compute_indicators, national_ids
 
 __all__ = [
     "SEARCH_PARAMS",
@@ -41,6 +41,7 @@ __all__ = [
     "handle_events",
     "load_history",
     "map_pathway",
+    "national_ids",
     "pathway_bp",
     "pathway_handler",
     "read_resource",
