@@ -155,7 +155,7 @@ def search_audit_events(store: Store) -> Response:
     audit.touched(patients=[patient], resources=[f"AuditEvent/{s.id}" for s in found])
     base = request.base_url
     query = [(k, v) for k in request.args if k != "_cursor" for v in request.args.getlist(k)]
-    links = [{"relation": "self", "url": f"{base}?{urlencode(request.args.items(multi=True))}"}]
+    links = [{"relation": "self", "url": f"{base}?{urlencode(list(request.args.items(multi=True)))}"}]
     if more:
         links.append({"relation": "next", "url": f"{base}?{urlencode(query + [('_cursor', found[-1].id)])}"})
     bundle = {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": [
