@@ -28,7 +28,8 @@ def _bound(value: str | None, name: str, end: bool) -> datetime | None:
 
 
 def print_accesses(rt: Runtime, patient: str, date_from: str | None, date_to: str | None, as_json: bool = False,
-                   out: TextIO = sys.stdout) -> int:
+                   out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     key = audit.patient_key(patient)
     if key is None:
         print("forlop audit: --patient must be a national id (11 digits) or a Patient id", file=sys.stderr)

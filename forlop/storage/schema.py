@@ -268,6 +268,7 @@ audit_log = Table(
     Column("record", Text, nullable=False),  # the canonical JSON the hash covers (forlop.audit.AuditRecord)
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    sqlite_autoincrement=True,  # ids never reused after a retention pass emptied the table
 )
 
 # The patients of each record, by pseudonymous Patient id: "who has looked at my data" is an index
