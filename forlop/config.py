@@ -115,6 +115,9 @@ class Settings:
     # burst it may save up; past it: 429 with Retry-After. 0: no limit.
     rate_limit_per_s: int = 0
     rate_limit_burst: int = 0
+    # The scheme clients reach the API by (the ingress terminates TLS, so the process itself sees http):
+    # "https" adds Strict-Transport-Security to every answer.
+    public_scheme: str = "http"
     jwt_issuer: str = "http://localhost/forlop-dev"
     jwt_audience: str = "forlop"
     jwt_jwks_url: str | None = None  # HelseID-style JWKS endpoint
@@ -284,6 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audit_default_purpose=_purpose(env),
         rate_limit_per_s=_int(env, "FORLOP_RATE_LIMIT_PER_S", Settings.rate_limit_per_s),
         rate_limit_burst=_int(env, "FORLOP_RATE_LIMIT_BURST", Settings.rate_limit_burst),
+        public_scheme=_choice(env, "FORLOP_PUBLIC_SCHEME", Settings.public_scheme, ("http", "https")),
         jwt_issuer=env.get("FORLOP_JWT_ISSUER") or "http://localhost/forlop-dev",
         jwt_audience=env.get("FORLOP_JWT_AUDIENCE") or "forlop",
         jwt_jwks_url=env.get("FORLOP_JWT_JWKS_URL") or None,

@@ -28,7 +28,7 @@ from forlop.fhir.capability import capability_statement
 from forlop.fhir.ids import episode_id
 from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
 from forlop.http import BadParameter
-from forlop.logging import correlation_id, mask_text
+from forlop.logging import correlation_id, ctx, mask_text
 from forlop.storage import Store
 from services.api import auditing, security
 from services.api.limits import HttpLimits, refused, too_large
@@ -89,9 +89,11 @@ def create_app(deps: ApiDeps) -> Flask:
 
     @app.after_request
     def _secure(resp: Response) -> Response:  # registered first: runs after the audit hook (Flask: reversed)
+        if log.isEnabledFor(logging.DEBUG):  # an access log for debugging; the path is masked like any field
+            log.debug("request answered", extra=ctx(method=request.method, path=request.path[:300],
+                                                    status=resp.status_code))
         resp.headers["X-Correlation-Id"] = correlation_id.get() or ""
-        https = request.scheme == "https" or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-        return security.secure(resp, https)
+        return security.secure(resp, https=deps.settings.public_scheme == "https" or request.scheme == "https")
 
     auditing.install(app, deps.store, deps.clock, deps.settings.audit_default_purpose)
 

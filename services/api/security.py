@@ -6,8 +6,8 @@
   that is right in every other way should not fail over it. The id used is echoed in the answer.
 - Security headers on every answer: ``Cache-Control: no-store`` (answers carry patient data; a
   shared cache or the browser's disk must not keep them), nosniff, no referrer, a CSP that loads
-  nothing, and HSTS when the request came over https (directly or, per X-Forwarded-Proto, through
-  the TLS-terminating ingress).
+  nothing, and HSTS when clients reach the API over https (FORLOP_PUBLIC_SCHEME=https: the ingress
+  terminates TLS, and waitress drops the X-Forwarded-Proto of a proxy it was not told to trust).
 - An error body never repeats an 11-digit run from the request: it is masked as the logs mask it.
 - Per-client rate limits (FORLOP_RATE_LIMIT_PER_S, FORLOP_RATE_LIMIT_BURST): a token bucket per
   client_id in each API process; past it, 429 with Retry-After and an OperationOutcome.
