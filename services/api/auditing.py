@@ -39,6 +39,7 @@ NOT_PERSONAL = frozenset({"pathway_reports.get_indicators", "pathway_reports.get
 RETRY_AFTER_S = 10
 _DATE = re.compile(r"(eq|ge|gt|le|lt)?([0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2}))?)")
 MAX_COUNT = 500
+SEARCH_PARAMS = ("patient", "date", "_count", "_cursor")
 
 
 def purpose() -> str | None:
@@ -125,6 +126,10 @@ def install(app: Flask, store: Store, clock: Clock, default_purpose: str) -> Non
 
 def search_audit_events(store: Store) -> Response:
     """GET /fhir/AuditEvent: a patient's audit records, oldest first, keyset-paged by record id."""
+    for name in request.args:
+        if name not in SEARCH_PARAMS:
+            raise BadParameter(name, f"unknown search parameter {name[:40]!r} for AuditEvent; use "
+                               f"{', '.join(SEARCH_PARAMS)}")
     raw_patient = one_value(request.args, "patient")
     if not raw_patient:
         raise BadParameter("patient", "patient (a national id, system|national id or Patient/<id>) is required",

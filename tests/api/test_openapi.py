@@ -64,6 +64,7 @@ def test_security_scheme_and_scopes(app) -> None:
     scopes = {path: op.get("security") for path, item in doc["paths"].items() for op in item.values()}
     assert scopes["/ingest/dips"] == [{"bearerAuth": ["forlop/events.write"]}]
     assert scopes["/fhir/Task"] == scopes["/worklist"] == scopes["/messages"] == [{"bearerAuth": [SCOPE_READ]}]
+    assert scopes["/fhir/AuditEvent"] == [{"bearerAuth": ["forlop/audit.read"]}]
     assert scopes["/fhir/metadata"] is None and scopes["/healthz"] is None and scopes["/openapi.json"] is None
 
 
