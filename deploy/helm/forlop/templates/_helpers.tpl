@@ -122,6 +122,11 @@ FORLOP_API_STATEMENT_TIMEOUT_MS: {{ $c.apiStatementTimeoutMs | int64 | toString 
 FORLOP_API_MAX_SEARCH_VALUES: {{ $c.apiMaxSearchValues | int64 | toString | quote }}
 FORLOP_API_MAX_SEARCH_REPEATS: {{ $c.apiMaxSearchRepeats | int64 | toString | quote }}
 FORLOP_API_MAX_OFFSET: {{ $c.apiMaxOffset | int64 | toString | quote }}
+FORLOP_AUDIT_RETENTION_DAYS: {{ $c.auditRetentionDays | int64 | toString | quote }}
+FORLOP_AUDIT_DEFAULT_PURPOSE: {{ $c.auditDefaultPurpose | quote }}
+FORLOP_RATE_LIMIT_PER_S: {{ $c.rateLimitPerSecond | int64 | toString | quote }}
+FORLOP_RATE_LIMIT_BURST: {{ $c.rateLimitBurst | int64 | toString | quote }}
+FORLOP_PUBLIC_SCHEME: {{ $c.publicScheme | quote }}
 {{- if $c.transportUrl }}
 FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
 {{- end }}
