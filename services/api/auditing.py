@@ -152,7 +152,7 @@ def search_audit_events(store: Store) -> Response:
     raw_count = one_value(request.args, "_count")
     count = 100 if raw_count is None else min(MAX_COUNT, whole_number("_count", raw_count, 1, INT32_MAX))
     raw_cursor = one_value(request.args, "_cursor")
-    after = 0 if raw_cursor is None else whole_number("_cursor", raw_cursor, 0, 2**62)
+    after = 0 if raw_cursor is None else whole_number("_cursor", raw_cursor, 0, 10**18 - 1)
     with store.read() as conn:
         found = audit.records_for(conn, patient, since, until, after_id=after, limit=count + 1,
                                   since_strict=since_strict, until_strict=until_strict)
@@ -183,6 +183,6 @@ def _date(value: str) -> tuple[str, tuple[datetime, datetime]]:
             return prefix, (at, at)
         day = date.fromisoformat(text)
         return prefix, (datetime.combine(day, time.min, UTC), datetime.combine(day, time.max, UTC))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an instant near year 1 or 9999 moved to UTC
         raise BadParameter("date", f"date={value[:40]!r} must be [ge|gt|le|lt|eq]YYYY-MM-DD or an instant "
                            "(YYYY-MM-DDThh:mm:ssZ)") from None
