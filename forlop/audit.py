@@ -120,30 +120,64 @@ def chain_hash(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
 
-def append(conn: Connection, record: AuditRecord) -> int:
-    """Append `record` to the chain in `conn`'s transaction; its id. Serialised with every other append."""
+# The append's statements, built once (building SQLAlchemy constructs per request was most of its cost).
+# PostgreSQL: the chain's lock, and the transaction's commit not waiting for the WAL flush (see
+# `append`), in one round trip; then the record, its hash computed by the server from the head it
+# reads (sha256 of the same text `chain_hash` hashes), and its patients, in one statement.
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', :sync, true)")
+_PG_APPEND = text("""
+    WITH head AS (
+        SELECT COALESCE((SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),
+                        (SELECT anchor_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1),
+                        :genesis) AS prev),
+    added AS (
+        INSERT INTO audit_log (recorded_at, record, prev_hash, hash)
+        SELECT :recorded_at, :record, prev, encode(sha256(convert_to(prev || chr(10) || :record, 'UTF8')), 'hex')
+        FROM head RETURNING id),
+    named AS (
+        INSERT INTO audit_patients (patient_id, audit_id)
+        SELECT p, added.id FROM added, unnest(CAST(:patients AS text[])) AS p)
+    SELECT id FROM added""")
+_LOG, _CHECKPOINTS = schema.audit_log, schema.audit_checkpoints
+_HEAD = select(_LOG.c.hash).order_by(_LOG.c.id.desc()).limit(1)
+_ANCHOR = select(_CHECKPOINTS.c.anchor_hash).order_by(_CHECKPOINTS.c.id.desc()).limit(1)
+_INSERT = insert(_LOG)
+_INSERT_PATIENTS = insert(schema.audit_patients)
+
+
+def append(conn: Connection, record: AuditRecord, *, synchronous: bool = True) -> int:
+    """Append `record` to the chain in `conn`'s transaction; its id. Serialised with every other append.
+
+    `synchronous` False (PostgreSQL): the commit returns before the WAL reaches the disk. The record is
+    committed and visible at once, and the chain stays whole; a crash of the database server itself
+    (not of forlop) within the WAL writer's delay can lose the newest records. Without it each read
+    request waits for one more disk flush (docs/performance.md); a write's record, appended in the
+    write's own transaction, is always flushed with the write.
+    """
+    patients = sorted(set(record.patients))
+    canonical = record.canonical()
+    recorded = _utc(record.recorded)
     if conn.dialect.name == "postgresql":
         # Held to the end of the transaction: no other append reads the head until this one commits.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
-    log, cp = schema.audit_log, schema.audit_checkpoints
-    prev = conn.execute(select(log.c.hash).order_by(log.c.id.desc()).limit(1)).scalar()
+        conn.execute(_PG_LOCK, {"key": CHAIN_LOCK_KEY, "sync": "on" if synchronous else "off"})
+        return int(conn.execute(_PG_APPEND, {"genesis": GENESIS, "recorded_at": recorded, "record": canonical,
+                                             "patients": patients}).scalar_one())
+    # SQLite: the transaction holds the database's write lock from its BEGIN IMMEDIATE.
+    prev = conn.execute(_HEAD).scalar()
     if prev is None:  # an empty log: a new one, or every record pruned
-        prev = conn.execute(select(cp.c.anchor_hash).order_by(cp.c.id.desc()).limit(1)).scalar() or GENESIS
-    canonical = record.canonical()
-    audit_id = conn.execute(insert(log).values(
-        recorded_at=_utc(record.recorded), record=canonical, prev_hash=prev, hash=chain_hash(prev, canonical),
-    )).inserted_primary_key[0]
-    if record.patients:
-        conn.execute(insert(schema.audit_patients),
-                     [{"patient_id": p, "audit_id": audit_id} for p in sorted(set(record.patients))])
+        prev = conn.execute(_ANCHOR).scalar() or GENESIS
+    audit_id = conn.execute(_INSERT, {"recorded_at": recorded, "record": canonical, "prev_hash": prev,
+                                      "hash": chain_hash(prev, canonical)}).inserted_primary_key[0]
+    if patients:
+        conn.execute(_INSERT_PATIENTS, [{"patient_id": p, "audit_id": audit_id} for p in patients])
     return int(audit_id)
 
 
-def write(store: Store, record: AuditRecord) -> int:
+def write(store: Store, record: AuditRecord, *, synchronous: bool = True) -> int:
     """Append `record` in a transaction of its own; AuditUnavailable if it cannot be stored."""
     try:
         with store.transaction() as conn:
-            return append(conn, record)
+            return append(conn, record, synchronous=synchronous)
     except Exception as exc:
         raise AuditUnavailable(f"the audit record could not be written ({type(exc).__name__})") from exc
 

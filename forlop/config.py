@@ -111,6 +111,10 @@ class Settings:
     # The purpose of use an audit record names when the request gives none (X-Purpose-Of-Use header):
     # a code of HL7 v3 ActReason (TREAT: treatment, HOPERAT: operations, HQUALIMP: quality improvement).
     audit_default_purpose: str = "TREAT"
+    # PostgreSQL: whether a read's audit record waits for the WAL flush at commit (forlop.audit.append).
+    # Off: committed and visible before the answer, but a crash of the database server within its WAL
+    # writer's delay can lose the newest read records; on: one more disk flush per request.
+    audit_synchronous_commit: bool = False
     # Requests per second each client (the token's client_id) may make of one API process, and the
     # burst it may save up; past it: 429 with Retry-After. 0: no limit.
     rate_limit_per_s: int = 0
@@ -285,6 +289,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_max_offset=_int(env, "FORLOP_API_MAX_OFFSET", Settings.api_max_offset),
         audit_retention_days=_int(env, "FORLOP_AUDIT_RETENTION_DAYS", Settings.audit_retention_days),
         audit_default_purpose=_purpose(env),
+        audit_synchronous_commit=_choice(env, "FORLOP_AUDIT_SYNCHRONOUS_COMMIT", "off", ("on", "off")) == "on",
         rate_limit_per_s=_int(env, "FORLOP_RATE_LIMIT_PER_S", Settings.rate_limit_per_s),
         rate_limit_burst=_int(env, "FORLOP_RATE_LIMIT_BURST", Settings.rate_limit_burst),
         public_scheme=_choice(env, "FORLOP_PUBLIC_SCHEME", Settings.public_scheme, ("http", "https")),

@@ -95,7 +95,8 @@ def create_app(deps: ApiDeps) -> Flask:
         resp.headers["X-Correlation-Id"] = correlation_id.get() or ""
         return security.secure(resp, https=deps.settings.public_scheme == "https" or request.scheme == "https")
 
-    auditing.install(app, deps.store, deps.clock, deps.settings.audit_default_purpose)
+    auditing.install(app, deps.store, deps.clock, deps.settings.audit_default_purpose,
+                     deps.settings.audit_synchronous_commit)
 
     @app.before_request
     def _within_limits() -> Response | None:

@@ -76,15 +76,15 @@ def record_of(status: int, clock: Clock, default_purpose: str) -> AuditRecord:
     )
 
 
-def append_in(conn, record: AuditRecord) -> None:  # noqa: ANN001 - a SQLAlchemy Connection
-    """Append the request's record in the route's own transaction (a write's change and its record commit
-    together); AuditUnavailable if it cannot."""
+def append_in(conn, record: AuditRecord, synchronous: bool = True) -> None:  # noqa: ANN001 - a Connection
+    """Append the request's record in `conn`'s transaction (a write's: its change and its record commit
+    together); AuditUnavailable if it cannot. `synchronous`: see `forlop.audit.append`."""
     touched = audit.current()
     try:
         if touched is not None and touched.pathway_keys:
             record = replace(record, patients=tuple(sorted(
                 set(record.patients) | {patient_id(n) for n in national_ids(conn, touched.pathway_keys)})))
-        audit.append(conn, record)
+        audit.append(conn, record, synchronous=synchronous)
     except Exception as exc:
         raise AuditUnavailable(f"the audit record could not be written ({type(exc).__name__})") from exc
     if touched is not None:
@@ -98,7 +98,7 @@ def unavailable() -> Response:
     return resp
 
 
-def install(app: Flask, store: Store, clock: Clock, default_purpose: str) -> None:
+def install(app: Flask, store: Store, clock: Clock, default_purpose: str, synchronous: bool) -> None:
     @app.before_request
     def _begin() -> None:
         audit.begin_request()
@@ -111,7 +111,7 @@ def install(app: Flask, store: Store, clock: Clock, default_purpose: str) -> Non
             return resp
         try:
             with store.transaction() as conn:
-                append_in(conn, record_of(resp.status_code, clock, default_purpose))
+                append_in(conn, record_of(resp.status_code, clock, default_purpose), synchronous)
         except AuditUnavailable:
             log.exception("audit record not written: the request is answered 503")
             return unavailable()

@@ -124,6 +124,7 @@ FORLOP_API_MAX_SEARCH_REPEATS: {{ $c.apiMaxSearchRepeats | int64 | toString | qu
 FORLOP_API_MAX_OFFSET: {{ $c.apiMaxOffset | int64 | toString | quote }}
 FORLOP_AUDIT_RETENTION_DAYS: {{ $c.auditRetentionDays | int64 | toString | quote }}
 FORLOP_AUDIT_DEFAULT_PURPOSE: {{ $c.auditDefaultPurpose | quote }}
+FORLOP_AUDIT_SYNCHRONOUS_COMMIT: {{ $c.auditSynchronousCommit | quote }}
 FORLOP_RATE_LIMIT_PER_S: {{ $c.rateLimitPerSecond | int64 | toString | quote }}
 FORLOP_RATE_LIMIT_BURST: {{ $c.rateLimitBurst | int64 | toString | quote }}
 FORLOP_PUBLIC_SCHEME: {{ $c.publicScheme | quote }}
