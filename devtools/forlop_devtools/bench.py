@@ -337,7 +337,7 @@ def _clone_open_pathways(store: Any, target: int) -> int:
     replayed database is topped up with copies of its open pathways ("<id>~c<n>"): the same
     histories under their own keys and event ids, the status rows, EpisodeOfCare and Tasks
     (with their search index) and alerts that deriving and mapping those histories would have
-    stored (tests/bench/test_clone.py). SQLite only (the replay database).
+    stored (tests/devtools/test_clone.py). SQLite only (the replay database).
 
     The search index's table has no index of its own to fill copy by copy since migration 8 (its
     two indexes were dropped here while the copies went in: filled copy by copy, nearly every page
@@ -446,7 +446,7 @@ def _clone_fhir(conn: Any, n: int) -> None:
     """Copy n's EpisodeOfCare and Tasks, in SQL: the originals' rows with the pathway's ids and keys replaced.
 
     The rows mapping the copy would store, as the per-resource Python copy this replaced made them
-    (tests/bench/test_clone.py holds the two side by side): the new ids come from `forlop.fhir.ids` for
+    (tests/devtools/test_clone.py holds the two side by side): the new ids come from `forlop.fhir.ids` for
     the new key (computed here, into a temporary table, like the old ids they replace); the JSON text is
     the original's with replace() of the EpisodeOfCare id, the pathway id (a whole JSON string), the
     "<key>/" of the milestone identifier and the resource's own id (no resource names another Task of

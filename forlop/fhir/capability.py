@@ -1,6 +1,6 @@
 """The CapabilityStatement served at ``GET /fhir/metadata``: what the read API really does.
 
-Keep it truthful: the search parameters here are those `services.pathway.adapters.fhir_store.SEARCH_PARAMS`
+Keep it truthful: the search parameters here are those `services.pathway.domain.search_index.SEARCH_PARAMS`
 indexes and `services/api/app.py` accepts (a test compares them), plus ``_count``, ``_offset``,
 ``_cursor`` and ``_total``.
 """

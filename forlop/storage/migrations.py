@@ -67,7 +67,7 @@ def _search_index_match(conn: Connection) -> None:
 
 def _search_index_references_once(conn: Connection) -> None:
     # A reference was indexed twice, as "Type/id" and as the bare id; searches now ask for "Type/id".
-    # The parameters are written out (fhir_store.REFERENCE_TARGETS of this release): a released step
+    # The parameters are written out (search_index.REFERENCE_TARGETS of this release): a released step
     # never changes, and storage does not import a service.
     idx = schema.fhir_search_index
     for resource_type, param in (("EpisodeOfCare", "patient"), ("EpisodeOfCare", "organization"),
@@ -106,7 +106,7 @@ def _search_index_primary_key(conn: Connection) -> None:
 
 
 def _search_index_without_by_resource(conn: Connection) -> None:
-    # A resource's rows are worked out from its JSON and deleted by the key (fhir_store.upsert_many).
+    # A resource's rows are worked out from its JSON and deleted by the key (fhir_repository.upsert_many).
     conn.execute(text("DROP INDEX IF EXISTS ix_fhir_search_by_resource"))
 
 

@@ -178,7 +178,7 @@ fhir_search_index = Table(
     # count + 1 of them, never all matches) and probes other parameters' values by id. On SQLite
     # the table is this key's B-tree (WITHOUT ROWID): a row is written to one tree (it was three:
     # a rowid table beside two indexes that both held every column).
-    # A resource's own rows are worked out from its JSON (`fhir_store.index_values`) and deleted by
+    # A resource's own rows are worked out from its JSON (`search_index.index_values`) and deleted by
     # this key, so no second index by resource is kept (it was as big as the table, in random order).
     PrimaryKeyConstraint("resource_type", "param", "value", "id", name="pk_fhir_search_index"),
     sqlite_with_rowid=False,

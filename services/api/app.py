@@ -200,7 +200,7 @@ def create_app(deps: ApiDeps) -> Flask:
         audit.touched(resources=[f"{rtype}/{r.resource['id']}" for r in found],
                       patients=[p for r in found for p in _patients_of(r.resource)])
         base = request.base_url
-        query = [(k, v) for k in request.args if k not in ("_offset",) for v in request.args.getlist(k)]
+        query = query_.echoed
         links = [{"relation": "self", "url": f"{base}?{urlencode(query + [('_offset', offset)])}"}]
         if page.more:
             # Keyset paging: the next page starts after this page's last id, so a resource that

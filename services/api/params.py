@@ -45,6 +45,7 @@ class SearchRequest:
     offset: int
     cursor: str | None
     total_mode: str
+    echoed: list[tuple[str, str]]  # the query as given, less _offset: what the page links repeat
 
 
 def search_request(resource_type: str, supported: Iterable[str], args: MultiDict[str, str],
@@ -95,4 +96,5 @@ def search_request(resource_type: str, supported: Iterable[str], args: MultiDict
         # identical repetitions (ANDed) mean one; the values of one are ORed: their order and repeats are moot
         repetitions = list(dict.fromkeys(tuple(sorted({v for v in value.split(",") if v})) for value in given))
         criteria += [(param, list(r)) for r in repetitions]
-    return SearchRequest(criteria, count, offset, cursor, total_mode)
+    echoed = [(k, v) for k in args if k != "_offset" for v in args.getlist(k)]
+    return SearchRequest(criteria, count, offset, cursor, total_mode, echoed)

@@ -28,7 +28,7 @@ from forlop.fhir import ids
 from forlop.logging import ctx
 from forlop.storage import json_text, schema
 from forlop.storage.bulk import among, insert_many, update_many
-from services.pathway.adapters.fhir_store import upsert_many
+from services.pathway.adapters.fhir_repository import upsert_many
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway, retimed_task
 from services.pathway.domain.living import Transition, advance, deadline_transitions

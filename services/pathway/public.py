@@ -7,10 +7,12 @@ commands are here for the application to wire.
 
 from __future__ import annotations
 
-from services.pathway.adapters.fhir_store import SEARCH_PARAMS, read_resource, search_page
+from services.pathway.adapters.fhir_repository import read_resource
+from services.pathway.adapters.fhir_search import search_page
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway
 from services.pathway.domain.rules import RuleBook
+from services.pathway.domain.search_index import SEARCH_PARAMS
 from services.pathway.entrypoints.cli import CliContext, add_commands
 from services.pathway.entrypoints.http import pathway_bp
 from services.pathway.entrypoints.kafka import pathway_handler

@@ -6,7 +6,6 @@ alone and do not move when the engine's rules change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -34,8 +33,10 @@ from services.pathway.domain.status import (
     PathwayStatus,
     StatusPeriod,
 )
+from tests.builders import EventBuilder
 
 FNR = "17859007759"  # synthetic (month + 80) fødselsnummer
+PATIENT = Patient(FNR, "0301")
 DNR = "42830870266"  # synthetic D-nummer
 DPS = Unit("8100001", "DPS Nordre Aasen, allmennpoliklinikk", Setting.OUTPATIENT, "983974899")
 BUP = Unit("8100002", "BUP Sentrum", Setting.OUTPATIENT)
@@ -50,43 +51,19 @@ def at(on: date, hour: int = 10) -> datetime:
     return datetime.combine(on, time(hour), OSLO)
 
 
-@dataclass
-class PathwayBuilder:
+class PathwayBuilder(EventBuilder):
     """Events of one pathway: `code("D11A", date(...))` appends a registration with sensible defaults."""
 
-    pathway_id: str = "P-1001"
-    source: Source = Source.DIPS
-    pathway_type: str = "D11"
-    patient: Patient = Patient(FNR, "0301")
-    unit: Unit = DPS
-    gp: HealthProfessional | None = GP
-    referrer: HealthProfessional | None = None
-
-    def __post_init__(self) -> None:
-        self.events: list[PathwayEvent] = []
+    def __init__(self, pathway_id: str = "P-1001", source: Source = Source.DIPS, pathway_type: str = "D11",
+                 patient: Patient = PATIENT, unit: Unit = DPS, gp: HealthProfessional | None = GP,
+                 referrer: HealthProfessional | None = None) -> None:
+        super().__init__(pathway_id, pathway_type, source, patient, unit, gp=gp, referrer=referrer,
+                         source_system=source.value.upper())
 
     def event(self, kind: EventKind, on: date, keyed_days_later: int = 0, **kw: Any) -> PathwayEvent:
-        n = len(self.events) + 1
         occurred = at(on)
-        defaults: dict[str, Any] = {
-            "event_id": f"{self.source.value}:{self.pathway_id}-{n}",
-            "source": self.source,
-            "kind": kind,
-            "occurred_at": occurred,
-            "occurred_on": on,
-            "recorded_at": occurred + timedelta(days=keyed_days_later, hours=1),
-            "pathway_id": self.pathway_id,
-            "pathway_type": self.pathway_type,
-            "patient": self.patient,
-            "unit": self.unit,
-            "source_system": self.source.value.upper(),
-            "gp": self.gp,
-            "referrer": self.referrer,
-            "registration_id": f"R-{n}",
-        }
-        ev = PathwayEvent(**{**defaults, **kw})
-        self.events.append(ev)
-        return ev
+        kw.setdefault("registration_id", f"R-{self.next_number}")
+        return self.emit(kind, occurred, occurred + timedelta(days=keyed_days_later, hours=1), **kw)
 
     def code(self, code: str, on: date, **kw: Any) -> str:
         return self.event(EventKind.PATHWAY_CODE, on, code=code, **kw).event_id

@@ -18,7 +18,7 @@ from forlop.fhir import ids
 from forlop.fhir.capability import capability_statement
 from profiles.fhir import load_conformance
 from services.api.params import CHAINED
-from services.pathway.adapters.fhir_store import SEARCH_PARAMS
+from services.pathway.domain.search_index import SEARCH_PARAMS
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -107,7 +107,7 @@ def client(tmp_path: Path, build: dict[str, Any]) -> Iterator[Any]:
     from forlop.config import load_settings
     from forlop.storage import Store
     from services.api.app import ApiDeps, create_app
-    from services.pathway.adapters.fhir_store import upsert_resources
+    from services.pathway.adapters.fhir_repository import upsert_resources
     from services.pathway.domain.fhir_mapping import map_pathway
 
     settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path), "FORLOP_DATABASE_URL": "sqlite://"})

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import delete, insert, inspect, select, text
 
 from forlop.storage import Store, migrations, schema
-from services.pathway.adapters import fhir_store
+from services.pathway.adapters import fhir_repository, fhir_search
+from services.pathway.domain import search_index
 from tests.conftest import query_plan
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -68,13 +69,13 @@ def stocked(store: Store) -> tuple[Store, list[dict]]:
         batch.append((f"dips:P{i}", [patient, episode, *tasks]))
         everything += [episode, *tasks]
     with store.transaction() as conn:
-        fhir_store.upsert_many(conn, batch, NOW)
+        fhir_repository.upsert_many(conn, batch, NOW)
     return store, everything
 
 
 def _matches(rtype: str, param: str, wanted: str, indexed: str) -> bool:
     """FHIR's reference search: "Type/id" as it is, a bare id of any type, an absolute URL by its Type/id."""
-    if (rtype, param) not in fhir_store.REFERENCE_TARGETS:
+    if (rtype, param) not in search_index.REFERENCE_TARGETS:
         return wanted == indexed
     return wanted == indexed or indexed.endswith(f"/{wanted}") or wanted.endswith(f"/{indexed}")
 
@@ -86,7 +87,7 @@ def _expected(everything: list[dict], rtype: str, criteria: list[tuple[str, list
     for res in everything:
         if res["resourceType"] != rtype:
             continue
-        pairs = fhir_store.index_values(res, patients)
+        pairs = search_index.index_values(res, patients)
         if all(any(p == param and _matches(rtype, param, v, have) for v in values for p, have in pairs)
                for param, values in criteria):
             out.append(res["id"])
@@ -122,14 +123,14 @@ def test_pages_hold_exactly_the_matches_of_a_plain_filter(stocked, rtype, criter
     store, everything = stocked
     expected = _expected(everything, rtype, criteria)
     with store.read() as conn:
-        total, first = fhir_store.search(conn, rtype, criteria, 10, 0)  # the counted form
+        total, first = fhir_search.search(conn, rtype, criteria, 10, 0)  # the counted form
         assert total == len(expected) and [r.resource["id"] for r in first] == expected[:10]
 
         # keyset: each page starts after the last id of the one before
         seen: list[str] = []
         after = None
         while True:
-            page = fhir_store.search_page(conn, rtype, criteria, 7, after=after)
+            page = fhir_search.search_page(conn, rtype, criteria, 7, after=after)
             ids = [r.resource["id"] for r in page.resources]
             seen += ids
             assert page.more == (len(seen) < len(expected))
@@ -142,17 +143,17 @@ def test_pages_hold_exactly_the_matches_of_a_plain_filter(stocked, rtype, criter
 
         # offset paging and the counted total agree with it
         for offset in (0, 5, len(expected) - 1, len(expected), len(expected) + 3):
-            page = fhir_store.search_page(conn, rtype, criteria, 5, max(0, offset), count_total=True)
+            page = fhir_search.search_page(conn, rtype, criteria, 5, max(0, offset), count_total=True)
             assert [r.resource["id"] for r in page.resources] == expected[max(0, offset) : max(0, offset) + 5]
             assert page.total == len(expected) and page.more == (max(0, offset) + 5 < len(expected))
-        counted = fhir_store.search_page(conn, rtype, criteria, 0)
+        counted = fhir_search.search_page(conn, rtype, criteria, 0)
         assert (counted.resources, counted.more, counted.total) == ([], False, len(expected))
 
 
 def test_a_parameter_without_values_matches_nothing(stocked) -> None:
     store, _ = stocked
     with store.read() as conn:
-        page = fhir_store.search_page(conn, "EpisodeOfCare", [("status", [])], 10)
+        page = fhir_search.search_page(conn, "EpisodeOfCare", [("status", [])], 10)
     assert (page.resources, page.more, page.total) == ([], False, 0)
 
 
@@ -162,16 +163,16 @@ def test_keyset_pages_neither_skip_nor_repeat_when_earlier_matches_leave(stocked
     criteria = [("status", ["active"])]
     expected = _expected(everything, "EpisodeOfCare", criteria)
     with store.read() as conn:
-        first = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
+        first = fhir_search.search_page(conn, "EpisodeOfCare", criteria, 10)
     cursor = first.resources[-1].resource["id"]
     gone = [first.resources[0].resource["id"], first.resources[3].resource["id"]]
     with store.transaction() as conn:  # two matches of page one finish
         for eid in gone:
             res = next(r for r in everything if r["id"] == eid)
-            fhir_store.upsert_resources(conn, [dict(res, status="finished")], None, NOW)
+            fhir_repository.upsert_resources(conn, [dict(res, status="finished")], None, NOW)
     with store.read() as conn:
-        second = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10, after=cursor)
-        by_offset = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10, 10)
+        second = fhir_search.search_page(conn, "EpisodeOfCare", criteria, 10, after=cursor)
+        by_offset = fhir_search.search_page(conn, "EpisodeOfCare", criteria, 10, 10)
     assert [r.resource["id"] for r in second.resources] == expected[10:20]
     assert [r.resource["id"] for r in by_offset.resources] == expected[12:22]  # what offset paging would give
 
@@ -182,7 +183,7 @@ def test_search_reads_the_covering_index_in_id_order(stocked) -> None:
         pytest.skip("the plan text is SQLite's; PostgreSQL plans by its statistics")
     for shape in ((("status", 1),), (("type", 1), ("status", 1)), (("code", 1), ("business-status", 2)),
                   (("business-status", 2), ("code", 1))):
-        ids = fhir_store._matching_ids("Task", shape, True, "sqlite")
+        ids = fhir_search._matching_ids("Task", shape, True, "sqlite")
         values = {f"v{i}_{j}": "x" for i, (_, n) in enumerate(shape) for j in range(n)}
         stmt = ids.order_by(ids.selected_columns.id).limit(21).params(**values, after="a")
         sql = stmt.compile(store.engine, compile_kwargs={"literal_binds": True})
@@ -235,7 +236,7 @@ def test_migrations_4_and_6_rebuild_a_database_of_before_step_4(stocked) -> None
         if store.dialect == "sqlite":
             sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'fhir_search_index'")).scalar_one()
             assert "WITHOUT ROWID" in sql
-        total, _ = fhir_store.search(conn, "Task", [("status", ["requested"])], 10, 0)
+        total, _ = fhir_search.search(conn, "Task", [("status", ["requested"])], 10, 0)
     assert total == len(_expected(everything, "Task", [("status", ["requested"])]))
     assert migrations.latest_version() >= 8
 
@@ -243,7 +244,7 @@ def test_migrations_4_and_6_rebuild_a_database_of_before_step_4(stocked) -> None
 def test_a_reference_is_indexed_once_and_migration_5_drops_the_bare_id_rows(stocked) -> None:
     store, everything = stocked
     idx = schema.fhir_search_index
-    params = {param for _, param in fhir_store.REFERENCE_TARGETS}
+    params = {param for _, param in search_index.REFERENCE_TARGETS}
     with store.read() as conn:
         values = [row.value for row in conn.execute(idx.select().where(idx.c.param.in_(params)))]
     assert values and all("/" in v for v in values)
@@ -251,14 +252,14 @@ def test_a_reference_is_indexed_once_and_migration_5_drops_the_bare_id_rows(stoc
         bare = [{"resource_type": rtype, "id": rid, "param": param, "value": value.split("/", 1)[1]}
                 for rtype, rid, param, value in conn.execute(
                     select(idx.c.resource_type, idx.c.id, idx.c.param, idx.c.value))
-                if (rtype, param) in fhir_store.REFERENCE_TARGETS]
+                if (rtype, param) in search_index.REFERENCE_TARGETS]
         conn.execute(insert(idx), bare)
         conn.execute(delete(schema.schema_migrations).where(schema.schema_migrations.c.version == 5))
     assert store.migrate() == [5]
     with store.read() as conn:
         again = [row.value for row in conn.execute(idx.select().where(idx.c.param.in_(params)))]
         assert sorted(again) == sorted(values)
-        owner = fhir_store.search_page(conn, "Task", [("owner", ["o1"])], 500).resources
+        owner = fhir_search.search_page(conn, "Task", [("owner", ["o1"])], 500).resources
     assert sorted(r.resource["id"] for r in owner) == _expected(everything, "Task", [("owner", ["Organization/o1"])])
 
 
@@ -269,7 +270,7 @@ def test_a_search_gives_what_sqlalchemy_gives_and_reads_inside_an_open_transacti
     store, everything = stocked
     criteria = [("status", ["active"]), ("type", ["D11", "D12"])]
     with store.read() as conn:
-        page = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10, count_total=True)
+        page = fhir_search.search_page(conn, "EpisodeOfCare", criteria, 10, count_total=True)
         assert not conn.in_transaction()
         if store.dialect == "postgresql":
             from psycopg.pq import TransactionStatus
@@ -278,17 +279,17 @@ def test_a_search_gives_what_sqlalchemy_gives_and_reads_inside_an_open_transacti
             assert dbapi_conn.autocommit is False and dbapi_conn.info.transaction_status == TransactionStatus.IDLE
         shape = ("EpisodeOfCare", (("type", 2), ("status", 1)), False, conn.dialect.name)
         params = {"v0_0": "D11", "v0_1": "D12", "v1_0": "active", "lim": 11, "off": 0}
-        rows = conn.execute(fhir_store._page_statement(*shape), params).all()
+        rows = conn.execute(fhir_search._page_statement(*shape), params).all()
     assert [(r.resource, r.version_id, r.last_updated) for r in page.resources] == [tuple(row) for row in rows[:10]]
     assert page.total == len(_expected(everything, "EpisodeOfCare", criteria))
     first = page.resources[0].resource
     with store.transaction() as conn:
-        fhir_store.upsert_resources(conn, [dict(first, status="finished")], None, NOW)
-        inside = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
+        fhir_repository.upsert_resources(conn, [dict(first, status="finished")], None, NOW)
+        inside = fhir_search.search_page(conn, "EpisodeOfCare", criteria, 10)
         assert first["id"] not in [r.resource["id"] for r in inside.resources]
         conn.rollback()
     with store.read() as conn:
-        again = fhir_store.search_page(conn, "EpisodeOfCare", criteria, 10)
+        again = fhir_search.search_page(conn, "EpisodeOfCare", criteria, 10)
     assert again.resources == page.resources
 
 
@@ -303,7 +304,7 @@ def test_two_replicas_changing_one_shared_resource_at_once_both_commit(store: St
 
     patient = _patient(1)
     with store.transaction() as conn:
-        fhir_store.upsert_resources(conn, [patient], None, NOW)
+        fhir_repository.upsert_resources(conn, [patient], None, NOW)
     moved = dict(patient, identifier=[{"system": FNR, "value": "01010112345"}])
     b_done, errors = threading.Event(), []
 
@@ -311,14 +312,14 @@ def test_two_replicas_changing_one_shared_resource_at_once_both_commit(store: St
         try:
             with store.transaction() as conn:
                 conn.execute(text("SET application_name = 'replica-b'"))
-                fhir_store.upsert_resources(conn, [moved], None, NOW)
+                fhir_repository.upsert_resources(conn, [moved], None, NOW)
         except Exception as exc:  # reported below
             errors.append(exc)
         finally:
             b_done.set()
 
     with store.transaction() as conn:
-        fhir_store.upsert_resources(conn, [moved], None, NOW)  # A: the row is locked until commit
+        fhir_repository.upsert_resources(conn, [moved], None, NOW)  # A: the row is locked until commit
         b = threading.Thread(target=replica_b)
         b.start()
         with store.read() as watch:  # until B waits on A's lock (no wall-clock wait in the outcome)
@@ -340,5 +341,5 @@ def test_two_replicas_changing_one_shared_resource_at_once_both_commit(store: St
     assert ("Patient", "p1", "identifier", "01010112345") in rows
     assert ("Patient", "p1", "identifier", f"{1:011d}") not in rows
     with store.read() as conn:
-        stored = fhir_store.read_resource(conn, "Patient", "p1")
+        stored = fhir_repository.read_resource(conn, "Patient", "p1")
     assert stored is not None and stored.resource["identifier"] == moved["identifier"]

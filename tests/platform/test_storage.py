@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, func, insert, inspect, select, text
 
 from forlop.storage import SchemaNotReady, Store, migrations, schema
-from services.pathway.adapters import fhir_store
+from services.pathway.adapters import fhir_repository, fhir_search
 from tests.conftest import query_plan
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -62,38 +62,38 @@ PATIENT = {
 
 def test_fhir_upsert_versions_only_on_change_and_search(store: Store):
     with store.transaction() as conn:
-        assert fhir_store.upsert_resources(conn, [PATIENT, _episode("e1", "waitlist", "o1")], "dips:P1", NOW) == 2
-        fhir_store.upsert_resources(conn, [PATIENT, _episode("e2", "active", "o2")], "dips:P2", NOW)
+        assert fhir_repository.upsert_resources(conn, [PATIENT, _episode("e1", "waitlist", "o1")], "dips:P1", NOW) == 2
+        fhir_repository.upsert_resources(conn, [PATIENT, _episode("e2", "active", "o2")], "dips:P2", NOW)
     with store.transaction() as conn:  # same content: no new version
-        assert fhir_store.upsert_resources(conn, [PATIENT, _episode("e1", "waitlist", "o1")], "dips:P1", NOW) == 0
+        assert fhir_repository.upsert_resources(conn, [PATIENT, _episode("e1", "waitlist", "o1")], "dips:P1", NOW) == 0
     with store.transaction() as conn:
-        assert fhir_store.upsert_resources(conn, [PATIENT, _episode("e1", "active", "o1")], "dips:P1", NOW) == 1
+        assert fhir_repository.upsert_resources(conn, [PATIENT, _episode("e1", "active", "o1")], "dips:P1", NOW) == 1
     with store.read() as conn:
-        e1 = fhir_store.read_resource(conn, "EpisodeOfCare", "e1")
+        e1 = fhir_repository.read_resource(conn, "EpisodeOfCare", "e1")
         assert e1 is not None and e1.version_id == 2 and e1.with_meta()["meta"]["versionId"] == "2"
-        total, found = fhir_store.search(conn, "EpisodeOfCare", [("status", ["active"])], 10, 0)
+        total, found = fhir_search.search(conn, "EpisodeOfCare", [("status", ["active"])], 10, 0)
         assert total == 2 and [r.resource["id"] for r in found] == ["e1", "e2"]
-        total, _ = fhir_store.search(conn, "EpisodeOfCare", [("status", ["active"]), ("organization", ["o2"])], 10, 0)
+        total, _ = fhir_search.search(conn, "EpisodeOfCare", [("status", ["active"]), ("organization", ["o2"])], 10, 0)
         assert total == 1
-        total, _ = fhir_store.search(
+        total, _ = fhir_search.search(
             conn, "EpisodeOfCare", [("patient.identifier", ["urn:oid:2.16.578.1.12.4.1.4.1|13837033319"])], 10, 0
         )
         assert total == 2
-        total, page = fhir_store.search(conn, "EpisodeOfCare", [], 1, 1)
+        total, page = fhir_search.search(conn, "EpisodeOfCare", [], 1, 1)
         assert total == 2 and [r.resource["id"] for r in page] == ["e2"]
-        total, _ = fhir_store.search(conn, "EpisodeOfCare", [("identifier", ["PPR-e1"])], 10, 0)
+        total, _ = fhir_search.search(conn, "EpisodeOfCare", [("identifier", ["PPR-e1"])], 10, 0)
         assert total == 1
 
 
 def test_resources_no_longer_produced_for_a_pathway_are_removed(store: Store):
     task = {"resourceType": "Task", "id": "t1", "status": "requested", "focus": {"reference": "EpisodeOfCare/e1"}}
     with store.transaction() as conn:
-        fhir_store.upsert_resources(conn, [_episode("e1", "active", "o1"), task], "dips:P1", NOW)
+        fhir_repository.upsert_resources(conn, [_episode("e1", "active", "o1"), task], "dips:P1", NOW)
     with store.transaction() as conn:
-        fhir_store.upsert_resources(conn, [_episode("e1", "active", "o1")], "dips:P1", NOW)
+        fhir_repository.upsert_resources(conn, [_episode("e1", "active", "o1")], "dips:P1", NOW)
     with store.read() as conn:
-        assert fhir_store.read_resource(conn, "Task", "t1") is None
-        assert fhir_store.search(conn, "Task", [("focus", ["EpisodeOfCare/e1"])], 10, 0)[0] == 0
+        assert fhir_repository.read_resource(conn, "Task", "t1") is None
+        assert fhir_search.search(conn, "Task", [("focus", ["EpisodeOfCare/e1"])], 10, 0)[0] == 0
 
 
 def _message_indexes(store: Store) -> set[str]:

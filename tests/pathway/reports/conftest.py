@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_dataset import NOW, UNIT_NAMES, Dataset, build_dataset
+from report_dataset import NOW, Dataset, build_dataset
 
 
 @pytest.fixture
@@ -36,14 +36,14 @@ def status_rows(dataset: Dataset, rules) -> list[dict[str, Any]]:
             "pathway_id": b.pathway_id,
             "source": b.source.value,
             "pathway_type": b.pathway_type,
-            "national_id": b.national_id,
-            "municipality": b.municipality,
-            "unit_her_id": b.unit,
+            "national_id": b.patient.national_id,
+            "municipality": b.patient.municipality,
+            "unit_her_id": b.unit.her_id,
             "consent_municipality": b.consent,
             "episode_status": status["episode_status"],
             "status": status,
             "patient": {
-                "unit": {"herId": b.unit, "name": UNIT_NAMES[b.unit], "setting": "outpatient"},
+                "unit": {"herId": b.unit.her_id, "name": b.unit.name, "setting": "outpatient"},
                 "lastEvent": {"kind": last.kind.value, "code": last.code, "on": last.occurred_on.isoformat()},
             },
         })

@@ -22,7 +22,7 @@ from services.ingest.domain.normalise import parse_vendor_event
 from services.messaging.handlers import handle_parsed_status_changes
 from services.messaging.prebuild import PrebuiltMessage, prebuild_messages
 from services.pathway.handlers import PathwayResult, derive_pathway, handle_events, load_history, refresh
-from tests.pathway.scenario import at
+from tests.builders import at
 
 AS_OF = at("2026-03-01")
 

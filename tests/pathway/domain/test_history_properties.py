@@ -16,13 +16,13 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scenario import pathway
 
 from forlop.clock import OSLO
 from forlop.events import PathwayEvent
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import PathwayStatus
+from tests.builders import pathway
 
 RULES = RuleBook.load()
 FAST = settings(max_examples=150, deadline=None)

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from datetime import date, timedelta
 
 import pytest
-from scenario import Scenario, day, milestone, pathway
 
 from services.pathway.domain.status import DeadlineStatus, DelayCause, MilestoneState
+from tests.builders import Scenario, day, milestone, pathway
 
 TYPES = ("D11", "D12", "D01")
 SETTINGS = ("outpatient", "inpatient")

@@ -22,7 +22,7 @@ from services.ingest.domain.normalise import parse_vendor_event
 from services.ingest.handlers import InboundRecord, ingest
 from services.pathway.domain.rules import RuleBook
 from services.pathway.handlers import PathwayDeps, handle_events, refresh_queued
-from tests.pathway.scenario import at
+from tests.builders import at
 
 AS_OF = at("2026-03-01")
 

@@ -25,7 +25,7 @@ def test_worklist_of_a_unit(api, dataset):
         ("P9", -83), ("P2", -43), ("P1", -31), ("P6", 9), ("P5", None),
     ]
     p1 = body["pathways"][2]
-    assert p1["patient"] == {"nationalId": dataset.pathways["P1"].national_id, "municipality": "0301"}
+    assert p1["patient"] == {"nationalId": dataset.pathways["P1"].patient.national_id, "municipality": "0301"}
     assert p1["nextMilestone"] == {
         "key": "evaluation-2", "code": "evaluation", "deadline": "2026-02-12", "adjustedDeadline": "2026-02-12",
         "deadlineStatus": "overdue", "daysLeft": -31, "delayCause": "unknown",

@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from forlop.config import load_settings
 from forlop.storage import Store, schema
-from services.pathway.adapters import fhir_store
+from services.pathway.adapters import fhir_search
 from services.pathway.domain.rules import RuleBook
 from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, scan
-from tests.pathway.scenario import at, pathway
+from tests.builders import at, pathway
 
 TOPICS = load_settings({}).topics
 
@@ -65,7 +65,7 @@ def test_an_event_stores_status_fhir_and_publishes_status_changed(store, waiting
     assert len(changed) == 1 and changed[0]["pathway_id"] == "PPR-LIVE-1"
     assert len(changed[0]["events"]) == 2
     with store.read() as conn:
-        total, tasks = fhir_store.search(conn, "Task", [("business-status", ["pending"])], 50, 0)
+        total, tasks = fhir_search.search(conn, "Task", [("business-status", ["pending"])], 50, 0)
     assert total == 1 and tasks[0].resource["code"]["coding"][0]["code"] == "decision-basic"
 
 
@@ -83,7 +83,7 @@ def test_scanner_moves_to_due_soon_then_overdue_with_one_alert_each(store, waiti
     alerts = outbox(store, TOPICS.alerts)
     assert [a["to"] for a in alerts] == ["due-soon", "overdue"]
     with store.read() as conn:
-        total, _ = fhir_store.search(conn, "Task", [("business-status", ["overdue"])], 50, 0)
+        total, _ = fhir_search.search(conn, "Task", [("business-status", ["overdue"])], 50, 0)
     assert total == 1  # the FHIR API shows the overdue Task without any new event
 
     assert scan_at(store, at("2025-03-20")) == 0  # overdue stays overdue: no next check

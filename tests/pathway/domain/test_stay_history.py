@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 
-from scenario import finding_kinds, pathway
-
 from forlop.events import EventKind
 from forlop.history import current_history
+from tests.builders import finding_kinds, pathway
 
 
 def _phv():

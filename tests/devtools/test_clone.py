@@ -24,10 +24,10 @@ from forlop.storage import Store, schema
 from forlop_devtools import bench
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
-from services.pathway.adapters.fhir_store import index_values
 from services.pathway.domain.rules import RuleBook
+from services.pathway.domain.search_index import index_values
 from services.pathway.handlers import PathwayDeps, PathwayResult, handle_events, refresh, scan
-from tests.pathway.scenario import at
+from tests.builders import at
 
 AS_OF = at("2026-03-01")
 DEPS = PathwayDeps(RuleBook.load(), load_settings({}).topics)

@@ -12,13 +12,13 @@ from datetime import UTC, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scenario import at, pathway
 from test_history_properties import Generated, pathways
 
 from services.pathway.domain.derive import derive
 from services.pathway.domain.fhir_mapping import map_pathway, retimed_task
 from services.pathway.domain.living import advance
 from services.pathway.domain.rules import RuleBook
+from tests.builders import at, pathway
 
 RULES = RuleBook.load()
 

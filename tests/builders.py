@@ -1,4 +1,9 @@
-"""A small scenario language for pathway tests: "these events, at this time, give this status".
+"""The tests' one event builder, and the scenario language most pathway tests speak with it.
+
+`EventBuilder` writes one pathway's canonical events the way the ingest service hands them on
+(identity, unit, event ids, local dates); the report data set (`tests/pathway/reports`) and the FHIR
+tests' hand-built pathways (`tests/fhir/conftest.py`) configure it and add their own words. The
+scenario language: "these events, at this time, give this status".
 
     p = (pathway("D11", setting="outpatient")
          .start("2025-01-06", first_attendance_deadline="2025-02-03")
@@ -63,8 +68,64 @@ def _when(value: str | datetime, default_time: time) -> datetime:
     return parse_time(value)
 
 
-class Scenario:
+class EventBuilder:
+    """One pathway's events: `emit` adds one with the pathway's identity and the next event id.
+
+    Event ids are "<source>:<pathway id>-<id_infix><n>", n counting the events emitted (a redelivery
+    copies an event, id and all). The local date is the Europe/Oslo date of `occurred_at`.
+    """
+
+    id_infix = ""
+
+    def __init__(self, pathway_id: str, pathway_type: str, source: Source, patient: Patient, unit: Unit, *,
+                 gp: HealthProfessional | None = None, referrer: HealthProfessional | None = None,
+                 source_system: str | None = None) -> None:
+        self.pathway_id = pathway_id
+        self.pathway_type = pathway_type
+        self.source = source
+        self.patient = patient
+        self.unit = unit
+        self.gp = gp
+        self.referrer = referrer
+        self.source_system = source_system
+        self.events: list[PathwayEvent] = []
+        self._n = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.source.value}:{self.pathway_id}"
+
+    @property
+    def next_number(self) -> int:
+        """The n of the next event emitted (for ids derived from it, such as registration ids)."""
+        return self._n + 1
+
+    def emit(self, kind: EventKind, occurred_at: datetime, recorded_at: datetime, **fields: Any) -> PathwayEvent:
+        self._n += 1
+        identity: dict[str, Any] = {
+            "event_id": f"{self.source.value}:{self.pathway_id}-{self.id_infix}{self._n}",
+            "source": self.source,
+            "kind": kind,
+            "occurred_at": occurred_at,
+            "occurred_on": occurred_at.astimezone(OSLO).date(),
+            "recorded_at": recorded_at,
+            "pathway_id": self.pathway_id,
+            "pathway_type": self.pathway_type,
+            "patient": self.patient,
+            "unit": self.unit,
+            "source_system": self.source_system,
+            "gp": self.gp,
+            "referrer": self.referrer,
+        }
+        ev = PathwayEvent(**{**identity, **fields})
+        self.events.append(ev)
+        return ev
+
+
+class Scenario(EventBuilder):
     """Builds one pathway's canonical events; every method returns the builder."""
+
+    id_infix = "ev"
 
     def __init__(
         self,
@@ -73,34 +134,25 @@ class Scenario:
         pathway_id: str = "PPR-TEST-1",
         source: str = "dips",
     ) -> None:
-        self.pathway_type = pathway_type
         self.setting = Setting(setting)
-        self.pathway_id = pathway_id
-        self.source = Source(source)
-        self.events: list[PathwayEvent] = []
+        super().__init__(
+            pathway_id, pathway_type, Source(source),
+            Patient(national_id=NATIONAL_ID, municipality="5001", receives_municipal_services=False),
+            self._unit(self.setting), gp=HealthProfessional(hpr="9990001", her_id="9980001"), source_system="test",
+        )
         self.refs: dict[str, str] = {}  # ref -> registration id
-        self._n = 0
 
     # --- building blocks -----------------------------------------------------------------------
 
-    def _base(self, occurred_at: datetime, recorded_at: datetime, setting: Setting | None) -> dict[str, Any]:
-        self._n += 1
-        her_id, name = _UNITS[setting or self.setting]
-        return {
-            "event_id": f"{self.source.value}:{self.pathway_id}-ev{self._n}",
-            "source": self.source,
-            "occurred_at": occurred_at,
-            "occurred_on": occurred_at.astimezone(OSLO).date(),
-            "recorded_at": recorded_at,
-            "pathway_id": self.pathway_id,
-            "pathway_type": self.pathway_type,
-            "patient": Patient(
-                national_id=NATIONAL_ID, municipality="5001", receives_municipal_services=False
-            ),
-            "unit": Unit(her_id=her_id, name=name, setting=setting or self.setting, org_number="983974899"),
-            "source_system": "test",
-            "gp": HealthProfessional(hpr="9990001", her_id="9980001"),
-        }
+    @staticmethod
+    def _unit(setting: Setting) -> Unit:
+        her_id, name = _UNITS[setting]
+        return Unit(her_id=her_id, name=name, setting=setting, org_number="983974899")
+
+    def _add(self, kind: EventKind, occurred_at: datetime, recorded_at: datetime, setting: Setting | None = None,
+             **fields: Any) -> Scenario:
+        self.emit(kind, occurred_at, recorded_at, unit=self._unit(setting or self.setting), **fields)
+        return self
 
     def in_setting(self, setting: str) -> Scenario:
         """Later events come from a unit in this setting (a move between inpatient and outpatient)."""
@@ -122,20 +174,13 @@ class Scenario:
         occurred_at = registration_instant(day(on))
         recorded_at = _when(recorded, time(15, 0)) if recorded else occurred_at.replace(hour=15)
         reg = (
-            registration_id or (self.refs.get(ref) if ref else None) or f"REG-{self.pathway_id}-{self._n + 1}"
+            registration_id or (self.refs.get(ref) if ref else None) or f"REG-{self.pathway_id}-{self.next_number}"
         )
         if ref:
             self.refs[ref] = reg
         self.refs["last"] = reg
-        ev = PathwayEvent(
-            kind=EventKind.PATHWAY_CODE,
-            registration_id=reg,
-            code=code,
-            **self._base(occurred_at, recorded_at, Setting(setting) if setting else None),
-            **fields,
-        )
-        self.events.append(ev)
-        return self
+        return self._add(EventKind.PATHWAY_CODE, occurred_at, recorded_at, Setting(setting) if setting else None,
+                         registration_id=reg, code=code, **fields)
 
     def start(self, on: str, first_attendance_deadline: str | None = None, **kw: Any) -> Scenario:
         deadline = day(first_attendance_deadline) if first_attendance_deadline else None
@@ -171,33 +216,18 @@ class Scenario:
         original = next(ev for ev in reversed(self.events) if ev.registration_id == target)
         when = on or recorded
         recorded_at = _when(when, time(16, 0)) if when else original.recorded_at + timedelta(hours=1)
-        ev = PathwayEvent(
-            kind=EventKind.REGISTRATION_WITHDRAWN,
-            withdraws=target,
-            reason=reason,
-            **self._base(recorded_at, recorded_at, None),
-        )
-        self.events.append(ev)
-        return self
+        return self._add(EventKind.REGISTRATION_WITHDRAWN, recorded_at, recorded_at, withdraws=target,
+                         reason=reason)
 
     def _appointment(
         self, change: AppointmentChange, original: str, new: str | None, reason: str | None
     ) -> Scenario:
         original_time = _when(original, time(10, 0))
         new_time = _when(new, time(10, 0)) if new else None
-        ev = PathwayEvent(
-            kind=EventKind.APPOINTMENT_CHANGED,
-            appointment=Appointment(
-                id=f"APP-{self._n + 1}",
-                original_time=original_time,
-                change=change,
-                new_time=new_time,
-                reason=reason,
-            ),
-            **self._base(original_time, original_time + timedelta(hours=1), None),
-        )
-        self.events.append(ev)
-        return self
+        appointment = Appointment(id=f"APP-{self.next_number}", original_time=original_time, change=change,
+                                  new_time=new_time, reason=reason)
+        return self._add(EventKind.APPOINTMENT_CHANGED, original_time, original_time + timedelta(hours=1),
+                         appointment=appointment)
 
     def no_show(self, original: str, new: str | None = None) -> Scenario:
         return self._appointment(AppointmentChange.NO_SHOW, original, new, "Pasienten møtte ikke")
@@ -212,11 +242,7 @@ class Scenario:
 
     def consent(self, on: str, municipality: bool = True) -> Scenario:
         when = _when(on, time(14, 0))
-        ev = PathwayEvent(
-            kind=EventKind.CONSENT_CHANGED, consent_municipality=municipality, **self._base(when, when, None)
-        )
-        self.events.append(ev)
-        return self
+        return self._add(EventKind.CONSENT_CHANGED, when, when, consent_municipality=municipality)
 
     def stay(self, kind: str, at_time: str, *, stay: str = "S1", recorded: str | None = None) -> Scenario:
         """An inpatient stay event: kind admission | discharge-ready | discharged, at "YYYY-MM-DD HH:MM"."""
@@ -224,16 +250,12 @@ class Scenario:
                  "discharged": EventKind.DISCHARGED}
         when = _when(at_time, time(10, 0))
         recorded_at = _when(recorded, time(10, 30)) if recorded else when + timedelta(minutes=30)
-        self.events.append(PathwayEvent(kind=kinds[kind], stay_id=stay,
-                                        **self._base(when, recorded_at, Setting.INPATIENT)))
-        return self
+        return self._add(kinds[kind], when, recorded_at, Setting.INPATIENT, stay_id=stay)
 
     def withdraw_stay(self, stay: str, on: str) -> Scenario:
         """The vendor's deletion naming the stay: the whole stay registered in error."""
         when = _when(on, time(9, 0))
-        self.events.append(PathwayEvent(kind=EventKind.REGISTRATION_WITHDRAWN, withdraws=stay,
-                                        reason="feilregistrering", **self._base(when, when, None)))
-        return self
+        return self._add(EventKind.REGISTRATION_WITHDRAWN, when, when, withdraws=stay, reason="feilregistrering")
 
     def redeliver(self, index: int = -1) -> Scenario:
         """The same event delivered again (same event id)."""

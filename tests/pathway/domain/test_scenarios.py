@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from scenario import at, day, finding_kinds, has_milestone, milestone, pathway
 
 from services.pathway.domain.derive import derive
 from services.pathway.domain.rules import RuleBook
@@ -14,6 +13,7 @@ from services.pathway.domain.status import (
     MilestoneState,
     StatusPeriod,
 )
+from tests.builders import at, day, finding_kinds, has_milestone, milestone, pathway
 
 TYPES = ("D11", "D12", "D01")
 

@@ -1,4 +1,4 @@
-"""The search index holds exactly the rows `fhir_store.index_values` gives for each stored resource.
+"""The search index holds exactly the rows `search_index.index_values` gives for each stored resource.
 
 `upsert_many` works out the rows a stored resource has from its JSON (there is no index of the
 table by resource to read them from), so every path that writes resources must leave the index
@@ -18,10 +18,10 @@ from forlop.config import load_settings
 from forlop.storage import Store, schema
 from forlop_devtools.synthetic import generate
 from services.ingest.domain.normalise import parse_vendor_event
-from services.pathway.adapters import fhir_store
+from services.pathway.domain import search_index
 from services.pathway.domain.rules import RuleBook
 from services.pathway.handlers import PathwayDeps, handle_events, scan
-from tests.pathway.scenario import at, pathway
+from tests.builders import at, pathway
 
 AS_OF = at("2026-03-01")
 DEPS = PathwayDeps(RuleBook.load(), load_settings({}).topics)
@@ -36,7 +36,7 @@ def _rebuilt(store: Store) -> set[tuple[str, str, str, str]]:
     with store.read() as conn:
         resources = list(conn.execute(select(schema.fhir_resources.c.resource)).scalars())
     patients = {f"Patient/{r['id']}": r for r in resources if r["resourceType"] == "Patient"}
-    return {(r["resourceType"], r["id"], p, v[:300]) for r in resources for p, v in fhir_store.index_values(r, patients)}
+    return {(r["resourceType"], r["id"], p, v[:300]) for r in resources for p, v in search_index.index_values(r, patients)}
 
 
 def test_generated_pathways_in_batches_then_scanned(store: Store) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scenario import at, pathway
-
 from forlop.clock import FixedClock
 from services.pathway.domain.derive import derive
 from services.pathway.domain.living import days_left, deadline_transitions
 from services.pathway.domain.rules import RuleBook
 from services.pathway.domain.status import DeadlineStatus
+from tests.builders import at, pathway
 
 RULES = RuleBook.load()
 

@@ -25,7 +25,7 @@ Dates without a year are 2025.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -41,6 +41,7 @@ from forlop.events import (
     Source,
     Unit,
 )
+from tests.builders import EventBuilder
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=OSLO)
 TODAY = NOW.date()
@@ -69,46 +70,23 @@ def _check(digits: str, weights: tuple[int, ...]) -> int | None:
     return 0 if k == 11 else None if k == 10 else k
 
 
-@dataclass
-class PathwayBuilder:
-    """Writes one pathway's events the way the ingest service would hand them on."""
+class PathwayBuilder(EventBuilder):
+    """One pathway of the data set: registrations at 10:00 on their day, keyed two hours later."""
 
-    pathway_id: str
-    pathway_type: str
-    unit: str
-    municipality: str
-    consent: bool
-    source: Source = Source.DIPS
-    national_id: str = ""
-    events: list[PathwayEvent] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.national_id:
-            self.national_id = synthetic_national_id(int(self.pathway_id[1:]) + 1, 3, 1990)
+    def __init__(self, pathway_id: str, pathway_type: str, unit: str, municipality: str, consent: bool,
+                 source: Source = Source.DIPS) -> None:
+        national_id = synthetic_national_id(int(pathway_id[1:]) + 1, 3, 1990)
+        super().__init__(pathway_id, pathway_type, source, Patient(national_id, municipality),
+                         Unit(unit, UNIT_NAMES[unit], Setting.OUTPATIENT), gp=HealthProfessional(hpr="9144889", her_id="1234567"))
+        self.consent = consent
 
     def _event(self, kind: EventKind, on: date, recorded: date | None = None, **extra: Any) -> PathwayEvent:
-        n = len(self.events) + 1
         occurred_at = datetime.combine(on, time(10, 0), tzinfo=OSLO)
         recorded_at = (
             datetime.combine(recorded, time(15, 0), tzinfo=OSLO) if recorded else occurred_at + timedelta(hours=2)
         )
-        ev = PathwayEvent(
-            event_id=f"{self.source.value}:{self.pathway_id}-{n}",
-            source=self.source,
-            kind=kind,
-            occurred_at=occurred_at,
-            occurred_on=on,
-            recorded_at=recorded_at,
-            pathway_id=self.pathway_id,
-            pathway_type=self.pathway_type,
-            patient=Patient(self.national_id, self.municipality),
-            unit=Unit(self.unit, UNIT_NAMES[self.unit], Setting.OUTPATIENT),
-            gp=HealthProfessional(hpr="9144889", her_id="1234567"),
-            consent_municipality=self.consent if not self.events else None,
-            **extra,
-        )
-        self.events.append(ev)
-        return ev
+        return self.emit(kind, occurred_at, recorded_at,
+                         consent_municipality=self.consent if not self.events else None, **extra)
 
     def code(self, suffix: str, on: date, *, frist: date | None = None, recorded: date | None = None,
              registration: str | None = None) -> PathwayBuilder:
@@ -133,10 +111,6 @@ class PathwayBuilder:
         self.events[-1] = replace(ev, occurred_at=at, recorded_at=recorded or at + timedelta(minutes=30),
                                   unit=replace(ev.unit, setting=Setting.INPATIENT))
         return self
-
-    @property
-    def key(self) -> str:
-        return f"{self.source.value}:{self.pathway_id}"
 
 
 def d(month: int, day: int, year: int = 2025) -> date:
