@@ -95,3 +95,11 @@ def test_the_bounds_are_this_servers_settings(sqlite_store: Store, tmp_path) -> 
     body = doc["paths"]["/ingest/dips"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["oneOf"][1]["maxItems"] == 9
     assert "x-forlop-setting" not in json.dumps(doc)
+
+
+def test_every_operation_with_a_token_documents_429(app) -> None:
+    """A client past its rate (FORLOP_RATE_LIMIT_PER_S) may get 429 on any route that checks its token."""
+    doc = _document(app)
+    guarded = [(path, op) for path, item in doc["paths"].items() for op in item.values() if op.get("security")]
+    assert guarded and all("429" in op["responses"] for _, op in guarded), \
+        [path for path, op in guarded if "429" not in op["responses"]]
