@@ -149,3 +149,20 @@ def test_without_the_lock_concurrent_appends_would_fork_the_chain(store: Store):
                           "r": canonical, "p": head, "h": audit.chain_hash(head, canonical)})
         checked = audit.verify(conn)
     assert not checked.ok and checked.records == 2
+
+
+@pytest.mark.postgres
+def test_on_postgresql_only_the_retention_pass_may_delete_released_rows(postgres_store: Store):
+    store = postgres_store
+    for day in range(3):
+        audit.write(store, record(T0 + timedelta(days=day), NID))
+    with store.transaction() as conn:
+        conn.execute(text("INSERT INTO audit_checkpoints (created_at, first_kept_id, anchor_hash, removed) "
+                          "SELECT now(), MAX(id), 'x', 0 FROM audit_log"))
+    with pytest.raises(Exception, match="append-only"), store.transaction() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE id = (SELECT MIN(id) FROM audit_log)"))  # released, but
+    with store.transaction() as conn:  # not said to be the retention pass; now it is
+        conn.execute(text("SET LOCAL forlop.audit_retention = 'on'"))
+        conn.execute(text("DELETE FROM audit_patients WHERE audit_id = (SELECT MIN(id) FROM audit_log)"))
+        deleted = conn.execute(text("DELETE FROM audit_log WHERE id = (SELECT MIN(id) FROM audit_log)")).rowcount
+    assert deleted == 1
