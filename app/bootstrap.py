@@ -25,7 +25,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import Connection, select, update
 
-from forlop import dead_letters
+from forlop import audit, dead_letters
 from forlop.auth import SCOPE_ADMIN, SCOPE_READ, TokenVerifier
 from forlop.clock import Clock, FixedClock, system_clock
 from forlop.config import ConfigError, Settings
@@ -328,7 +328,13 @@ class Runtime:
         parts.workers.append(PeriodicWorker("metrics", lambda: refresh_gauges(self.store, self.clock()), 15.0))
         if service == "api":
             parts.app = self.api_app(parts.closers)
+            if self.settings.audit_retention_days > 0:  # every API replica may run it: the pass takes the chain's lock
+                parts.workers.append(PeriodicWorker("audit-retention", self.audit_retention_step, 3600.0))
         return parts
+
+    def audit_retention_step(self) -> int:
+        """One retention pass of the audit trail (FORLOP_AUDIT_RETENTION_DAYS); the records removed."""
+        return audit.prune(self.store, self.clock(), self.settings.audit_retention_days)
 
     def scan_step(self) -> int:
         """One pass of the deadline scanner: first the pathways a replay stored but did not derive (it

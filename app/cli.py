@@ -15,13 +15,14 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from app import dlq
+from app.audit import print_accesses
 from app.bootstrap import open_runtime
 from app.export import export_bundle
 from app.replay.pipeline import replay_file
 from app.replay.workers import default_count
 from app.serve import SERVICES, serve_forever
 from app.timeline import print_timeline
-from forlop import dead_letters
+from forlop import audit, dead_letters
 from forlop.auth import ALL_SCOPES, mint_dev_token
 from forlop.clock import Clock, FixedClock, parse_time
 from forlop.config import ConfigError, Settings, check_production, load_settings
@@ -142,6 +143,26 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    rt = open_runtime(settings)  # migrated, and the Patient id key set
+    if args.prune:
+        print(f"audit records removed: {rt.audit_retention_step()}")
+    if args.verify:
+        with rt.store.read() as conn:
+            checked = audit.verify(conn)
+        if not checked.ok:
+            print(f"audit chain BROKEN at record {checked.broken_at}: {checked.reason} "
+                  f"({checked.records} records before it verified)")
+            return 1
+        print(f"audit chain intact: {checked.records} records verified")
+    if args.patient:
+        return print_accesses(rt, args.patient, args.date_from, args.date_to, args.json)
+    if not (args.verify or args.prune):
+        print("forlop audit: give --patient, --verify or --prune", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     rt = open_runtime(settings)
     clock = _as_of(args.as_of, settings) or rt.clock
@@ -204,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--hpr", help="HPR number of the person the token acts for (optional)")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     tok.set_defaults(func=cmd_token)
+
+    aud = sub.add_parser("audit", help="the audit trail: who accessed a patient's data; verify the hash chain")
+    aud.add_argument("--patient", help="the patient's national id (fødselsnummer or D-nummer) or Patient id")
+    aud.add_argument("--from", dest="date_from", help="from this date or instant (ISO 8601)")
+    aud.add_argument("--to", dest="date_to", help="to this date or instant (ISO 8601; a date: its whole day)")
+    aud.add_argument("--json", action="store_true", help="the records as FHIR AuditEvent, one JSON object a line")
+    aud.add_argument("--verify", action="store_true", help="check the hash chain; exit 1 if it is broken")
+    aud.add_argument("--prune", action="store_true", help="run the retention pass (FORLOP_AUDIT_RETENTION_DAYS) now")
+    aud.set_defaults(func=cmd_audit)
 
     st = sub.add_parser("status", help="one pathway's timeline")
     st.add_argument("pathway", help="the source system's pathway id (or source:id)")

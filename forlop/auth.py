@@ -31,8 +31,9 @@ from forlop.tenants import DEVELOPMENT_ORG_NUMBER
 
 SCOPE_WRITE_EVENTS = "forlop/events.write"
 SCOPE_READ = "forlop/fhir.read"
+SCOPE_AUDIT_READ = "forlop/audit.read"  # the audit trail (/fhir/AuditEvent)
 SCOPE_ADMIN = "forlop/admin"  # operators: /messages and dead letters
-ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ, SCOPE_ADMIN)  # what plain `forlop token` grants
+ALL_SCOPES = (SCOPE_WRITE_EVENTS, SCOPE_READ, SCOPE_ADMIN, SCOPE_AUDIT_READ)  # what plain `forlop token` grants
 # HelseID client-credential claims: the legal entity (parent), optionally the sub-unit (child),
 # and for a person acting through the client, their HPR number.
 CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"

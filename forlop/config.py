@@ -112,6 +112,23 @@ class Settings:
     api_max_search_values: int = 100
     api_max_search_repeats: int = 10
     api_max_offset: int = 10_000
+    # Audit trail (forlop.audit): records older than this many days are removed by the retention pass,
+    # which leaves a checkpoint so the rest of the chain still verifies; 0 keeps every record.
+    audit_retention_days: int = 0
+    # The purpose of use an audit record names when the request gives none (X-Purpose-Of-Use header):
+    # a code of HL7 v3 ActReason (TREAT: treatment, HOPERAT: operations, HQUALIMP: quality improvement).
+    audit_default_purpose: str = "TREAT"
+    # PostgreSQL: whether a read's audit record waits for the WAL flush at commit (forlop.audit.append).
+    # Off: committed and visible before the answer, but a crash of the database server within its WAL
+    # writer's delay can lose the newest read records; on: one more disk flush per request.
+    audit_synchronous_commit: bool = False
+    # Requests per second each client (the token's client_id) may make of one API process, and the
+    # burst it may save up; past it: 429 with Retry-After. 0: no limit.
+    rate_limit_per_s: int = 0
+    rate_limit_burst: int = 0
+    # The scheme clients reach the API by (the ingress terminates TLS, so the process itself sees http):
+    # "https" adds Strict-Transport-Security to every answer.
+    public_scheme: str = "http"
     # The address clients reach the service at (scheme, host, optional port and path prefix, without
     # "/fhir"): every link, fullUrl, the CapabilityStatement's implementation.url and the export are
     # built from it, never from a request's Host header. Empty: http://localhost:<FORLOP_HTTP_PORT>,
@@ -206,6 +223,16 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     value = int(raw)
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+PURPOSE_CODE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")  # an HL7 v3 ActReason code's shape
+
+
+def _purpose(env: Mapping[str, str]) -> str:
+    value = env.get("FORLOP_AUDIT_DEFAULT_PURPOSE") or Settings.audit_default_purpose
+    if not PURPOSE_CODE.fullmatch(value):
+        raise ConfigError(f"FORLOP_AUDIT_DEFAULT_PURPOSE={value[:40]!r} must be a purpose-of-use code such as TREAT")
     return value
 
 
@@ -311,6 +338,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_max_search_repeats=_int(env, "FORLOP_API_MAX_SEARCH_REPEATS", Settings.api_max_search_repeats,
                                     minimum=1),
         api_max_offset=_int(env, "FORLOP_API_MAX_OFFSET", Settings.api_max_offset),
+        audit_retention_days=_int(env, "FORLOP_AUDIT_RETENTION_DAYS", Settings.audit_retention_days),
+        audit_default_purpose=_purpose(env),
+        audit_synchronous_commit=_choice(env, "FORLOP_AUDIT_SYNCHRONOUS_COMMIT", "off", ("on", "off")) == "on",
+        rate_limit_per_s=_int(env, "FORLOP_RATE_LIMIT_PER_S", Settings.rate_limit_per_s),
+        rate_limit_burst=_int(env, "FORLOP_RATE_LIMIT_BURST", Settings.rate_limit_burst),
+        public_scheme=_choice(env, "FORLOP_PUBLIC_SCHEME", Settings.public_scheme, ("http", "https")),
         public_base_url=_public_base_url(env),
         trusted_proxies=_networks(env, "FORLOP_TRUSTED_PROXIES"),
         # Production has no defaults here: an unset issuer or audience refuses the start (check_production).

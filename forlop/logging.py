@@ -58,8 +58,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         cid = getattr(record, "correlation_id", None) or correlation_id.get()
-        if cid:
-            doc["correlation_id"] = cid
+        if cid:  # a client's or a vendor's id (eSP meldingsId): masked like every other field
+            doc["correlation_id"] = mask_text(str(cid)[:200])
         for key, value in vars(record).items():
             if key.startswith("ctx_"):
                 doc[key[4:]] = value

@@ -141,9 +141,30 @@ _REST_DOC = (
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 _SECURITY_DOC = (
     "Every request except /metadata needs 'Authorization: Bearer <JWT>', an RS256 token from the configured "
-    "issuer (HelseID style) with scope forlop/fhir.read. SMART-on-FHIR launch contexts and patient/user "
+    "issuer (HelseID style) with scope forlop/fhir.read (AuditEvent: forlop/audit.read). SMART-on-FHIR launch contexts and patient/user "
     "scopes are not supported."
 )
+
+
+# The audit trail (forlop.audit): searched by patient only, with scope forlop/audit.read.
+_AUDIT_EVENT: dict[str, Any] = {
+    "type": "AuditEvent",
+    "documentation": "Who accessed a patient's data: one event per request that touched it (client, its "
+    "organisation numbers, HPR number, route, purpose of use, outcome). Needs scope forlop/audit.read.",
+    "interaction": [{"code": "search-type"}],
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "searchParam": [
+        {"name": "patient", "type": "reference",
+         "documentation": f"Required. The patient: national id ({ids.SID_FNR}|<id> or the 11 digits), "
+         "Patient/<id> or a Patient id."},
+        {"name": "date", "type": "date",
+         "documentation": "When the access was recorded: ge, gt, le, lt, eq; repeat for a window."},
+        {"name": "_count", "type": "number", "documentation": "Page size; default 100, at most 500."},
+        {"name": "_cursor", "type": "string", "documentation": "Paging position from a Bundle's next link."},
+    ],
+}
 
 
 def capability_statement(base_url: str, version: str) -> dict[str, Any]:
@@ -179,7 +200,7 @@ def capability_statement(base_url: str, version: str) -> dict[str, Any]:
                     ],
                     "description": _SECURITY_DOC,
                 },
-                "resource": [_resource(rtype) for rtype in SEARCH],
+                "resource": [*(_resource(rtype) for rtype in SEARCH), _AUDIT_EVENT],
             }
         ],
     }

@@ -208,6 +208,43 @@ def _fhir_history(conn: Connection) -> None:
                                h.c.version_id == r.c.version_id))))
 
 
+_AUDIT_REFUSED = "audit records are append-only"
+# A row may be deleted only below the newest retention checkpoint (forlop.audit.prune).
+_RELEASED = "(SELECT COALESCE(MAX(first_kept_id), 0) FROM audit_checkpoints)"
+
+
+def _audit_trail(conn: Connection) -> None:
+    for table in (schema.audit_log, schema.audit_patients, schema.audit_checkpoints):
+        table.create(conn, checkfirst=True)  # a new database has them from step 1
+    guarded = {"audit_log": "id", "audit_patients": "audit_id", "audit_checkpoints": None}
+    if conn.dialect.name == "postgresql":
+        # Besides the released rows, the retention pass must say who it is (SET LOCAL
+        # forlop.audit_retention): no other statement of the application deletes a row by mistake.
+        for table, column in guarded.items():
+            released = (f"TG_OP = 'DELETE' AND current_setting('forlop.audit_retention', true) = 'on' "
+                        f"AND OLD.{column} < {_RELEASED}") if column else "false"
+            conn.execute(text(f"""
+                CREATE OR REPLACE FUNCTION forlop_guard_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                  IF TG_LEVEL = 'ROW' AND {released} THEN RETURN OLD; END IF;
+                  RAISE EXCEPTION '{_AUDIT_REFUSED}: % on %', TG_OP, TG_TABLE_NAME
+                    USING ERRCODE = 'insufficient_privilege';
+                END $$"""))
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
+            conn.execute(text(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                              f"FOR EACH ROW EXECUTE FUNCTION forlop_guard_{table}()"))
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
+            conn.execute(text(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                              f"FOR EACH STATEMENT EXECUTE FUNCTION forlop_guard_{table}()"))
+        return
+    for table, column in guarded.items():
+        conn.execute(text(f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+                          f"BEGIN SELECT RAISE(ABORT, '{_AUDIT_REFUSED}: UPDATE on {table}'); END"))
+        when = f" WHEN OLD.{column} >= {_RELEASED}" if column else ""
+        conn.execute(text(f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}{when} "
+                          f"BEGIN SELECT RAISE(ABORT, '{_AUDIT_REFUSED}: DELETE on {table}'); END"))
+
+
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "initial schema: inbound, dead letters, outbox, pathways, FHIR, alerts, messages", _initial),
     (2, "pathway refresh queue (replay derives each pathway once)", _refresh_queue),
@@ -228,6 +265,8 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
      _fhir_history),
     (25, "what every pathway saw of each treating unit: name and trust's organisation number (stable "
          "Organizations)", _units),
+    (35, "audit trail: hash-chained records, their patients, retention checkpoints; UPDATE and DELETE refused "
+         "by triggers", _audit_trail),
 ]
 
 

@@ -298,3 +298,41 @@ messaging_pathways = Table(
     Column("history_version", Integer, nullable=False),
     _ts("updated_at", nullable=False),
 )
+
+# --- audit trail (forlop.audit) ------------------------------------------------------------
+# One row per request that touched personal data, appended only: each row's hash covers the one
+# before it and the row's canonical JSON, so a changed, removed or inserted row breaks the chain.
+# Triggers (migration 35) refuse UPDATE always and DELETE except of rows a retention checkpoint
+# has released.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    _ts("recorded_at", nullable=False),
+    Column("record", Text, nullable=False),  # the canonical JSON the hash covers (forlop.audit.AuditRecord)
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    sqlite_autoincrement=True,  # ids never reused after a retention pass emptied the table
+)
+
+# The patients of each record, by pseudonymous Patient id: "who has looked at my data" is an index
+# lookup, not a scan of the log. Derived from the record (the hash covers the record's list).
+audit_patients = Table(
+    "audit_patients",
+    metadata,
+    Column("patient_id", String(64), nullable=False),
+    Column("audit_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+    PrimaryKeyConstraint("patient_id", "audit_id"),
+)
+
+# What the retention pass removed: every row below `first_kept_id` may go, and the first row kept
+# must carry `anchor_hash` as its prev_hash, so the shortened chain still verifies from here.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    _ts("created_at", nullable=False),
+    Column("first_kept_id", BigInteger, nullable=False),
+    Column("anchor_hash", String(64), nullable=False),
+    Column("removed", BigInteger, nullable=False),
+)

@@ -26,10 +26,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import MethodNotAllowed
 
-from forlop import dead_letters
+from forlop import audit, dead_letters
 from forlop.auth import (
     CLAIM_ORGNR_PARENT,
     SCOPE_ADMIN,
+    SCOPE_AUDIT_READ,
     SCOPE_READ,
     SCOPE_WRITE_EVENTS,
     AuthError,
@@ -39,9 +40,10 @@ from forlop.clock import Clock
 from forlop.config import Settings
 from forlop.events import PathwayEvent
 from forlop.fhir.capability import capability_statement
+from forlop.fhir.ids import episode_id
 from forlop.fhir.outcome import error, fhir_response, issue, operation_outcome
 from forlop.http import BadParameter, one_value
-from forlop.logging import correlation_id
+from forlop.logging import correlation_id, ctx, mask_text
 from forlop.storage import Store
 from forlop.tenants import (
     DEVELOPMENT,
@@ -53,6 +55,7 @@ from forlop.tenants import (
     TenantRegistry,
     load_tenants,
 )
+from services.api import auditing, security
 from services.api.formats import prettified, pretty, unacceptable
 from services.api.limits import HttpLimits, refused, too_large
 from services.api.links import fhir_base
@@ -102,7 +105,7 @@ RETRY_AFTER_S = 10  # a 503's Retry-After: the database was busy or away
 HISTORY_SETTLE = timedelta(seconds=10)
 # The tenants each scope's routes serve (every kind unless named): the operators' routes (the
 # e-messages, the dead letters) hold every patient's data, so no hospital or municipality gets them.
-KINDS_BY_SCOPE = {SCOPE_ADMIN: (OPERATOR, DEVELOPMENT)}
+KINDS_BY_SCOPE = {SCOPE_ADMIN: (OPERATOR, DEVELOPMENT), SCOPE_AUDIT_READ: (OPERATOR, DEVELOPMENT)}
 WRITERS = (HOSPITAL, DEVELOPMENT)  # who posts events (a hospital for its own units only)
 FHIR_READERS = (HOSPITAL, MUNICIPALITY, DEVELOPMENT)  # whose FHIR reads reach patients
 
@@ -124,17 +127,20 @@ def create_app(deps: ApiDeps) -> Flask:
     search_limits = SearchLimits.of(deps.settings)
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # a chunked body too (waitress's own limit aside)
     app.config["FORLOP_STORE"] = deps.store  # blueprints read the same store
+    rate_limiter = security.RateLimiter.of(deps.settings)
 
     tenants = deps.tenants or load_tenants(deps.settings)
 
     def require(scope: str, kinds: tuple[str, ...] | None = None) -> Response | None:
         """None when the token has `scope` and names a registered organisation of `kinds` (default: those
-        of the scope); else the 401 or 403. Sets g.principal and g.tenant."""
+        of the scope); else the 401 or 403. Sets g.principal and g.tenant
+        (what the audit hook records); a refusal is not audited."""
         try:
             principal = deps.verifier.require(request.headers.get("Authorization"), scope)
         except AuthError as exc:
             return error(exc.status, exc.code if exc.code != "expired" else "login", str(exc))
-        g.principal = principal
+        if rate_limiter is not None and (wait := rate_limiter.wait_s(principal.client_id or principal.subject)):
+            return security.too_many(wait)
         if not (principal.org_child or principal.org_parent):
             return error(403, "forbidden", f"the token names no organisation (claim {CLAIM_ORGNR_PARENT})")
         tenant = tenants.find(principal.org_child, principal.org_parent)
@@ -145,12 +151,23 @@ def create_app(deps: ApiDeps) -> Flask:
         if tenant.kind not in allowed:
             return error(403, "forbidden", f"{tenant.describe()} may not use {request.method} "
                          f"{_shown(request.path)}")
-        g.tenant = tenant
+        g.principal, g.tenant = principal, tenant
         return None
 
     @app.before_request
     def _correlation() -> None:
-        correlation_id.set(request.headers.get("X-Correlation-Id"))
+        correlation_id.set(security.correlation_id_of(request.headers.get("X-Correlation-Id")))
+
+    @app.after_request
+    def _secure(resp: Response) -> Response:  # registered first: runs after the audit hook (Flask: reversed)
+        if log.isEnabledFor(logging.DEBUG):  # an access log for debugging; the path is masked like any field
+            log.debug("request answered", extra=ctx(method=request.method, path=request.path[:300],
+                                                    status=resp.status_code))
+        resp.headers["X-Correlation-Id"] = correlation_id.get() or ""
+        return security.secure(resp, https=deps.settings.public_scheme == "https" or request.scheme == "https")
+
+    auditing.install(app, deps.store, deps.clock, deps.settings.audit_default_purpose,
+                     deps.settings.audit_synchronous_commit)
 
     @app.before_request
     def _within_limits() -> Response | None:
@@ -204,6 +221,8 @@ def create_app(deps: ApiDeps) -> Flask:
             return error(400, "required", "the request body holds no events")
         records = [InboundRecord(item, "http") for item in items]
         checked, problems = _checked(source, records, limits.max_problems)
+        audit.touched(national_ids=[e.patient.national_id for e in checked],
+                      resources=[f"EpisodeOfCare/{episode_id(e.pathway_key)}" for e in checked])
         if problems:
             # All or nothing: the sender keeps the batch, fixes it and sends it again.
             return fhir_response(operation_outcome(problems), 422)
@@ -219,6 +238,8 @@ def create_app(deps: ApiDeps) -> Flask:
                 forward(uow, result.accepted, now, topics)
                 if result.conflicts:  # all or nothing, as a 422: the transaction rolls back
                     raise ConflictingDuplicates(result.conflicts)
+                # The record commits with the events, last so the chain's lock is held only to the commit.
+                auditing.append_in(conn, auditing.record_of(202, deps.clock, deps.settings.audit_default_purpose))
         except ConflictingDuplicates as exc:
             return fhir_response(operation_outcome(
                 issue("error", "conflict", f"event id {event_id} was accepted before with other content; "
@@ -259,6 +280,7 @@ def create_app(deps: ApiDeps) -> Flask:
             return _gone(gone)
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} does not exist")
+        audit.touched(resources=[f"{rtype}/{rid}"], patients=_patients_of(found.resource))
         return _resource_response(found)
 
     def vread(rtype: str, rid: str, vid: str) -> Response:
@@ -271,6 +293,7 @@ def create_app(deps: ApiDeps) -> Flask:
                     found = read_version(conn, rtype, rid, int(vid))
         if found is None:
             return error(404, "not-found", f"{rtype}/{_shown(rid)} has no version {_shown(vid)}")
+        audit.touched(resources=[f"{rtype}/{rid}"], patients=_patients_of(found.resource or {}))
         if found.deleted:
             return _gone(found)
         return _resource_response(found.stored())
@@ -307,6 +330,8 @@ def create_app(deps: ApiDeps) -> Flask:
             last = page.versions[-1]
             onward = asked.echoed + [("_cursor", history_cursor(last.updated_at, last.id, last.version_id))]
             links.append({"relation": "next", "url": f"{base}?{urlencode(onward)}"})
+        audit.touched(resources=[f"{v.resource_type}/{v.id}" for v in page.versions],
+                      patients=[p for v in page.versions for p in _patients_of(v.resource or {})])
         bundle = {"resourceType": "Bundle", "meta": {"lastUpdated": _zulu(complete_to)},
                   "type": "history", "link": links, "entry": [_history_entry(host, v) for v in page.versions]}
         return fhir_response(bundle)
@@ -319,6 +344,9 @@ def create_app(deps: ApiDeps) -> Flask:
             bundle = search_bundle(conn, rtype, request.args, request.headers.get("Prefer"), search_limits,
                                    fhir_base(deps.settings, request.environ),  # never the Host header
                                    reach=g.tenant.reach)
+        shown = [e["resource"] for e in bundle["entry"] if e.get("search", {}).get("mode") in ("match", "include")]
+        audit.touched(resources=[f"{r['resourceType']}/{r['id']}" for r in shown],
+                      patients=[p for r in shown for p in _patients_of(r)])
         return fhir_response(bundle)
 
     # One rule per resource type served (the OpenAPI document lists each with its own parameters);
@@ -343,6 +371,12 @@ def create_app(deps: ApiDeps) -> Flask:
             rows = dead_letters.list_dead_letters(conn, None if everything else dead_letters.UNRESOLVED)
         return Response(json.dumps([_dead_letter_view(row) for row in rows], ensure_ascii=False),
                         mimetype="application/json")
+
+    @app.get("/fhir/AuditEvent")
+    def search_audit_events() -> Response:
+        if (denied := require(SCOPE_AUDIT_READ)) is not None:
+            return denied
+        return auditing.search_audit_events(deps.store)
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}
@@ -485,9 +519,22 @@ def _dead_letter_view(row: dict) -> dict:
 
 
 def _shown(text: str) -> str:
-    """A path or id from the request as an error message may repeat it: short, without control characters."""
+    """A path or id from the request as an error message may repeat it: short, without control characters,
+    a national id in it masked."""
     short = text if len(text) <= 80 else text[:80] + "…"
-    return "".join(ch if ch.isprintable() else "?" for ch in short)
+    return mask_text("".join(ch if ch.isprintable() else "?" for ch in short))
+
+
+_PATIENT_FIELDS = ("patient", "subject", "for", "beneficiary")
+
+
+def _patients_of(resource: dict) -> list[str]:
+    """The Patient ids a resource is about (itself, for a Patient)."""
+    if resource.get("resourceType") == "Patient":
+        return [resource["id"]]
+    refs = [resource.get(name) for name in _PATIENT_FIELDS]
+    return [ref["reference"][8:] for ref in refs
+            if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/")]
 
 
 def _db_check(store: Store) -> Callable[[], str | None]:

@@ -97,7 +97,7 @@ def _fhir_paths(bounds: dict[str, int]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     common = {code: {"$ref": f"#/components/responses/{name}"} for code, name in
               (("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("406", "NotAcceptable"),
-               ("414", "UriTooLong"),
+               ("414", "UriTooLong"), ("429", "TooManyRequests"),
                ("431", "HeadersTooLarge"), ("503", "Unavailable"))}
     security = [{"bearerAuth": ["forlop/fhir.read"]}]
     for rtype, params in SEARCH.items():

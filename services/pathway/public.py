@@ -20,7 +20,7 @@ from services.pathway.adapters.fhir_history import (
 from services.pathway.adapters.fhir_repository import StoredResource, read_resource, read_resources
 from services.pathway.adapters.fhir_search import search_page
 from services.pathway.adapters.reach import read_within
-from services.pathway.adapters.reports import compute_indicators
+from services.pathway.adapters.reports import compute_indicators, national_ids
 from services.pathway.adapters.repository import SqlUnitOfWork, load_history
 from services.pathway.alerts import store_alerts
 from services.pathway.deps import PathwayDeps
@@ -76,6 +76,7 @@ __all__ = [
     "load_history",
     "map_pathway",
     "merged_units",
+    "national_ids",
     "pathway_bp",
     "pathway_handler",
     "plan_refresh",

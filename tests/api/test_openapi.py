@@ -65,6 +65,7 @@ def test_security_scheme_and_scopes(app) -> None:
     assert scopes["/ingest/dips"] == [{"bearerAuth": ["forlop/events.write"]}]
     assert scopes["/fhir/Task"] == scopes["/worklist"] == [{"bearerAuth": [SCOPE_READ]}]
     assert scopes["/messages"] == scopes["/dead-letters"] == [{"bearerAuth": [SCOPE_ADMIN]}]
+    assert scopes["/fhir/AuditEvent"] == [{"bearerAuth": ["forlop/audit.read"]}]
     assert scopes["/fhir/metadata"] is None and scopes["/healthz"] is None and scopes["/openapi.json"] is None
 
 
@@ -95,3 +96,11 @@ def test_the_bounds_are_this_servers_settings(sqlite_store: Store, tmp_path) -> 
     body = doc["paths"]["/ingest/dips"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["oneOf"][1]["maxItems"] == 9
     assert "x-forlop-setting" not in json.dumps(doc)
+
+
+def test_every_operation_with_a_token_documents_429(app) -> None:
+    """A client past its rate (FORLOP_RATE_LIMIT_PER_S) may get 429 on any route that checks its token."""
+    doc = _document(app)
+    guarded = [(path, op) for path, item in doc["paths"].items() for op in item.values() if op.get("security")]
+    assert guarded and all("429" in op["responses"] for _, op in guarded), \
+        [path for path, op in guarded if "429" not in op["responses"]]

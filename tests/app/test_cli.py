@@ -84,7 +84,8 @@ def _commands(parser) -> set[str]:  # noqa: ANN001 - an argparse parser
 def test_the_development_commands_come_from_the_entry_point_group(monkeypatch):
     """`run`, `generate` and `bench` are the development package's (entry-point group forlop.commands):
     present where it is installed (here), absent in the image, where no package adds to the group."""
-    product = {"serve", "migrate", "replay", "export", "dlq", "token", "status", "messages", "indicators", "quality"}
+    product = {"serve", "migrate", "replay", "export", "dlq", "token", "status", "messages", "indicators", "quality",
+               "audit"}
     assert _commands(cli.build_parser()) == product | {"run", "generate", "bench"}
     monkeypatch.setattr(cli, "entry_points", lambda group: [])
     assert _commands(cli.build_parser()) == product

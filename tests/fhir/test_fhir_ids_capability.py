@@ -68,6 +68,10 @@ def test_capability_statement_validates() -> None:
 def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     rest = capability_statement("http://x/fhir", "0")["rest"][0]
     declared = {r["type"]: {p["name"] for p in r["searchParam"]} for r in rest["resource"]}
+    # The audit trail: searched by patient and date only (services.api.auditing), never read by id.
+    assert declared.pop("AuditEvent") == {"patient", "date", "_count", "_cursor"}
+    audit_event = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
+    assert [i["code"] for i in audit_event["interaction"]] == ["search-type"]
     # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
     chained = set(CHAINED.values())
     supported = {
@@ -80,9 +84,10 @@ def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     patient_doc = next(p["documentation"] for p in episode["searchParam"] if p["name"] == "patient")
     assert all(name in patient_doc for name in CHAINED)
     for r in rest["resource"]:
-        assert [i["code"] for i in r["interaction"]] == ["read", "vread", "search-type", "history-instance",
-                                                         "history-type"]
-        assert r["readHistory"] is True and r["conditionalRead"] == "full-support"
+        if r["type"] != "AuditEvent":
+            assert [i["code"] for i in r["interaction"]] == ["read", "vread", "search-type", "history-instance",
+                                                             "history-type"]
+            assert r["readHistory"] is True and r["conditionalRead"] == "full-support"
 
 
 def test_capability_statement_profiles_exist() -> None:
@@ -100,7 +105,7 @@ def client(tmp_path: Path, build: dict[str, Any]) -> Iterator[Any]:
     """The API app on SQLite holding one mapped pathway, with a read token."""
     from datetime import UTC, datetime
 
-    from forlop.auth import SCOPE_READ, TokenVerifier, mint_dev_token
+    from forlop.auth import SCOPE_AUDIT_READ, SCOPE_READ, TokenVerifier, mint_dev_token
     from forlop.clock import FixedClock
     from forlop.config import load_settings
     from forlop.storage import Store
@@ -118,6 +123,7 @@ def client(tmp_path: Path, build: dict[str, Any]) -> Iterator[Any]:
     app = create_app(ApiDeps(settings, store, FixedClock(now), TokenVerifier(settings)))
     test_client = app.test_client()
     test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {mint_dev_token(settings, [SCOPE_READ])}"
+    test_client.audit_token = mint_dev_token(settings, [SCOPE_AUDIT_READ])
     yield test_client
     store.dispose()
 
@@ -128,13 +134,18 @@ def test_served_metadata_is_valid_and_every_declared_parameter_is_accepted(clien
     cs = response.get_json()
     CapabilityStatement.model_validate(cs)
     probe = {"_count": "5", "_offset": "0", "_total": "accurate", "_lastUpdated": "ge2026", "_sort": "-_lastUpdated",
-             "_summary": "true", "_elements": "meta"}
+             "_summary": "true", "_elements": "meta", "_cursor": "0", "date": "ge2026-01-01"}
+    audit_token = {"HTTP_AUTHORIZATION": f"Bearer {client.audit_token}"}
     for resource in cs["rest"][0]["resource"]:
+        audit_event = resource["type"] == "AuditEvent"
         for param in resource["searchParam"]:
-            value = probe.get(param["name"], "x")
-            found = client.get(f"/fhir/{resource['type']}", query_string={param["name"]: value})
+            value = probe.get(param["name"], "x") if not audit_event else probe.get(param["name"], "17859007759")
+            query = {"patient": "17859007759", param["name"]: value} if audit_event else {param["name"]: value}
+            found = client.get(f"/fhir/{resource['type']}", query_string=query,
+                               environ_base=audit_token if audit_event else {})
             assert found.status_code == 200, (resource["type"], param["name"], found.get_json())
-        unknown = client.get(f"/fhir/{resource['type']}", query_string={"not-a-param": "x"})
+        unknown = client.get(f"/fhir/{resource['type']}", query_string={"not-a-param": "x"},
+                             environ_base=audit_token if audit_event else {})
         assert unknown.status_code == 400
     chained = client.get(
         "/fhir/EpisodeOfCare", query_string={"patient:identifier": f"{ids.SID_FNR}|17859007759"}

@@ -84,6 +84,7 @@ def test_kafka_records_that_stalled_the_ingest_consumer_are_rejected_with_reason
     assert _rejected("dips", _with(dips, "unit.name", "x" * 2_000_000)) == [("unit.name", "max-string-length")]
     assert _rejected("dips", _bytes(_with(dips, "unit.name", "x" * 201))) == [("unit.name", "maxLength")]
     assert _rejected("esp", _bytes(_with(esp, "meldingsId", "m" * 101))) == [("meldingsId", "maxLength")]
+    assert _rejected("esp", _bytes(_with(esp, "meldingsId", "m\nforged log line"))) == [("meldingsId", "pattern")]
     assert _rejected("dips", _bytes({**dips, "tags": list(range(101))})) == [("tags", "max-items")]
     assert _rejected("dips", _bytes({**dips, **{f"x{i}": 1 for i in range(100)}})) == [("$", "max-properties")]
     assert _rejected("dips", b"") == [("$", "json")]

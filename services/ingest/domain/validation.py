@@ -240,6 +240,7 @@ _PATTERN_TEXT = {
     r"^[0-9]{9}$": "9 digits",
     r"^[0-9]{4}$": "4 digits",
     r"^[0-9]+$": "digits only",
+    r"^[!-~]+$": "visible ASCII characters only (no spaces, control characters or letters outside ASCII)",
     r"^[A-Z][0-9]{2}$": "a pathway type such as D11",
     r"^[A-Z][0-9]{2}[A-Z]{1,3}$": "an event code such as D11CU",
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "a date yyyy-mm-dd",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from forlop import audit
 from forlop.fhir.outcome import error
 from forlop.http import INT32_MAX, one_value, whole_number
 from forlop.storage import Store
@@ -37,6 +38,7 @@ def list_messages() -> Response:
                      "status")
     with _store().read() as conn:
         rows = repository.list_messages(conn, status, one_value(request.args, "pathway"), limit)
+    audit.touched(pathway_keys=[r["pathway_key"] for r in rows], resources=[f"messages/{r['id']}" for r in rows])
     return jsonify([message_view(r) for r in rows])
 
 
@@ -46,7 +48,8 @@ def get_message(msg_id: str) -> Response:
         row = repository.get(conn, msg_id)
         receipts = repository.receipts_for(conn, msg_id) if row else []
     if row is None:
-        return error(404, "not-found", f"no message {msg_id}")
+        return error(404, "not-found", f"no message {msg_id[:64]}")
+    audit.touched(pathway_keys=[row["pathway_key"]], resources=[f"messages/{msg_id}"])
     view = message_view(row, with_xml=True)
     view["receipts"] = [
         {"status": r["status"], "outcome": r["outcome"], "errors": r["errors"], "receivedAt": r["received_at"].isoformat()}

@@ -163,3 +163,13 @@ class _Counting:
         for item in self._items:
             self.n += 1
             yield item
+
+
+def national_ids(conn: Connection, pathway_keys: Iterable[str]) -> list[str]:
+    """The patients of these pathways (the audit trail names who a message or a list was about)."""
+    keys = sorted(set(pathway_keys))
+    p = schema.pathways
+    found: list[str] = []
+    for at in range(0, len(keys), 500):
+        found += conn.execute(select(p.c.national_id).where(p.c.pathway_key.in_(keys[at:at + 500]))).scalars()
+    return found

@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
+from forlop import audit
 from forlop.clock import Clock
+from forlop.fhir.ids import episode_id
 from forlop.fhir.outcome import error
 from forlop.http import BadParameter, one_value, whole_number
 from forlop.storage import Store
@@ -67,6 +69,7 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
         limit = _limit()
         with store().read() as conn:
             body = reports.worklist(conn, unit, clock(), limit, due_soon_days)
+        _audited(body)
         return _json(body)
 
     @bp.get("/municipalities/<kommunenummer>/pathways")
@@ -91,6 +94,7 @@ def pathway_bp(default_store: Store, clock: Clock, due_soon_days: int | None = N
         limit = _limit()
         with store().read() as conn:
             body = reports.municipal_overview(conn, kommunenummer, clock(), statuses, limit, due_soon_days)
+        _audited(body)
         return _json(body)
 
     @bp.get("/indicators")
@@ -133,6 +137,13 @@ def _refused(route: str, *kinds: str) -> Response | None:
 def _report_reach(tenant: Tenant) -> Reach | None:
     """National statistics and development: every pathway; a hospital: its own units."""
     return tenant.reach if tenant.kind == HOSPITAL else None
+
+
+def _audited(body: dict[str, Any]) -> None:
+    """Tell the audit trail which patients and pathways the answer shows."""
+    shown = body["pathways"]
+    audit.touched(national_ids=[p["patient"]["nationalId"] for p in shown],
+                  resources=[f"EpisodeOfCare/{episode_id(p['pathwayKey'])}" for p in shown])
 
 
 def _period() -> tuple[date | None, date | None]:

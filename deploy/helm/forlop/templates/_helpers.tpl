@@ -128,6 +128,12 @@ FORLOP_PUBLIC_BASE_URL: {{ . | quote }}
 {{- if $c.trustedProxies }}
 FORLOP_TRUSTED_PROXIES: {{ join "," $c.trustedProxies | quote }}
 {{- end }}
+FORLOP_AUDIT_RETENTION_DAYS: {{ $c.auditRetentionDays | int64 | toString | quote }}
+FORLOP_AUDIT_DEFAULT_PURPOSE: {{ $c.auditDefaultPurpose | quote }}
+FORLOP_AUDIT_SYNCHRONOUS_COMMIT: {{ $c.auditSynchronousCommit | quote }}
+FORLOP_RATE_LIMIT_PER_S: {{ $c.rateLimitPerSecond | int64 | toString | quote }}
+FORLOP_RATE_LIMIT_BURST: {{ $c.rateLimitBurst | int64 | toString | quote }}
+FORLOP_PUBLIC_SCHEME: {{ $c.publicScheme | quote }}
 {{- if $c.transportUrl }}
 FORLOP_TRANSPORT_URL: {{ $c.transportUrl | quote }}
 {{- end }}
