@@ -278,6 +278,12 @@ def records_for(conn: Connection, patient: str, since: datetime | None = None, u
     return [Stored(row.id, AuditRecord.parse(row.record), row.hash) for row in conn.execute(stmt)]
 
 
+def record(conn: Connection, record_id: int) -> Stored | None:
+    """One record by its id, or None."""
+    row = conn.execute(select(schema.audit_log).where(schema.audit_log.c.id == record_id)).first()
+    return None if row is None else Stored(row.id, AuditRecord.parse(row.record), row.hash)
+
+
 def all_records(conn: Connection, batch: int = 5000) -> Iterator[Stored]:
     log = schema.audit_log
     after = -1

@@ -151,7 +151,7 @@ _AUDIT_EVENT: dict[str, Any] = {
     "type": "AuditEvent",
     "documentation": "Who accessed a patient's data: one event per request that touched it (client, its "
     "organisation numbers, HPR number, route, purpose of use, outcome). Needs scope forlop/audit.read.",
-    "interaction": [{"code": "search-type"}],
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
     "versioning": "no-version",
     "readHistory": False,
     "updateCreate": False,

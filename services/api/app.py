@@ -376,7 +376,13 @@ def create_app(deps: ApiDeps) -> Flask:
     def search_audit_events() -> Response:
         if (denied := require(SCOPE_AUDIT_READ)) is not None:
             return denied
-        return auditing.search_audit_events(deps.store)
+        return auditing.search_audit_events(deps.store, fhir_base(deps.settings, request.environ))
+
+    @app.get("/fhir/AuditEvent/<rid>")
+    def read_audit_event(rid: str) -> Response:
+        if (denied := require(SCOPE_AUDIT_READ)) is not None:
+            return denied
+        return auditing.read_audit_event(deps.store, rid)
 
     # Scope per blueprint, checked by the app: a blueprint object may be registered on several apps.
     scopes = {blueprint.name: scope for blueprint, scope in deps.blueprints}

@@ -124,8 +124,10 @@ def install(app: Flask, store: Store, clock: Clock, default_purpose: str, synchr
         return unavailable()
 
 
-def search_audit_events(store: Store) -> Response:
-    """GET /fhir/AuditEvent: a patient's audit records, oldest first, keyset-paged by record id."""
+def search_audit_events(store: Store, fhir_base: str) -> Response:
+    """GET /fhir/AuditEvent: a patient's audit records, oldest first, keyset-paged by record id.
+
+    Links and fullUrls start with `fhir_base` (the public base URL), never the request's Host header."""
     for name in request.args:
         if name not in SEARCH_PARAMS:
             raise BadParameter(name, f"unknown search parameter {name[:40]!r} for AuditEvent; use "
@@ -158,7 +160,7 @@ def search_audit_events(store: Store) -> Response:
                                   since_strict=since_strict, until_strict=until_strict)
     more, found = len(found) > count, found[:count]
     audit.touched(patients=[patient], resources=[f"AuditEvent/{s.id}" for s in found])
-    base = request.base_url
+    base = f"{fhir_base}/AuditEvent"
     query = [(k, v) for k in request.args if k != "_cursor" for v in request.args.getlist(k)]
     links = [{"relation": "self", "url": f"{base}?{urlencode(list(request.args.items(multi=True)))}"}]
     if more:
@@ -169,6 +171,19 @@ def search_audit_events(store: Store) -> Response:
     if not more and after == 0:
         bundle["total"] = len(found)
     return fhir_response(bundle)
+
+
+def read_audit_event(store: Store, rid: str) -> Response:
+    """GET /fhir/AuditEvent/<id>: one record (the fullUrl of a search's entry)."""
+    found = None
+    if rid.isascii() and rid.isdigit() and len(rid) <= 18:
+        with store.read() as conn:
+            found = audit.record(conn, int(rid))
+    if found is None:
+        named = rid if rid.isascii() and rid.isdigit() and len(rid) <= 18 else "<that id>"
+        return error(404, "not-found", f"AuditEvent/{named} does not exist")
+    audit.touched(patients=found.record.patients, resources=[f"AuditEvent/{found.id}"])
+    return fhir_response(audit_event(found.id, found.record))
 
 
 def _date(value: str) -> tuple[str, tuple[datetime, datetime]]:

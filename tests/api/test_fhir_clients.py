@@ -35,13 +35,13 @@ def served(store: Store, tmp_path: Path, contracts_dir: Path) -> Iterator[Served
         stop_api(api)
 
 
-def _fhirpy(api: ServedApi, **headers: str) -> SyncFHIRClient:
-    return SyncFHIRClient(f"{api.url}/fhir", authorization=f"Bearer {api.read_token}", extra_headers=headers)
+def _fhirpy(api: ServedApi, token: str | None = None, **headers: str) -> SyncFHIRClient:
+    return SyncFHIRClient(f"{api.url}/fhir", authorization=f"Bearer {token or api.read_token}", extra_headers=headers)
 
 
-def _smart(api: ServedApi) -> smart_client.FHIRClient:
+def _smart(api: ServedApi, token: str | None = None) -> smart_client.FHIRClient:
     smart = smart_client.FHIRClient(settings={"app_id": "forlop-tests", "api_base": f"{api.url}/fhir/"})
-    smart.server.session.headers["Authorization"] = f"Bearer {api.read_token}"
+    smart.server.session.headers["Authorization"] = f"Bearer {token or api.read_token}"
     return smart
 
 
@@ -71,7 +71,7 @@ def test_fhirclient_reads_the_capability_statement_and_every_resource(served: Se
     cs = smart.server.capabilityStatement
     assert isinstance(cs, CapabilityStatement) and cs.fhirVersion == "4.0.1"
     assert cs.implementation.url == f"{served.url}/fhir"
-    assert sorted(r.type for r in cs.rest[0].resource) == sorted(TYPES)
+    assert sorted(r.type for r in cs.rest[0].resource) == sorted((*TYPES, "AuditEvent"))
     for rtype in TYPES:
         stored = _everything(served, rtype)
         assert stored, rtype
@@ -145,6 +145,8 @@ def test_fhirpy_searches_with_every_advertised_parameter(served: ServedApi):
     patients = _everything(served, "Patient")
     for resource in metadata["rest"][0]["resource"]:
         rtype = resource["type"]
+        if rtype == "AuditEvent":  # its own scope, searched per patient: test_the_audit_trail_through_both_clients
+            continue
         stored = _everything(served, rtype)
         for param in resource["searchParam"]:
             name = param["name"]
@@ -237,3 +239,21 @@ def test_fhirpy_syncs_by_history_since_across_an_update_and_a_withdrawal(served:
     for rid in gone:
         status, _, _ = served.request("GET", f"/fhir/Task/{rid}", headers={"Authorization": f"Bearer {served.read_token}"})
         assert status == 410
+
+
+def test_the_audit_trail_through_both_clients(served: ServedApi):
+    """A patient's question "who has looked at my data", as a client library asks it (scope forlop/audit.read)."""
+    patient = next(iter(_everything(served, "Patient").values()))
+    national_id = _token(patient["identifier"][0])[0]
+    _fhirpy(served).reference("Patient", patient["id"]).to_resource()  # one access the trail must show
+    fhirpy = _fhirpy(served, served.token)
+    events = fhirpy.resources("AuditEvent").search(patient=national_id).limit(2).fetch_all()  # pages of 2
+    assert events and all(
+        any(e["what"]["reference"] == f"Patient/{patient['id']}" for e in event["entity"]) for event in events)
+    first = events[0]["recorded"]
+    since = fhirpy.resources("AuditEvent").search(patient=f"Patient/{patient['id']}", date=f"ge{first}").fetch_all()
+    assert {e["id"] for e in since} >= {e["id"] for e in events if e["recorded"] >= first}
+    strict = _model("AuditEvent").where(struct={"patient": national_id}).perform_resources(_smart(served, served.token).server)
+    assert strict and all(e.resource_type == "AuditEvent" for e in strict)
+    with pytest.raises(Exception, match="forbidden"):  # the read scope alone does not show the trail (403)
+        _fhirpy(served).resources("AuditEvent").search(patient=national_id).fetch()
