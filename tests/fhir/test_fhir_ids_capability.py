@@ -68,10 +68,11 @@ def test_capability_statement_validates() -> None:
 def test_capability_statement_lists_exactly_what_the_api_supports() -> None:
     rest = capability_statement("http://x/fhir", "0")["rest"][0]
     declared = {r["type"]: {p["name"] for p in r["searchParam"]} for r in rest["resource"]}
-    # The audit trail: searched by patient and date only (services.api.auditing), never read by id.
+    # The audit trail: searched by patient and date only (services.api.auditing); one record read by id
+    # (a search entry's fullUrl).
     assert declared.pop("AuditEvent") == {"patient", "date", "_count", "_cursor"}
     audit_event = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
-    assert [i["code"] for i in audit_event["interaction"]] == ["search-type"]
+    assert [i["code"] for i in audit_event["interaction"]] == ["read", "search-type"]
     # The chain patient.identifier (and its spelling patient:identifier) is documented on `patient`.
     chained = set(CHAINED.values())
     supported = {
