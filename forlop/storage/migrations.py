@@ -208,6 +208,29 @@ def _fhir_history(conn: Connection) -> None:
                                h.c.version_id == r.c.version_id))))
 
 
+def _deleted_pathway(conn: Connection) -> None:
+    """Each deleted resource's pathway, so a tenant that reaches it is told of the deletion. Rows
+    written before: the pathway of the EpisodeOfCare their last version's focus names."""
+    _add_columns(conn, "fhir_deleted", [("pathway_key", String(200), "")])
+    fd, h, r = schema.fhir_deleted, schema.fhir_history, schema.fhir_resources
+    for row in conn.execute(select(fd.c.resource_type, fd.c.id).where(fd.c.pathway_key.is_(None))).all():
+        last = conn.execute(select(h.c.resource).where(
+            h.c.resource_type == row.resource_type, h.c.id == row.id, h.c.method != "DELETE")
+            .order_by(h.c.version_id.desc()).limit(1)).scalar()
+        focus = ((last or {}).get("focus") or {}).get("reference", "")
+        if row.resource_type == "EpisodeOfCare":
+            episode = row.id
+        elif focus.startswith("EpisodeOfCare/"):
+            episode = focus.split("/", 1)[1]
+        else:
+            continue
+        key = conn.execute(select(r.c.pathway_key).where(r.c.resource_type == "EpisodeOfCare",
+                                                          r.c.id == episode)).scalar()
+        if key is not None:
+            conn.execute(update(fd).where(fd.c.resource_type == row.resource_type, fd.c.id == row.id)
+                         .values(pathway_key=key))
+
+
 _AUDIT_REFUSED = "audit records are append-only"
 # A row may be deleted only below the newest retention checkpoint (forlop.audit.prune).
 _RELEASED = "(SELECT COALESCE(MAX(first_kept_id), 0) FROM audit_checkpoints)"
@@ -267,6 +290,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
          "Organizations)", _units),
     (35, "audit trail: hash-chained records, their patients, retention checkpoints; UPDATE and DELETE refused "
          "by triggers", _audit_trail),
+    (36, "a deleted resource's pathway (a tenant that reaches it is told of the deletion)", _deleted_pathway),
 ]
 
 

@@ -195,6 +195,10 @@ fhir_deleted = Table(
     Column("id", String(64), primary_key=True),
     Column("version_id", Integer, nullable=False),  # the deletion's version
     _ts("last_updated", nullable=False),
+    # The pathway the resource was of: a tenant that reaches the pathway is told of the deletion (410,
+    # the DELETE in the history) as it was shown the resource. None: a row from before step 36
+    # whose pathway could not be found (seen by readers of everything only).
+    Column("pathway_key", String(200)),
 )
 
 # What every pathway at a treating unit saw of it, from any vendor: its name and its trust's

@@ -272,10 +272,8 @@ def create_app(deps: ApiDeps) -> Flask:
             with deps.store.read() as conn:
                 # outside the tenant's reach reads as absent: 404 either way, so existence is not revealed
                 found = read_within(conn, rtype, rid, g.tenant.reach)
-                if found is None and g.tenant.reach is None:
-                    # a deletion is told (410) only to a reader of everything: the row that placed
-                    # the resource within a tenant's reach is gone with it
-                    gone = deletion(conn, rtype, rid)
+                if found is None:  # a deletion is told (410) to whoever reaches the pathway it was of
+                    gone = deletion(conn, rtype, rid, g.tenant.reach)
         if gone is not None:
             return _gone(gone)
         if found is None:
@@ -299,8 +297,10 @@ def create_app(deps: ApiDeps) -> Flask:
         return _resource_response(found.stored())
 
     def _within(conn: Connection, rtype: str, rid: str) -> bool:
-        """Whether a tenant with a reach may see this resource's versions: it reaches the resource now."""
-        return g.tenant.reach is None or read_within(conn, rtype, rid, g.tenant.reach) is not None
+        """Whether a tenant with a reach may see this resource's versions: it reaches the resource now,
+        or the pathway a deleted one was of."""
+        return (g.tenant.reach is None or read_within(conn, rtype, rid, g.tenant.reach) is not None
+                or deletion(conn, rtype, rid, g.tenant.reach) is not None)
 
     def history(rtype: str, rid: str | None = None) -> Response:
         if (denied := require(SCOPE_READ, FHIR_READERS)) is not None:

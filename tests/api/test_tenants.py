@@ -104,7 +104,7 @@ def api(store: Store, tmp_path: Path, key, contracts_dir: Path):
             select(r.c.pathway_key, r.c.resource).where(r.c.resource_type == "EpisodeOfCare"))}
     client.episode = {pid: res["id"] for pid, res in episodes.items()}
     client.patient = {pid: res["patient"]["reference"].split("/")[1] for pid, res in episodes.items()}
-    client.moved, client.mine, client.key = moved, mine, key
+    client.moved, client.mine, client.key, client.rt = moved, mine, key, rt
     return client
 
 
@@ -249,3 +249,33 @@ def test_paging_and_every_query_shape_stay_within_the_tenant(api):
         union = api.get(f"/fhir/Task?status={status},cancelled,requested&patient={pc}&_total=accurate",
                         headers=mint(api.key, org)).json
         assert (union["total"] > 0) is (org == HOSPITAL_B)
+
+
+def test_a_deletion_is_told_to_the_tenants_that_reach_its_pathway(api):
+    """A withdrawn milestone's Task: hospital A and kommune 5001 (they reach pathway A) get 410 and the
+    DELETE in the change feed, hospital B and kommune 0301 a 404 and nothing, as if it never was."""
+    task_ids = {e["resource"]["id"] for e in api.get(
+        f"/fhir/Task?focus=EpisodeOfCare/{api.episode[WITH_CONSENT]}&_count=500",
+        headers=mint(api.key, HOSPITAL_A)).json["entry"]}
+    last = [e for e in api.mine if e["pathway"]["id"] == WITH_CONSENT and e["eventType"] == "ppr.document.approved"][-1]
+    withdrawal = dict(last, eventId=str(uuid.uuid4()), eventType="ppr.document.deleted",
+                      recordedTime="2026-01-04T09:00:00+01:00",
+                      document={"id": last["document"]["id"], "reason": "feilregistrering"})
+    assert api.post("/ingest/dips", json=withdrawal, headers=mint(api.key, HOSPITAL_A)).status_code == 202
+    api.rt.drain_outbox(api.rt.topic_handlers(["pathway"]))
+    still = {e["resource"]["id"] for e in api.get(
+        f"/fhir/Task?focus=EpisodeOfCare/{api.episode[WITH_CONSENT]}&_count=500",
+        headers=mint(api.key, HOSPITAL_A)).json.get("entry", [])}
+    gone = task_ids - still
+    assert gone, "the withdrawal took no Task away"
+    rid = sorted(gone)[0]
+    for org, read, seen in ((HOSPITAL_A, 410, True), (KOMMUNE_5001, 410, True),
+                            (HOSPITAL_B, 404, False), (KOMMUNE_0301, 404, False)):
+        assert api.get(f"/fhir/Task/{rid}", headers=mint(api.key, org)).status_code == read, org
+        history = api.get(f"/fhir/Task/{rid}/_history", headers=mint(api.key, org))
+        assert history.status_code == (200 if seen else 404), org
+        feed = api.get("/fhir/Task/_history?_count=500", headers=mint(api.key, org)).json
+        deleted = {e["request"]["url"].split("/")[1] for e in feed.get("entry", []) if e["request"]["method"] == "DELETE"}
+        assert (rid in deleted) == seen, org
+        if seen:
+            assert deleted == gone, org

@@ -58,11 +58,13 @@ def read_version(conn: Connection, resource_type: str, resource_id: str, version
     return None if row is None else Version(*row)
 
 
-def deletion(conn: Connection, resource_type: str, resource_id: str) -> Version | None:
-    """The deletion of a resource that was deleted and not made again; None otherwise."""
+def deletion(conn: Connection, resource_type: str, resource_id: str, reach: Reach | None = None) -> Version | None:
+    """The deletion of a resource that was deleted and not made again (and, with `reach`, was of a
+    pathway the tenant reaches); None otherwise."""
     fd = schema.fhir_deleted
     row = conn.execute(select(fd.c.version_id, fd.c.last_updated)
-                       .where(fd.c.resource_type == resource_type, fd.c.id == resource_id)).first()
+                       .where(fd.c.resource_type == resource_type, fd.c.id == resource_id,
+                              reached(resource_type, fd.c.id, reach))).first()
     return None if row is None else Version(resource_type, resource_id, row.version_id, row.last_updated,
                                             "DELETE", None)
 
@@ -88,7 +90,7 @@ def type_history(conn: Connection, resource_type: str, count: int, *, since: dat
     One range of the index (resource_type, last_updated, id, version_id), read backwards from the
     position and stopped at count + 1: a page costs the same however long the history is.
     `reach` (a tenant's): only the versions of resources it reaches now, restricted in the query; a
-    deleted resource is reached by no tenant (what placed it within one went with it).
+    deleted resource's (its DELETE too) when the tenant reaches the pathway it was of.
     """
     rows = conn.execute(type_history_statement(resource_type, count + 1, since, after, reach)).all()
     return HistoryPage([Version(*row) for row in rows[:count]], len(rows) > count)

@@ -164,7 +164,9 @@ def upsert_many(
             tombstones = [{"resource_type": key[0], "id": key[1], "version_id": version + 1, "last_updated": now}
                           for key, (version, _) in sorted(gone_rows.items())]
             insert_many(conn, h, [{**t, "method": "DELETE", "resource": None} for t in tombstones])
-            insert_many(conn, schema.fhir_deleted, tombstones)
+            of_pathway = {(t, i): pk for t, i, pk in stale}
+            insert_many(conn, schema.fhir_deleted,
+                        [{**t, "pathway_key": of_pathway[(t["resource_type"], t["id"])]} for t in tombstones])
             changed += len(stale)
     return changed
 

@@ -2,7 +2,8 @@
 
 A pathway is reached through its row in `pathways`, which carries the unit's HER-id, the
 patient's kommune and whether the consent to municipal involvement is in force. A pathway's own
-resources (EpisodeOfCare, Task) are reached through their pathway (`fhir_resources.pathway_key`),
+resources (EpisodeOfCare, Task) are reached through their pathway (`fhir_resources.pathway_key`, and
+for a deleted one `fhir_deleted.pathway_key`),
 a Patient through any reached EpisodeOfCare that refers to it (the search index's `patient` rows).
 Organizations and Practitioners are directory data (units, GPs), not a patient's: any reader
 reaches them. What is out of reach is answered as if it did not exist (404, not in a search).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, literal, select, true
+from sqlalchemy import ColumnElement, Connection, and_, literal, or_, select, true
 
 from forlop.storage import schema
 from forlop.tenants import Reach
@@ -41,10 +42,14 @@ def reached(resource_type: str, resource_id: Any, reach: Reach | None) -> Column
     r = schema.fhir_resources.alias("reach_resource")
     p = schema.pathways.alias("reach_pathway")
     if resource_type in OWNED_TYPES:
-        return (select(literal(1))
-                .select_from(r.join(p, p.c.pathway_key == r.c.pathway_key))
-                .where(r.c.resource_type == resource_type, r.c.id == resource_id, *pathway_filter(reach, p))
-                .exists())
+        # a deleted one (gone from fhir_resources) through the pathway its tombstone names: a tenant
+        # shown the resource is told it went (410, the DELETE in the history)
+        d = schema.fhir_deleted.alias("reach_deleted")
+        return or_(
+            select(literal(1)).select_from(r.join(p, p.c.pathway_key == r.c.pathway_key))
+            .where(r.c.resource_type == resource_type, r.c.id == resource_id, *pathway_filter(reach, p)).exists(),
+            select(literal(1)).select_from(d.join(p, p.c.pathway_key == d.c.pathway_key))
+            .where(d.c.resource_type == resource_type, d.c.id == resource_id, *pathway_filter(reach, p)).exists())
     i = schema.fhir_search_index.alias("reach_patient")
     return (select(literal(1))
             .select_from(i.join(r, and_(r.c.resource_type == "EpisodeOfCare", r.c.id == i.c.id))
