@@ -95,3 +95,20 @@ def test_the_change_feed_reads_its_index(store: Store):
         assert "Index Cond" in plan and "last_updated >=" in plan, plan
         assert "Sort" not in plan.replace("Sort Key", ""), plan
     assert 20 in {v for v, _, _ in migrations.MIGRATIONS}
+
+
+def test_a_deletion_keeps_its_pathway_and_the_migration_finds_it_for_older_ones(store: Store):
+    episode = {"resourceType": "EpisodeOfCare", "id": "e1", "status": "active"}
+    with store.transaction() as conn:
+        fhir_repository.upsert_resources(conn, [episode, dict(_task("t1"), focus={"reference": "EpisodeOfCare/e1"})],
+                                         "dips:P1", NOW)
+        fhir_repository.upsert_resources(conn, [episode], "dips:P1", NOW + timedelta(1))  # t1 withdrawn
+    fd = schema.fhir_deleted
+    with store.transaction() as conn:
+        assert conn.execute(select(fd.c.pathway_key).where(fd.c.id == "t1")).scalar_one() == "dips:P1"
+        # as a database written before step 36 holds it
+        conn.execute(fd.update().values(pathway_key=None))
+        conn.execute(schema.schema_migrations.delete().where(schema.schema_migrations.c.version == 36))
+    assert store.migrate() == [36]
+    with store.read() as conn:
+        assert conn.execute(select(fd.c.pathway_key).where(fd.c.id == "t1")).scalar_one() == "dips:P1"
