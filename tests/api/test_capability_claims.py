@@ -10,25 +10,20 @@ interaction, a format, an include) is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from forlop.storage import Store
-from forlop_devtools.fuzz_api import ServedApi, serve_api, stop_api
+from forlop_devtools.fuzz_api import ServedApi
 from tests.fhircheck import assert_valid_r4
 
 
 @pytest.fixture
-def served(store: Store, tmp_path: Path, contracts_dir: Path) -> Iterator[ServedApi]:
-    api = serve_api(store, tmp_path, contracts_dir)
-    try:
-        yield api
-    finally:
-        stop_api(api)
+def served(served_api: ServedApi) -> ServedApi:
+    """The API as `forlop serve api` serves it, the contracts' examples loaded (tests/api/conftest.py)."""
+    return served_api
 
 
 def _get(api: ServedApi, target: str, **headers: str) -> tuple[int, dict[str, Any]]:

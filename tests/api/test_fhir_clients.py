@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,16 @@ from fhirclient import client as smart_client
 from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirpy import SyncFHIRClient
 
-from forlop.storage import Store
-from forlop_devtools.fuzz_api import ServedApi, serve_api, stop_api
+from forlop_devtools.fuzz_api import ServedApi
 from tests.fhircheck import assert_valid_r4
 
 TYPES = ("EpisodeOfCare", "Task", "Patient", "Organization", "Practitioner")
 
 
 @pytest.fixture
-def served(store: Store, tmp_path: Path, contracts_dir: Path) -> Iterator[ServedApi]:
-    api = serve_api(store, tmp_path, contracts_dir)
-    try:
-        yield api
-    finally:
-        stop_api(api)
+def served(served_api: ServedApi) -> ServedApi:
+    """The API as `forlop serve api` serves it, the contracts' examples loaded (tests/api/conftest.py)."""
+    return served_api
 
 
 def _fhirpy(api: ServedApi, token: str | None = None, **headers: str) -> SyncFHIRClient:

@@ -8,30 +8,15 @@ from dataclasses import replace
 
 import pytest
 
-from app.bootstrap import Runtime
 from app.export import export_bundle
-from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, TokenVerifier, mint_dev_token
-from forlop.clock import FixedClock, parse_time
+from forlop.clock import parse_time
 from forlop.config import ConfigError, load_settings
-from forlop.storage import Store
-from services.api.app import ApiDeps, create_app
+from tests.api.conftest import loaded_client
 
 AS_OF = parse_time("2026-01-05T10:00:00+01:00")
 
 
-def _client(store: Store, tmp_path, contracts_dir, **env: str):
-    settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path), **env})
-    rt = Runtime(settings, store, FixedClock(AS_OF))
-    client = create_app(ApiDeps(settings, store, rt.clock, TokenVerifier(settings))).test_client()
-    write = {"Authorization": f"Bearer {mint_dev_token(settings, [SCOPE_WRITE_EVENTS])}"}
-    for vendor in ("dips", "esp"):
-        body = (contracts_dir / f"{vendor}-examples.ndjson").read_bytes()
-        assert client.post(f"/ingest/{vendor}", data=body,
-                           headers=write | {"Content-Type": "application/x-ndjson"}).status_code == 202
-    rt.drain_outbox(rt.topic_handlers(["pathway"]))
-    client.rt = rt
-    client.read = {"Authorization": f"Bearer {mint_dev_token(settings, [SCOPE_READ])}"}
-    return client
+_client = loaded_client
 
 
 def _urls(body: dict) -> list[str]:

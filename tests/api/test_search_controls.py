@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.bootstrap import Runtime
-from forlop.auth import SCOPE_READ, SCOPE_WRITE_EVENTS, TokenVerifier, mint_dev_token
-from forlop.clock import FixedClock, parse_time
-from forlop.config import load_settings
+from forlop.clock import parse_time
 from forlop.fhir import ids
 from forlop.storage import Store
-from services.api.app import ApiDeps, create_app
+from tests.api.conftest import loaded_client
 from tests.fhircheck import assert_valid_r4
 
 AS_OF = parse_time("2026-01-05T10:00:00+01:00")
@@ -20,17 +17,7 @@ BASE = "http://localhost:8080"
 
 @pytest.fixture
 def api(store: Store, tmp_path, contracts_dir):
-    settings = load_settings({"FORLOP_DATA_DIR": str(tmp_path)})
-    rt = Runtime(settings, store, FixedClock(AS_OF))
-    client = create_app(ApiDeps(settings, store, rt.clock, TokenVerifier(settings))).test_client()
-    write = {"Authorization": f"Bearer {mint_dev_token(settings, [SCOPE_WRITE_EVENTS])}"}
-    for vendor in ("dips", "esp"):
-        body = (contracts_dir / f"{vendor}-examples.ndjson").read_bytes()
-        assert client.post(f"/ingest/{vendor}", data=body,
-                           headers=write | {"Content-Type": "application/x-ndjson"}).status_code == 202
-    rt.drain_outbox(rt.topic_handlers(["pathway"]))
-    client.read = {"Authorization": f"Bearer {mint_dev_token(settings, [SCOPE_READ])}"}
-    return client
+    return loaded_client(store, tmp_path, contracts_dir)
 
 
 def _get(api, target: str, status: int = 200, **headers: str) -> dict:
