@@ -428,6 +428,16 @@ class Chaos:
         delivered_keys = {rows[i].dedupe_key for i in received if i in rows}
         r.owed_by_replay = len(owed)
         r.owed_never_delivered = len(owed - delivered_keys)
+        if owed - delivered_keys:  # for a person to look at: what the live run made of each
+            live_rows: dict[str, list[dict[str, object]]] = {}
+            for row in rows.values():
+                if row.dedupe_key in owed - delivered_keys:
+                    live_rows.setdefault(row.dedupe_key, []).append(
+                        {"id": row.id, "status": row.status, "trigger": row.trigger, "sent_at": row.sent_at,
+                         "received": row.id in received})
+            (self.workdir / "owed-undelivered.json").write_text(json.dumps(
+                {key: live_rows.get(key, "absent in the live run") for key in sorted(owed - delivered_keys)},
+                default=str, indent=1))
 
     def _read_logs(self) -> None:
         for s in self.services:

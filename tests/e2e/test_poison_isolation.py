@@ -118,10 +118,11 @@ class Watched:
 
     @classmethod
     def start(cls, rt: Runtime, services: Sequence[str]) -> dict[str, Watched]:
-        """The loops of `services`, started together (each joins its group: seconds with the broker)."""
+        """The loops of `services`, started together (each joins its group: seconds with the broker; a
+        restart's join can wait out the stopped member's session on a busy machine, hence the margin)."""
         loops = {s: cls(rt, s) for s in services}
         for service, watched in loops.items():
-            assert watched.loop.joined.wait(30), f"{service} did not join"
+            assert watched.loop.joined.wait(90), f"{service} did not join its group in 90 s"
         return loops
 
     def stop(self) -> None:
