@@ -141,6 +141,8 @@ def search_audit_events(store: Store, fhir_base: str) -> Response:
         raise BadParameter("patient", "patient must be a national id (11 digits, system| before it or not), "
                            "Patient/<id> or a Patient id")
     since, since_strict, until, until_strict = None, False, None, False
+    if len(request.args.getlist("date")) > 2:
+        raise BadParameter("date", "date takes at most two values (a window: date=ge...&date=le...)")
     for value in request.args.getlist("date"):
         prefix, (first, last) = _date(value)
         if prefix in ("ge", "eq"):

@@ -52,13 +52,13 @@ class Include:
 
 def includes(resource_type: str, values: Sequence[str]) -> list[Include]:
     """The `_include` values of a search of `resource_type`, checked."""
-    return [_parse("_include", resource_type, v, INCLUDES, own_type=True) for v in _distinct(values)]
+    return [_parse("_include", resource_type, v, INCLUDES, own_type=True) for v in _distinct("_include", values)]
 
 
 def revincludes(resource_type: str, values: Sequence[str]) -> list[Include]:
     """The `_revinclude` values of a search of `resource_type`, checked (the target, when named, is it)."""
     found = [_parse("_revinclude", resource_type, v, dict.fromkeys(REVINCLUDES, ""), own_type=False)
-             for v in _distinct(values)]
+             for v in _distinct("_revinclude", values)]
     for inc in found:
         if resource_type not in TARGETS[(inc.source, inc.param)] or inc.target not in (None, resource_type):
             raise BadParameter("_revinclude", f"_revinclude={shown(inc.name)}: {inc.source}.{inc.param} does not "
@@ -66,8 +66,11 @@ def revincludes(resource_type: str, values: Sequence[str]) -> list[Include]:
     return found
 
 
-def _distinct(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(v for value in values for v in value.split(",") if v))
+def _distinct(name: str, values: Iterable[str]) -> list[str]:
+    pieces = [v for value in values for v in value.split(",")]
+    if not all(pieces):  # `_include=` names nothing: refused like any other empty value, never ignored
+        raise BadParameter(name, f"{name} needs a value (e.g. {name}=Task:focus)")
+    return list(dict.fromkeys(pieces))
 
 
 def _parse(name: str, resource_type: str, value: str, supported: dict[tuple[str, str], str], *,

@@ -122,7 +122,8 @@ def test_audit_event_search_is_valid_fhir_and_filters_by_date(served_api: Served
     assert json.loads(_get(api, f"/fhir/AuditEvent?patient={NATIONAL_ID}&date=lt2026-01-05")[2])["entry"] == []
     paged = json.loads(_get(api, f"/fhir/AuditEvent?patient={NATIONAL_ID}&_count=1")[2])
     assert len(paged["entry"]) == 1 and [link["relation"] for link in paged["link"]] == ["self", "next"]
-    for bad in ("patient=Patient/%00", "patient=12345678901&date=yesterday", "date=ge2026-01-01"):
+    three_dates = f"patient={NATIONAL_ID}&date=ge2026-01-01&date=le2026-01-31&date=eq2026-01-05"
+    for bad in ("patient=Patient/%00", "patient=12345678901&date=yesterday", "date=ge2026-01-01", three_dates):
         status, _, body = _get(api, f"/fhir/AuditEvent?{bad}")
         assert status == 400, bad
         outcome(body)

@@ -124,7 +124,9 @@ def test_include_and_revinclude(api):
                          ("/fhir/Task?_include:iterate=Task:focus", "_include:iterate"),
                          ("/fhir/EpisodeOfCare?_include=Task:focus", "_include"),
                          ("/fhir/Task?_include=Task:code", "_include"),
-                         ("/fhir/Task?_revinclude=EpisodeOfCare:patient", "_revinclude")):
+                         ("/fhir/Task?_revinclude=EpisodeOfCare:patient", "_revinclude"),
+                         ("/fhir/Task?_include=", "_include"), ("/fhir/Patient?_revinclude=&_revinclude=", "_revinclude"),
+                         ("/fhir/EpisodeOfCare?_revinclude=Task:focus,", "_revinclude")):
         bad = _get(api, target, 400)
         assert bad["issue"][0]["expression"] == [name], target
 
