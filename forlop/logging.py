@@ -1,6 +1,6 @@
 """Structured JSON logs with a correlation id, and no personal data.
 
-Fødselsnummer/D-nummer (any 11-digit run) are masked by a filter on every record,
+Fødselsnummer/D-nummer (any run of 11 digits or more) are masked by a filter on every record,
 so a careless log call cannot leak one. Names never enter the event formats.
 """
 
@@ -19,7 +19,11 @@ from datetime import UTC, datetime
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
-_ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{11}(?!\d)")
+# A run of 11 ASCII digits or more: a fødselsnummer, or one hidden in a longer run (a vendor's id, a
+# UUID segment), is masked whole. Shared by every place that keeps national ids out of text.
+NATIONAL_ID_RUN = re.compile(r"(?<![0-9])[0-9]{11,}(?![0-9])")
+# The mask token's digest in letters only, so no token is itself a run of digits.
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 
 
 # Keyed, so a token cannot be reversed by hashing every possible fødselsnummer. Set FORLOP_LOG_MASK_KEY
@@ -30,12 +34,12 @@ _MASK_KEY = (os.environ.get("FORLOP_LOG_MASK_KEY") or "").encode() or secrets.to
 
 def mask_national_id(value: str) -> str:
     """A stable, non-identifying token for an 11-digit id: lets logs correlate, reveals nothing."""
-    digest = hmac.new(_MASK_KEY, value.encode(), hashlib.sha256).hexdigest()[:12]
+    digest = hmac.new(_MASK_KEY, value.encode(), hashlib.sha256).hexdigest()[:12].translate(_LETTERS)
     return f"***********#{digest}"
 
 
 def mask_text(text: str) -> str:
-    return _ELEVEN_DIGITS.sub(lambda m: mask_national_id(m.group(0)), text)
+    return NATIONAL_ID_RUN.sub(lambda m: mask_national_id(m.group(0)), text)
 
 
 class MaskingFilter(logging.Filter):

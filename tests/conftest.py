@@ -10,7 +10,10 @@ unless FORLOP_TEST_REQUIRE_POSTGRES=1 (CI), which makes it an error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from forlop.logging import JsonFormatter, MaskingFilter
 from forlop.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +150,31 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"PostgreSQL at {POSTGRES_URL} was not reachable ({problem}): its half of the suite was skipped. "
             "Start it (see the README) or set FORLOP_TEST_POSTGRES_URL.", yellow=True)
+
+
+@contextlib.contextmanager
+def production_logs(level: int = logging.INFO) -> Iterator[io.StringIO]:
+    """The root logger's output, as the production handler writes it (masking filter + JSON), meanwhile."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(MaskingFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """`cli.main` points the root logger at the captured stderr: give the handlers back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

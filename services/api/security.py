@@ -27,10 +27,9 @@ from flask import Response
 
 from forlop.config import Settings
 from forlop.fhir.outcome import error
-from forlop.logging import mask_text
+from forlop.logging import NATIONAL_ID_RUN, mask_text
 
 CORRELATION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
-_ELEVEN_DIGITS = re.compile(r"(?<![0-9])[0-9]{11}(?![0-9])")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -43,9 +42,11 @@ MAX_BUCKETS = 10_000  # clients remembered per process; the least recently seen 
 
 def correlation_id_of(raw: str | None) -> str:
     """The client's id when it is safe to log and echo as it is; a generated one otherwise."""
-    if raw and CORRELATION_ID.fullmatch(raw) and not _ELEVEN_DIGITS.search(raw):
+    if raw and CORRELATION_ID.fullmatch(raw) and not NATIONAL_ID_RUN.search(raw):
         return raw
-    return uuid.uuid4().hex
+    while NATIONAL_ID_RUN.search(generated := uuid.uuid4().hex):  # one the logs keep as it is
+        pass
+    return generated
 
 
 def secure(resp: Response, https: bool) -> Response:
@@ -55,7 +56,7 @@ def secure(resp: Response, https: bool) -> Response:
         resp.headers["Strict-Transport-Security"] = HSTS
     if resp.status_code >= 400 and not resp.direct_passthrough and resp.mimetype.endswith("json"):
         body = resp.get_data(as_text=True)
-        if _ELEVEN_DIGITS.search(body):
+        if NATIONAL_ID_RUN.search(body):
             resp.set_data(mask_text(body))
     return resp
 

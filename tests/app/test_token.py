@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import jwt
-import pytest
 
 from app import cli
 from app.bootstrap import Runtime
@@ -20,15 +17,6 @@ from forlop_devtools import synthetic
 from services.api.app import ApiDeps, create_app
 
 AS_OF = parse_time("2026-01-05T10:00:00+01:00")
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _token(capsys, *args: str) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -20,16 +18,6 @@ from forlop.config import ConfigError, check_production, load_settings, producti
 from forlop.storage import Store
 
 REGISTRY = {"tenants": [{"orgNumber": "910000001", "kind": "hospital", "units": ["8140712"]}]}
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """`cli.main` points the root logger at the captured stderr: give the handlers back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _jwks(tmp_path: Path) -> Path:

@@ -87,7 +87,7 @@ def is_synthetic(value: str) -> bool:
 
 
 def mask_national_id(value: str) -> str:
-    """A log-safe stand-in, e.g. ``***********#1a2b3c4d``.
+    """A log-safe stand-in, e.g. ``***********#hbjcidkegafm``.
 
     All eleven digits are hidden: even the birth date narrows a person down too much,
     and a D-nummer flag would reveal nationality. The short hash lets log lines about
