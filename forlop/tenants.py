@@ -6,7 +6,8 @@ A token names its organisation with HelseID's claims (`forlop.auth.Principal.org
 - hospital: posts events for its own units only (by HER-id) and reads the pathways at them;
 - municipality: reads the pathways of its residents whose consent to municipal involvement is in force;
 - national: the indicators and the registration quality over all pathways, small cells suppressed;
-- operator: the e-messages and dead letters (with the `forlop/admin` scope);
+- operator: the e-messages and dead letters (with the `forlop/admin` scope), the audit trail (with
+  `forlop/audit.read`);
 - development: everything; embedded mode only (a production registry holding one is refused).
 
 The registry is a YAML or JSON file checked against `profiles/tenants/tenants.schema.json` at start;

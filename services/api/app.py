@@ -3,7 +3,7 @@
 Thin: each route checks the token and its tenant, builds a call into a service function and
 turns the answer (or the error) into FHIR JSON.
 
-Access (docs/security.md): the token's organisation (HelseID's orgnr_child, else orgnr_parent)
+Access (the README's Access section, docs/architecture.md): the token's organisation (HelseID's orgnr_child, else orgnr_parent)
 must be in the tenant registry (`forlop.tenants`), else 403; each route allows some kinds of
 tenant (403 for the others). What a tenant may read is restricted in the query, and a resource
 outside its reach is answered 404, as one that does not exist, so that its existence is not revealed.

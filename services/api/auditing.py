@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, request
+from sqlalchemy import Connection
 
 from forlop import audit
 from forlop.audit import AuditRecord, AuditUnavailable
@@ -76,7 +77,7 @@ def record_of(status: int, clock: Clock, default_purpose: str) -> AuditRecord:
     )
 
 
-def append_in(conn, record: AuditRecord, synchronous: bool = True) -> None:  # noqa: ANN001 - a Connection
+def append_in(conn: Connection, record: AuditRecord, synchronous: bool = True) -> None:
     """Append the request's record in `conn`'s transaction (a write's: its change and its record commit
     together); AuditUnavailable if it cannot. `synchronous`: see `forlop.audit.append`."""
     touched = audit.current()
